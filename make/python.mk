@@ -1,0 +1,18 @@
+# The project venv (.venv): operator, runtime (editable) and the development tools.
+RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,grpc
+VENV_STAMP := $(VENV)/.installed
+
+$(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt
+	@test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt -e '.[dev]' -e './runtime-image[$(RUNTIME_EXTRAS)]'
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Create or update the project venv (.venv).
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## ruff and mypy (strict) over our packages.
+	$(VENV)/bin/ruff check operator runtime-image tests
+	$(VENV)/bin/ruff format --check operator runtime-image tests
+	$(VENV)/bin/mypy

@@ -1,0 +1,30 @@
+PYTEST := $(VENV)/bin/pytest
+PYTEST_ARGS ?=
+
+.PHONY: test
+test: ## Every test, unit and end-to-end (sets up whatever it needs on a fresh machine).
+	@$(TIMED) "make test (total)" $(MAKE) --no-print-directory test-phases
+
+.PHONY: test-phases
+test-phases:
+	@$(TIMED) venv $(MAKE) --no-print-directory venv
+	@$(TIMED) lint $(MAKE) --no-print-directory lint
+	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
+	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory e2e-prerequisites
+	@$(TIMED) e2e-tests $(MAKE) --no-print-directory test-e2e
+
+.PHONY: test-unit
+test-unit: $(VENV_STAMP) ## Unit tests only (no cluster).
+	$(PYTEST) -m "not e2e and not heavy" $(PYTEST_ARGS)
+
+.PHONY: test-e2e
+test-e2e: $(VENV_STAMP) ## End-to-end tests on the local cluster.
+	$(PYTEST) -m "e2e and not heavy" $(PYTEST_ARGS)
+
+.PHONY: test-heavy
+test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats).
+	$(PYTEST) -m heavy $(PYTEST_ARGS)
+
+# Areas append what their e2e tests need built and started (cluster, images, s3, ...).
+.PHONY: e2e-prerequisites
+e2e-prerequisites:

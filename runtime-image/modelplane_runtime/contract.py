@@ -1,0 +1,110 @@
+"""The contract between the operator and the runtime: the single definition of both sides.
+
+The operator renders pods against these names and the runtime reads them, so nothing here may
+import anything outside the standard library (the operator image installs this package with
+``--no-deps`` just for this module).
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+# Commands (the image's entry point is `modelplane-runtime`).
+RUNTIME_COMMAND: Final = "modelplane-runtime"
+PULL_SUBCOMMAND: Final = "pull"
+SERVE_SUBCOMMAND: Final = "serve"
+
+# Container and volume layout rendered by the operator.
+PULL_CONTAINER_NAME: Final = "model-pull"
+SERVER_CONTAINER_NAME: Final = "model-server"
+MODEL_VOLUME_NAME: Final = "model"
+MODEL_DIR: Final = "/mnt/models"
+TMP_VOLUME_NAME: Final = "tmp"
+TMP_DIR: Final = "/tmp"
+
+# Ports and paths.
+HTTP_PORT: Final = 8080
+GRPC_PORT: Final = 8081
+HTTP_PORT_NAME: Final = "http"
+GRPC_PORT_NAME: Final = "grpc"
+LIVE_PATH: Final = "/v2/health/live"
+READY_PATH: Final = "/v2/health/ready"
+METRICS_PATH: Final = "/metrics"
+
+# Environment variables. Every `serve`/`pull` flag has one of these as its default source.
+ENV_MODEL_URI: Final = "MODELPLANE_MODEL_URI"
+ENV_MODEL_DIGEST: Final = "MODELPLANE_MODEL_DIGEST"
+ENV_MODEL_DIR: Final = "MODELPLANE_MODEL_DIR"
+ENV_MODEL_FORMAT: Final = "MODELPLANE_MODEL_FORMAT"
+ENV_MODEL_NAME: Final = "MODELPLANE_MODEL_NAME"
+ENV_MODEL_VERSION: Final = "MODELPLANE_MODEL_VERSION"
+ENV_ALLOW_PICKLE: Final = "MODELPLANE_ALLOW_PICKLE"
+ENV_HTTP_PORT: Final = "MODELPLANE_HTTP_PORT"
+ENV_GRPC_PORT: Final = "MODELPLANE_GRPC_PORT"
+ENV_PROTOCOLS: Final = "MODELPLANE_PROTOCOLS"  # comma list of v1,v2,grpc
+ENV_WORKERS: Final = "MODELPLANE_WORKERS"
+ENV_BATCHING: Final = "MODELPLANE_BATCHING"  # "true" / "false"
+ENV_MAX_BATCH_SIZE: Final = "MODELPLANE_MAX_BATCH_SIZE"
+ENV_MAX_LATENCY_MS: Final = "MODELPLANE_MAX_LATENCY_MS"
+ENV_REQUEST_TIMEOUT_SECONDS: Final = "MODELPLANE_REQUEST_TIMEOUT_SECONDS"
+ENV_MAX_QUEUE: Final = "MODELPLANE_MAX_QUEUE"
+ENV_MAX_BODY_BYTES: Final = "MODELPLANE_MAX_BODY_BYTES"
+ENV_PULL_STALL_SECONDS: Final = "MODELPLANE_PULL_STALL_SECONDS"
+ENV_PULL_RETRIES: Final = "MODELPLANE_PULL_RETRIES"
+
+PROTOCOL_V1: Final = "v1"
+PROTOCOL_V2: Final = "v2"
+PROTOCOL_GRPC: Final = "grpc"
+
+FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "huggingface", "custom")
+
+# What `pull` leaves beside the model so that `serve` can report what it serves.
+PULL_RECORD_FILE: Final = ".modelplane-pull.json"  # {"uri": ..., "digest": "sha256:...", "bytes": N}
+
+# Exit codes of `pull`: the operator tells a permanent failure from a transient one by these.
+EXIT_OK: Final = 0
+EXIT_USAGE: Final = 2
+EXIT_PERMANENT: Final = 10
+EXIT_TRANSIENT: Final = 11
+
+# Reasons `pull` writes first on its one-line failure message, "<Reason>: <message>".
+REASON_NOT_FOUND: Final = "ModelNotFound"
+REASON_ACCESS_DENIED: Final = "AccessDenied"
+REASON_DIGEST_MISMATCH: Final = "DigestMismatch"
+REASON_UNSUPPORTED: Final = "UnsupportedArtifact"
+REASON_INVALID_URI: Final = "InvalidURI"
+REASON_TRANSIENT: Final = "TransientPullError"
+PERMANENT_REASONS: Final = frozenset(
+    {REASON_NOT_FOUND, REASON_ACCESS_DENIED, REASON_DIGEST_MISMATCH, REASON_UNSUPPORTED, REASON_INVALID_URI}
+)
+TERMINATION_LOG: Final = "/dev/termination-log"
+
+
+class PullFailure(NamedTuple):
+    reason: str
+    message: str
+
+    @property
+    def permanent(self) -> bool:
+        return self.reason in PERMANENT_REASONS
+
+
+def format_termination_message(reason: str, message: str) -> str:
+    """One line, as the kubelet shows it in the container's terminated state."""
+    one_line = " ".join(message.split())
+    return f"{reason}: {one_line}"
+
+
+def parse_termination_message(text: str) -> PullFailure:
+    """Inverse of :func:`format_termination_message`; unknown text is a transient failure."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    reason, sep, message = line.partition(": ")
+    if sep and reason.isidentifier():
+        return PullFailure(reason, message)
+    return PullFailure(REASON_TRANSIENT, line)
+
+
+# Prometheus metric names the operator's autoscaling triggers query.
+METRIC_REQUESTS_TOTAL: Final = "modelplane_requests_total"  # labels: model, protocol, code
+METRIC_REQUEST_SECONDS: Final = "modelplane_request_duration_seconds"
+METRIC_IN_FLIGHT: Final = "modelplane_requests_in_flight"  # label: model
