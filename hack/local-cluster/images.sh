@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# images.sh base | build NAME... | ref NAME | list
+# Every image a pod runs here is built on this machine: a Debian base made with debootstrap from
+# the apt mirror this machine is configured with, and each image of ours FROM it. Tags are a
+# content hash of the image's inputs, so a rebuilt image gets a new tag and rolls out.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/config.sh"
+REPO=$(cd "$HERE/../.." && pwd)
+BASE_PACKAGES=python3,python3-venv,ca-certificates,libgomp1,tzdata
+WHEELS_ROOT=$CACHE_DIR/wheels
+
+# name -> "context|containerfile|hash inputs (paths relative to the repo)|pip requirements to prefetch"
+image_spec() {
+  case "$1" in
+    runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx]|runtime-image/constraints.txt" ;;
+    operator) echo ".|operator/Dockerfile|operator pyproject.toml runtime-image/modelplane_runtime/contract.py runtime-image/pyproject.toml|. ./runtime-image|runtime-image/constraints.txt" ;;
+    http-echo) echo "tests/cluster/images/http-echo|tests/cluster/images/http-echo/Containerfile|tests/cluster/images/http-echo||" ;;
+    *) echo "unknown image $1" >&2; return 1 ;;
+  esac
+}
+IMAGES=(runtime operator http-echo)
+
+base_hash() { printf '%s\n' "$BASE_PACKAGES" bookworm "$(cat "$HERE/base/Containerfile")" | sha256sum | cut -c1-12; }
+base_ref() { echo "localhost/modelplane/base:$(base_hash)"; }
+
+mirror() {
+  # The first Debian URI apt is configured with; read at run time, never written down.
+  local uri
+  uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$uri" ] || uri=$(awk '/^deb / {print $2; exit}' /etc/apt/sources.list 2>/dev/null || true)
+  [ -n "$uri" ] || { echo "no apt mirror configured on this machine" >&2; return 1; }
+  echo "$uri"
+}
+
+buildah_() { buildah --root "$CACHE_DIR/buildah/root" --runroot /run/modelplane/buildah --storage-driver vfs "$@"; }
+
+build_base() {
+  local ref; ref=$(base_ref)
+  buildah_ images -q "$ref" >/dev/null 2>&1 && return 0
+  local work=$CACHE_DIR/images/base-work
+  local tarball=$CACHE_DIR/images/base-$(base_hash).tar
+  if [ ! -f "$tarball" ]; then
+    log "debootstrap bookworm ($BASE_PACKAGES)"
+    rm -rf "$work"; mkdir -p "$work/rootfs"
+    debootstrap --variant=minbase --include="$BASE_PACKAGES" bookworm "$work/rootfs" "$(mirror)" \
+      > "$CACHE_DIR/images/debootstrap.log" 2>&1 || { tail -20 "$CACHE_DIR/images/debootstrap.log"; exit 1; }
+    rm -rf "$work/rootfs/var/cache/apt/archives"/*.deb "$work/rootfs/var/lib/apt/lists"/*
+    tar -C "$work/rootfs" -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+    rm -rf "$work"
+  fi
+  local ctx; ctx=$(mktemp -d)
+  ln "$tarball" "$ctx/rootfs.tar" 2>/dev/null || cp "$tarball" "$ctx/rootfs.tar"
+  cp "$HERE/base/Containerfile" "$ctx/"
+  KEEP_IN_BUILDAH=1 "$HERE/image-import.sh" "$ref" "$ctx" "$ctx/Containerfile"
+  rm -rf "$ctx"
+}
+
+field() { image_spec "$1" | cut -d'|' -f"$2"; }
+
+image_hash() {
+  local name=$1 inputs
+  inputs=$(field "$name" 3)
+  {
+    base_ref
+    (cd "$REPO" && git ls-files -co --exclude-standard -- $inputs | LC_ALL=C sort | while read -r f; do
+      [ -f "$f" ] && { echo "$f"; sha256sum < "$f"; }
+    done)
+  } | sha256sum | cut -c1-12
+}
+
+image_ref() { echo "localhost/modelplane/$1:$(image_hash "$1")"; }
+
+wheelhouse() { # name -> directory with every wheel the image's pip install needs
+  local name=$1 reqs constraints dir
+  reqs=$(field "$name" 4); constraints=$(field "$name" 5)
+  dir=$WHEELS_ROOT/$name
+  mkdir -p "$dir"
+  [ -n "$reqs" ] || { echo "$dir"; return 0; }
+  local args=(); for r in $reqs; do args+=("$r"); done
+  (cd "$REPO" && python3 -m pip wheel -q --disable-pip-version-check -w "$dir" \
+      ${constraints:+-c "$constraints"} "${args[@]}" setuptools wheel pip >&2)
+  echo "$dir"
+}
+
+build_image() {
+  local name=$1 ref ctx file
+  ref=$(image_ref "$name")
+  if ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qx "$ref"; then
+    log "$ref is current"; return 0
+  fi
+  build_base
+  ctx=$REPO/$(field "$name" 1); file=$REPO/$(field "$name" 2)
+  local wheels; wheels=$(wheelhouse "$name")
+  log "building $ref"
+  "$HERE/image-import.sh" "$ref" "$ctx" "$file" --build-arg "BASE_IMAGE=$(base_ref)" \
+    --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels --volume "$wheels:/wheels:ro"
+}
+
+case "${1:-}" in
+  base) build_base ;;
+  build) shift; [ $# -gt 0 ] || set -- "${IMAGES[@]}"
+         for n in "$@"; do [ -f "$REPO/$(field "$n" 2)" ] && build_image "$n" || log "skipping $n: no $(field "$n" 2) yet"; done ;;
+  ref) image_ref "$2" ;;
+  list) printf '%s\n' "${IMAGES[@]}" ;;
+  *) echo "usage: $0 base | build [NAME...] | ref NAME | list" >&2; exit 2 ;;
+esac

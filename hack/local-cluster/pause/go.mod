@@ -1,0 +1,3 @@
+module modelplane.io/local-cluster/pause
+
+go 1.22

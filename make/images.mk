@@ -1,0 +1,14 @@
+# Container images, built with buildah from a locally made base and imported into the node.
+IMAGES_SH := $(CLUSTER_ENV) $(CLUSTER_HACK)/images.sh
+
+.PHONY: images
+images: cluster-up ## Build every image of the repo (tagged by content hash) into the node's containerd.
+	@$(IMAGES_SH) build
+
+.PHONY: image
+image: cluster-up ## Build one image: make image NAME=runtime
+	@$(IMAGES_SH) build $(NAME)
+
+.PHONY: image-ref
+image-ref: ## Print the current reference of an image: make -s image-ref NAME=runtime
+	@$(IMAGES_SH) ref $(NAME)

@@ -1,0 +1,1 @@
+"""Modelplane: the operator that reconciles ModelDeployments."""

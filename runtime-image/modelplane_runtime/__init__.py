@@ -1,0 +1,1 @@
+"""Modelplane runtime: pull, verify, load and serve one model."""
