@@ -1,0 +1,28 @@
+"""Fixtures shared by every area. Areas keep their own in tests/<area>/conftest.py."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import REPO_ROOT, Cluster, make_print, namespace_name
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    """The local cluster, brought up (or reused when it already runs) by `make cluster-up`."""
+    subprocess.run(["make", "-s", "--no-print-directory", "cluster-up"], cwd=REPO_ROOT, check=True)
+    return Cluster(kubeconfig=Path(make_print("kubeconfig")), bin_dir=Path(make_print("bin-dir")))
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, deleted (without waiting) when the test ends."""
+    name = namespace_name(request.node.name)
+    cluster.kubectl("create", "namespace", name)
+    cluster.wait(f"serviceaccount/default", "jsonpath={.metadata.name}=default", namespace=name, timeout=60)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
