@@ -23,6 +23,6 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     """A namespace of the test's own, deleted (without waiting) when the test ends."""
     name = namespace_name(request.node.name)
     cluster.kubectl("create", "namespace", name)
-    cluster.wait(f"serviceaccount/default", "jsonpath={.metadata.name}=default", namespace=name, timeout=60)
+    cluster.wait("serviceaccount/default", "create", namespace=name, timeout=60)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

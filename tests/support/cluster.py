@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,12 +41,18 @@ class Cluster:
         cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
         result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
+            )
         return result
 
-    def apply(self, manifest: str | dict[str, Any] | list[dict[str, Any]], namespace: str | None = None) -> None:
-        text = manifest if isinstance(manifest, str) else yaml.safe_dump_all(
-            manifest if isinstance(manifest, list) else [manifest]
+    def apply(
+        self, manifest: str | dict[str, Any] | list[dict[str, Any]], namespace: str | None = None
+    ) -> None:
+        text = (
+            manifest
+            if isinstance(manifest, str)
+            else yaml.safe_dump_all(manifest if isinstance(manifest, list) else [manifest])
         )
         ns = ["-n", namespace] if namespace else []
         self.kubectl("apply", *ns, "-f", "-", input=text)
@@ -58,6 +67,18 @@ class Cluster:
         """`kubectl wait --for=CONDITION TARGET`: waits on the API's own state, never on a sleep."""
         ns = ["-n", namespace] if namespace else []
         self.kubectl("wait", f"--for={condition}", target, *ns, f"--timeout={timeout}s", timeout=timeout + 30)
+
+
+def wait_until(what: str, predicate: Callable[[], T | None], timeout: float = 120, interval: float = 1) -> T:
+    """Polls PREDICATE (a read of real state) until it returns something truthy; fails naming WHAT."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def namespace_name(test_name: str) -> str:
