@@ -12,3 +12,5 @@ image: cluster-up ## Build one image: make image NAME=runtime
 .PHONY: image-ref
 image-ref: ## Print the current reference of an image: make -s image-ref NAME=runtime
 	@$(IMAGES_SH) ref $(NAME)
+
+e2e-prerequisites: images
