@@ -1,0 +1,57 @@
+"""The S3 server `make s3` starts (SeaweedFS): its settings as `make -s s3-env` prints them."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from tests.support.cluster import REPO_ROOT, make_print
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint: str
+    access_key: str
+    secret_key: str
+    region: str
+    bucket: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables (what a pod or `modelplane-runtime pull` is given)."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_REGION": self.region,
+        }
+
+    def client(self, secret_key: str | None = None, **config: Any) -> Any:
+        """A boto3 client with path-style addressing (SeaweedFS has no virtual-host buckets here)."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key if secret_key is None else secret_key,
+            region_name=self.region,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+        )
+
+
+def start_s3() -> S3Server:
+    """Runs `make s3` (idempotent) and returns the server's settings."""
+    subprocess.run(
+        ["make", "-s", "--no-print-directory", "s3"], cwd=REPO_ROOT, check=True, capture_output=True
+    )
+    values = dict(line.split("=", 1) for line in make_print("s3-env").splitlines() if "=" in line)
+    return S3Server(
+        endpoint=values["AWS_ENDPOINT_URL"],
+        access_key=values["AWS_ACCESS_KEY_ID"],
+        secret_key=values["AWS_SECRET_ACCESS_KEY"],
+        region=values["AWS_REGION"],
+        bucket=values["MODELPLANE_S3_BUCKET"],
+    )
