@@ -28,7 +28,7 @@ if [ -S "$CONTAINERD_SOCK" ]; then
   done
 fi
 for name in coredns kube-proxy containerd kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
-pkill -f "containerd-shim-runc-v2 -namespace k8s.io -address $CONTAINERD_SOCK" 2>/dev/null
+pkill -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null
 # kube-proxy's chains, and the pod bridge with its addresses.
 "$BIN_DIR/kube-proxy" --cleanup >/dev/null 2>&1 || true
 ip link del "$POD_BRIDGE" 2>/dev/null

@@ -43,12 +43,11 @@ host_network() {
   else
     log "warning: br_netfilter is not available; Service hairpin traffic may not work"
   fi
-  ip link show "$NODE_LINK" >/dev/null 2>&1 || ip link add "$NODE_LINK" type dummy
-  ip addr show dev "$NODE_LINK" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/32" dev "$NODE_LINK"
-  ip link set "$NODE_LINK" up
+  "$HERE/node-link.sh"
 }
 
 control_plane() {
+  "$HERE/node-link.sh"
   "$HERE/pki.sh"
   start etcd "$BIN_DIR/etcd" --name "$NODE_NAME" --data-dir "$CLUSTER_DIR/etcd" \
     --listen-client-urls "https://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -112,7 +111,12 @@ containerd_up() {
   sed -e "s|@BRIDGE@|$POD_BRIDGE|; s|@POD_CIDR@|$POD_CIDR|; s|@GATEWAY@|$POD_GATEWAY|" \
       -e "s|@IPAM_DIR@|$CLUSTER_DIR/cni/ipam|" \
       "$HERE/cni.conflist.in" > "$CLUSTER_DIR/cni/net.d/10-modelplane.conflist"
-  running containerd || rm -f "$CONTAINERD_SOCK"
+  if ! running containerd; then
+    # Left over from a session that ended: the pods' processes are gone, so their shims,
+    # socket and IP allocations are stale. containerd cleans its own tasks up when it starts.
+    pkill -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" 2>/dev/null || true
+    rm -rf "$CONTAINERD_SOCK" "$CLUSTER_DIR/cni/ipam"
+  fi
   start containerd containerd --config "$conf"
   wait_for containerd 30 ctr --address "$CONTAINERD_SOCK" version
   "$HERE/pause-image.sh"
