@@ -11,3 +11,44 @@ helm: ## Build helm from its Go module into the bin dir (cached, stamped with th
 .PHONY: prometheus
 prometheus: ## Unpack Debian's prometheus and promtool into the cache (no system service); tests start their own.
 	@$(TIMED) prometheus $(HARNESS_ENV) $(HARNESS_HACK)/fetch-prometheus.sh
+
+KEDA_VERSION ?= v2.21.0
+PROMETHEUS_OPERATOR_VERSION ?= v0.85.0
+CRD_DIR := $(CACHE_DIR)/crds
+
+.PHONY: crds
+crds: ## Copy KEDA's and the Prometheus Operator's CRDs from their Go modules into the cache.
+	@$(TIMED) crds $(HARNESS_ENV) CRD_DIR=$(CRD_DIR) KEDA_VERSION=$(KEDA_VERSION) \
+	  PROMETHEUS_OPERATOR_VERSION=$(PROMETHEUS_OPERATOR_VERSION) $(HARNESS_HACK)/fetch-crds.sh
+
+.PHONY: crd-dir
+crd-dir: ## Print the directory of the third-party CRDs, fetching them first (use with make -s).
+	@$(MAKE) --no-print-directory crds >&2
+	@echo $(CRD_DIR)
+
+.PHONY: helm-version
+helm-version: ## Print the helm version `make helm` builds (use with make -s).
+	@echo $(HELM_VERSION)
+
+METRICS_SERVER_VERSION ?= v0.9.0
+LOCAL_PATH_PROVISIONER_VERSION ?= v0.0.30
+ADDONS_SH := $(HARNESS_ENV) $(HARNESS_HACK)/addons.sh
+
+.PHONY: addon-binaries
+addon-binaries: ## Build metrics-server and local-path-provisioner from their Go modules (cached).
+	@$(TIMED) addon-binaries $(HARNESS_ENV) METRICS_SERVER_VERSION=$(METRICS_SERVER_VERSION) \
+	  LOCAL_PATH_PROVISIONER_VERSION=$(LOCAL_PATH_PROVISIONER_VERSION) $(HARNESS_HACK)/build-addons.sh
+
+.PHONY: addons
+addons: cluster-up addon-binaries ## Start metrics-server and the default StorageClass on the cluster (idempotent).
+	@$(TIMED) addons $(ADDONS_SH) up
+
+.PHONY: addons-down
+addons-down: ## Stop the cluster add-ons' host processes.
+	@$(ADDONS_SH) down
+
+.PHONY: addons-status
+addons-status: ## Show each cluster add-on's state and the log file it writes.
+	@$(ADDONS_SH) status
+
+e2e-prerequisites: helm prometheus crds addons

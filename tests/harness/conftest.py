@@ -46,3 +46,10 @@ def addons(cluster: Cluster) -> Cluster:
     """The cluster with metrics-server and the default StorageClass running (`make addons`)."""
     make("addons")
     return cluster
+
+
+@pytest.fixture(scope="session")
+def echo_image(cluster: Cluster) -> str:
+    """The cluster tests' small HTTP server image (Debian base with python3 and sh), built into the node."""
+    make("image", "NAME=http-echo")
+    return make_print("image-ref", "NAME=http-echo")

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# addons.sh up | down | status
+# The cluster add-ons, run on the node as host processes next to the kubelet:
+#   metrics-server          -> APIService v1beta1.metrics.k8s.io (kubectl top, CPU HPAs)
+#   local-path-provisioner  -> the default StorageClass "local-path"
+# Each gets a client certificate of its own from the cluster CA. `up` is idempotent: a running
+# add-on whose command line, certificates and binary are unchanged is left alone.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+source "$HERE/../local-cluster/config.sh"
+ADDONS_DIR=${ADDONS_DIR:-$CACHE_DIR/addons}
+ADDON_PKI=$ADDONS_DIR/pki
+ADDON_RUN=$ADDONS_DIR/run
+ADDON_LOGS=$ADDONS_DIR/logs
+VOLUME_DIR=$ADDONS_DIR/local-path-volumes
+METRICS_SERVER_PORT=${METRICS_SERVER_PORT:-4443}
+METRICS_SERVER_USER=modelplane:metrics-server
+PROVISIONER_USER=modelplane:local-path-provisioner
+PROVISIONER_NAMESPACE=local-path-storage
+ADDONS=(metrics-server local-path-provisioner)
+FIELD_MANAGER=modelplane-harness
+
+# --- processes -----------------------------------------------------------------------------
+pid_of() { cat "$ADDON_RUN/$1.pid" 2>/dev/null || true; }
+
+running() {  # the pid file's process is alive and is still our binary (pids get reused)
+  local pid; pid=$(pid_of "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$BIN_DIR/$1" ]
+}
+
+stop() {
+  local name=$1 pid; pid=$(pid_of "$name")
+  if running "$name"; then
+    log "stopping $name (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+  fi
+  rm -f "$ADDON_RUN/$name.pid" "$ADDON_RUN/$name.fingerprint" "$ADDON_RUN/$name.log-offset"
+}
+
+# start NAME FINGERPRINT_INPUTS -- CMD...: (re)starts NAME unless it runs with the same fingerprint.
+start() {
+  local name=$1 inputs=$2; shift 3
+  local fingerprint
+  fingerprint=$({ echo "$*"; sha256sum $inputs; stat -c %Y "$BIN_DIR/$name"; } | sha256sum | cut -c1-16)
+  if running "$name" && [ "$(cat "$ADDON_RUN/$name.fingerprint" 2>/dev/null)" = "$fingerprint" ]; then
+    log "$name already running (pid $(pid_of "$name"), log: $ADDON_LOGS/$name.log)"
+    return 0
+  fi
+  stop "$name"
+  log "starting $name (log: $ADDON_LOGS/$name.log)"
+  stat -c %s "$ADDON_LOGS/$name.log" 2>/dev/null > "$ADDON_RUN/$name.log-offset" || echo 0 > "$ADDON_RUN/$name.log-offset"
+  setsid "$@" >>"$ADDON_LOGS/$name.log" 2>&1 </dev/null &
+  echo $! > "$ADDON_RUN/$name.pid"
+  echo "$fingerprint" > "$ADDON_RUN/$name.fingerprint"
+}
+
+logged_since_start() {  # NAME TEXT: the add-on's current run has logged TEXT
+  local offset; offset=$(cat "$ADDON_RUN/$1.log-offset" 2>/dev/null || echo 0)
+  tail -c +"$((offset + 1))" "$ADDON_LOGS/$1.log" | grep -qF "$2"
+}
+
+# wait_for WHAT SECONDS CMD...: polls CMD until it succeeds; on time-out shows the add-on logs.
+wait_for() {
+  local what=$1 limit=$2; shift 2
+  local deadline=$(( $(date +%s) + limit ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "timed out after ${limit}s waiting for $what; last lines of the add-on logs:"
+      tail -n 20 "$ADDON_LOGS"/*.log >&2 || true
+      exit 1
+    fi
+    sleep 1
+  done
+  log "$what"
+}
+
+# --- certificates ----------------------------------------------------------------------------
+# cert NAME SUBJECT USAGE [SANS]: a key pair signed by the cluster CA; remade if the CA changed.
+cert() {
+  local name=$1 subj=$2 usage=$3 sans=${4:-}
+  local crt=$ADDON_PKI/$name.crt key=$ADDON_PKI/$name.key
+  if [ -f "$crt" ] && openssl verify -CAfile "$PKI_DIR/ca.crt" "$crt" >/dev/null 2>&1; then return 0; fi
+  local ext; ext=$(mktemp)
+  { echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage=$usage"
+    [ -n "$sans" ] && echo "subjectAltName=$sans"; } > "$ext"
+  openssl req -newkey rsa:2048 -nodes -keyout "$key" -out "$ADDON_PKI/$name.csr" -subj "$subj" 2>/dev/null
+  openssl x509 -req -in "$ADDON_PKI/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
+    -CAcreateserial -CAserial "$ADDON_PKI/ca.srl" -out "$crt" -days 3650 -extfile "$ext" 2>/dev/null
+  rm -f "$ADDON_PKI/$name.csr" "$ext"
+  chmod 600 "$key"
+}
+
+kubeconfig_for() {  # NAME: a kubeconfig using the client certificate NAME
+  local file=$ADDON_PKI/$1.kubeconfig
+  cat > "$file.tmp" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: modelplane-local
+  cluster:
+    server: https://$NODE_IP:$APISERVER_PORT
+    certificate-authority: $PKI_DIR/ca.crt
+users:
+- name: $1
+  user:
+    client-certificate: $ADDON_PKI/$1.crt
+    client-key: $ADDON_PKI/$1.key
+contexts:
+- name: modelplane-local
+  context: {cluster: modelplane-local, user: $1}
+current-context: modelplane-local
+KC
+  mv "$file.tmp" "$file"
+}
+
+render() {  # MANIFEST.in: substitute @VARS@ and apply server-side
+  sed -e "s|@USER@|$USER_NAME|g; s|@PORT@|$METRICS_SERVER_PORT|g; s|@NODE_IP@|$NODE_IP|g" \
+      -e "s|@CA_BUNDLE@|$(base64 -w0 < "$PKI_DIR/ca.crt")|g; s|@VOLUME_DIR@|$VOLUME_DIR|g" \
+      -e "s|@HELPER_IMAGE@|${HELPER_IMAGE:-}|g" "$HERE/manifests/$1"
+}
+
+apply() { USER_NAME=$1 render "$2" | kubectl_ apply --server-side --force-conflicts --field-manager "$FIELD_MANAGER" -f - >/dev/null; }
+
+# --- metrics-server ----------------------------------------------------------------------------
+metrics_server_up() {
+  cert metrics-server-client "/CN=$METRICS_SERVER_USER" clientAuth
+  # The apiserver checks the name <service>.<namespace>.svc even when it routes to the endpoint.
+  cert metrics-server-serving "/CN=metrics-server" serverAuth \
+    "DNS:metrics-server.kube-system.svc,DNS:metrics-server.kube-system.svc.$CLUSTER_DOMAIN,IP:$NODE_IP"
+  kubeconfig_for metrics-server-client
+  local kc=$ADDON_PKI/metrics-server-client.kubeconfig
+  apply "$METRICS_SERVER_USER" metrics-server.yaml.in
+  start metrics-server "$ADDON_PKI/metrics-server-client.crt $ADDON_PKI/metrics-server-serving.crt $PKI_DIR/ca.crt" -- \
+    "$BIN_DIR/metrics-server" --kubeconfig "$kc" \
+    --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address "$NODE_IP" --secure-port "$METRICS_SERVER_PORT" \
+    --tls-cert-file "$ADDON_PKI/metrics-server-serving.crt" \
+    --tls-private-key-file "$ADDON_PKI/metrics-server-serving.key" \
+    --kubelet-certificate-authority "$PKI_DIR/ca.crt" \
+    --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
+    --metric-resolution 10s
+  wait_for "metrics-server is serving on $NODE_IP:$METRICS_SERVER_PORT" 60 \
+    curl -sf --cacert "$PKI_DIR/ca.crt" "https://$NODE_IP:$METRICS_SERVER_PORT/livez"
+  wait_for "APIService v1beta1.metrics.k8s.io is Available" 90 \
+    kubectl_ wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
+  # CPU usage is a rate: the first node sample appears after two scrapes.
+  wait_for "node metrics are served" 90 node_metrics
+}
+
+node_metrics() { kubectl_ get --raw /apis/metrics.k8s.io/v1beta1/nodes | grep -q '"cpu"'; }
+
+# --- local-path-provisioner --------------------------------------------------------------------
+helper_image_up() {
+  local ctx=$ADDONS_DIR/local-path-helper version hash
+  version=$(cat "$ctx/busybox.version" 2>/dev/null || true)
+  if [ ! -x "$ctx/bin/busybox" ]; then
+    apt-cache policy busybox-static 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update -qq
+    version=$(apt-cache policy busybox-static | awk '/Candidate:/ {print $2}')
+    log "busybox-static $version for the local-path helper image"
+    local work; work=$(mktemp -d)
+    chown _apt "$work" 2>/dev/null || chmod 777 "$work"   # apt downloads as its sandbox user
+    (cd "$work" && apt-get download -qq "busybox-static=$version")
+    dpkg-deb -x "$work"/busybox-static_*.deb "$work/root"
+    rm -rf "$ctx"; mkdir -p "$ctx/bin"
+    install -m 0755 "$work/root/bin/busybox" "$ctx/bin/busybox"
+    for applet in sh mkdir rm ls cat; do ln -s busybox "$ctx/bin/$applet"; done
+    echo "$version" > "$ctx/busybox.version"
+    rm -rf "$work"
+  fi
+  cp "$HERE/local-path-helper/Containerfile" "$ctx/Containerfile"
+  hash=$({ echo "$version"; cat "$ctx/Containerfile"; } | sha256sum | cut -c1-12)
+  HELPER_IMAGE=localhost/modelplane/local-path-helper:$hash
+  if ! ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qx "$HELPER_IMAGE"; then
+    "$CLUSTER_HACK/image-import.sh" "$HELPER_IMAGE" "$ctx" "$ctx/Containerfile"
+  fi
+}
+
+local_path_up() {
+  helper_image_up
+  mkdir -p "$VOLUME_DIR"
+  cert local-path-provisioner-client "/CN=$PROVISIONER_USER" clientAuth
+  kubeconfig_for local-path-provisioner-client
+  apply "$PROVISIONER_USER" local-path.yaml.in
+  # It reads its config and helper pod template from the ConfigMap once, at start: a changed
+  # manifest restarts it.
+  local rendered=$ADDONS_DIR/local-path.yaml
+  USER_NAME=$PROVISIONER_USER render local-path.yaml.in > "$rendered"
+  start local-path-provisioner "$ADDON_PKI/local-path-provisioner-client.crt $rendered" -- \
+    "$BIN_DIR/local-path-provisioner" start \
+    --kubeconfig "$ADDON_PKI/local-path-provisioner-client.kubeconfig" \
+    --namespace "$PROVISIONER_NAMESPACE" --provisioner-name rancher.io/local-path \
+    --configmap-name local-path-config --helper-image "$HELPER_IMAGE" \
+    --service-account-name local-path-provisioner-helper
+  wait_for "local-path-provisioner is watching claims" 60 \
+    logged_since_start local-path-provisioner "Started provisioner controller"
+}
+
+status() {
+  local rc=0 name
+  for name in "${ADDONS[@]}"; do
+    if running "$name"; then
+      printf '%-24s %-22s %s\n' "$name" "running (pid $(pid_of "$name"))" "$ADDON_LOGS/$name.log"
+    else
+      printf '%-24s %-22s %s\n' "$name" stopped "$ADDON_LOGS/$name.log"; rc=1
+    fi
+  done
+  return $rc
+}
+
+CLUSTER_HACK=$HERE/../local-cluster
+mkdir -p "$ADDON_PKI" "$ADDON_RUN" "$ADDON_LOGS"
+chmod 700 "$ADDON_PKI"
+case "${1:-}" in
+  up)
+    kubectl_ get --raw /readyz >/dev/null 2>&1 || { log "the cluster is not up: run make cluster-up"; exit 1; }
+    metrics_server_up
+    local_path_up
+    status ;;
+  down) for name in "${ADDONS[@]}"; do stop "$name"; done ;;
+  status) status ;;
+  *) echo "usage: $0 up | down | status" >&2; exit 2 ;;
+esac
