@@ -1,0 +1,76 @@
+"""Pure functions from a ModelDeployment to the manifests of its children: no I/O here.
+
+``children`` is what the operator applies and what ``modelplane render`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelplane import spec as specs
+from modelplane.render.autoscaling import horizontal_pod_autoscaler, scaled_object
+from modelplane.render.canary import canary_replicas, split
+from modelplane.render.common import CANARY, STABLE, Manifest
+from modelplane.render.deployment import deployment
+from modelplane.render.disruption import pod_disruption_budget
+from modelplane.render.service import service, urls
+from modelplane.render.settings import RenderSettings
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the renderers need to know of the cluster, observed by the caller."""
+
+    canary_ready: bool = False
+    secret_keys: frozenset[str] = frozenset()
+    keda_installed: bool = False
+
+
+def children(
+    md: specs.ModelDeployment, settings: RenderSettings, observed: Observations = Observations()
+) -> list[Manifest]:
+    stable_replicas, canary_count = split(md, observed.canary_ready)
+    autoscaler = _autoscaler(md, settings, observed)
+    # An autoscaler owns the stable replica count; without KEDA a concurrency/rps model stays at its minimum.
+    stable: int | None = stable_replicas
+    if md.autoscaling is not None and autoscaler is not None:
+        stable = None
+    elif md.autoscaling is not None:
+        stable = max(md.autoscaling.min_replicas, 1)
+    manifests = [
+        deployment(md, md.model, STABLE, stable, settings, _keys(md.model, observed)),
+        service(md),
+    ]
+    if md.strategy == "Canary":
+        manifests.append(service(md, STABLE))
+    if md.canary is not None:
+        manifests.append(
+            deployment(md, md.canary.model, CANARY, canary_count, settings, _keys(md.canary.model, observed))
+        )
+        manifests.append(service(md, CANARY))
+    if autoscaler is not None:
+        manifests.append(autoscaler)
+    if _most_replicas(md) > 1:
+        manifests.append(pod_disruption_budget(md))
+    return manifests
+
+
+def _autoscaler(
+    md: specs.ModelDeployment, settings: RenderSettings, observed: Observations
+) -> Manifest | None:
+    if md.autoscaling is None:
+        return None
+    if md.autoscaling.uses_keda:
+        return scaled_object(md, md.autoscaling, settings) if observed.keda_installed else None
+    return horizontal_pod_autoscaler(md, md.autoscaling)
+
+
+def _keys(model: specs.Model, observed: Observations) -> frozenset[str]:
+    return observed.secret_keys if model.credentials_secret else frozenset()
+
+
+def _most_replicas(md: specs.ModelDeployment) -> int:
+    return md.autoscaling.max_replicas if md.autoscaling else md.replicas
+
+
+__all__ = ["Manifest", "Observations", "RenderSettings", "canary_replicas", "children", "split", "urls"]

@@ -1,0 +1,75 @@
+"""Autoscalers: an autoscaling/v2 HPA for cpu/memory, a KEDA ScaledObject for concurrency/rps."""
+
+from __future__ import annotations
+
+from modelplane_runtime import contract
+
+from modelplane import spec as specs
+from modelplane.render.common import STABLE, Manifest, metadata, stamp, track_name
+from modelplane.render.settings import RenderSettings
+
+
+def horizontal_pod_autoscaler(md: specs.ModelDeployment, autoscaling: specs.Autoscaling) -> Manifest:
+    resource = "cpu" if autoscaling.metric == "cpu" else "memory"
+    return stamp(
+        {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": metadata(md, md.name, STABLE),
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": track_name(md, STABLE),
+                },
+                "minReplicas": autoscaling.min_replicas,
+                "maxReplicas": autoscaling.max_replicas,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": resource,
+                            "target": {"type": "Utilization", "averageUtilization": autoscaling.target},
+                        },
+                    }
+                ],
+            },
+        }
+    )
+
+
+def scaled_object(
+    md: specs.ModelDeployment, autoscaling: specs.Autoscaling, settings: RenderSettings
+) -> Manifest:
+    """KEDA scales on the runtime's own metrics, as Prometheus scraped them from the pods."""
+    where = f'namespace="{md.namespace}",model="{md.served_name}"'
+    if autoscaling.metric == "concurrency":
+        query = f"sum({contract.METRIC_IN_FLIGHT}{{{where}}})"
+    else:
+        query = f"sum(rate({contract.METRIC_REQUESTS_TOTAL}{{{where}}}[1m]))"
+    return stamp(
+        {
+            "apiVersion": "keda.sh/v1alpha1",
+            "kind": "ScaledObject",
+            "metadata": metadata(md, md.name, STABLE),
+            "spec": {
+                "scaleTargetRef": {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": track_name(md, STABLE),
+                },
+                "minReplicaCount": autoscaling.min_replicas,
+                "maxReplicaCount": autoscaling.max_replicas,
+                "triggers": [
+                    {
+                        "type": "prometheus",
+                        "metadata": {
+                            "serverAddress": settings.prometheus_url,
+                            "query": query,
+                            "threshold": str(autoscaling.target),
+                        },
+                    }
+                ],
+            },
+        }
+    )

@@ -1,0 +1,83 @@
+"""Names, labels and metadata shared by every child of a ModelDeployment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from modelplane import spec as specs
+
+MANAGED_BY: Final = "modelplane"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_NAME: Final = "modelplane.io/name"
+LABEL_TRACK: Final = "modelplane.io/track"
+ANNOTATION_APPLIED_HASH: Final = "modelplane.io/applied-hash"
+STABLE: Final = "stable"
+CANARY: Final = "canary"
+
+Manifest = dict[str, Any]
+
+
+def labels(md: specs.ModelDeployment, track: str | None = None) -> dict[str, str]:
+    """The labels of every child; the operator finds (and prunes) its children by them."""
+    result = {
+        "app.kubernetes.io/name": md.name,
+        "app.kubernetes.io/instance": md.name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "modelplane",
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_NAME: md.name,
+    }
+    if track is not None:
+        result[LABEL_TRACK] = track
+    return result
+
+
+def selector(md: specs.ModelDeployment, track: str | None = None) -> dict[str, str]:
+    result = {LABEL_NAME: md.name}
+    if track is not None:
+        result[LABEL_TRACK] = track
+    return result
+
+
+def selector_text(md: specs.ModelDeployment) -> str:
+    return ",".join(f"{key}={value}" for key, value in selector(md).items())
+
+
+def owner_reference(md: specs.ModelDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": specs.API_VERSION,
+        "kind": specs.KIND,
+        "name": md.name,
+        "uid": md.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(md: specs.ModelDeployment, name: str, track: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": md.namespace,
+        "labels": labels(md, track),
+        "ownerReferences": [owner_reference(md)],
+    }
+
+
+def stamp(manifest: Manifest) -> Manifest:
+    """Record a hash of the rendered manifest on it, so a field we stop rendering is still a change."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    manifest["metadata"].setdefault("annotations", {})[ANNOTATION_APPLIED_HASH] = digest
+    return manifest
+
+
+def track_name(md: specs.ModelDeployment, track: str) -> str:
+    """The stable track keeps the ModelDeployment's own name, so adding a canary moves nothing."""
+    return md.name if track == STABLE else f"{md.name}-{track}"
+
+
+def non_empty(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop None, empty strings and empty collections: the API server drops them too (omitempty)."""
+    return {key: value for key, value in mapping.items() if value not in (None, "", [], {})}

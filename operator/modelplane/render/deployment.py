@@ -1,0 +1,258 @@
+"""The Deployment of one track: the runtime image, the pull init container and the model server."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from modelplane_runtime import contract
+
+from modelplane import spec as specs
+from modelplane.render.common import Manifest, metadata, non_empty, selector, stamp, track_name
+from modelplane.render.settings import RenderSettings
+
+CREDENTIALS_VOLUME: Final = "credentials"
+CREDENTIALS_DIR: Final = "/var/run/modelplane/credentials"
+# Credential keys whose value is a file's content: mounted as a file, the variable set to its path.
+FILE_CREDENTIAL_KEYS: Final = {
+    "GOOGLE_APPLICATION_CREDENTIALS": "google-application-credentials.json",
+    "AWS_CA_BUNDLE": "aws-ca-bundle.pem",
+}
+GPU_RESOURCE: Final = "nvidia.com/gpu"
+PVC_VOLUME: Final = "model-pvc"
+
+
+def deployment(
+    md: specs.ModelDeployment,
+    model: specs.Model,
+    track: str,
+    replicas: int | None,
+    settings: RenderSettings,
+    secret_keys: frozenset[str] = frozenset(),
+) -> Manifest:
+    """The Deployment serving ``model`` on ``track``; ``replicas`` None leaves them to an autoscaler."""
+    pod_labels = {**md.pod_labels, **metadata(md, "", track)["labels"]}
+    annotations = {
+        **md.pod_annotations,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(contract.HTTP_PORT),
+        "prometheus.io/path": contract.METRICS_PATH,
+    }
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector(md, track)},
+        "revisionHistoryLimit": 3,
+        # A new pod must be Ready before an old one goes: a model never stops serving while rolling.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": annotations},
+            "spec": _pod_spec(md, model, settings, secret_keys),
+        },
+    }
+    if replicas is not None:
+        spec = {"replicas": replicas, **spec}
+    return stamp(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": metadata(md, track_name(md, track), track),
+            "spec": spec,
+        }
+    )
+
+
+def _pod_spec(
+    md: specs.ModelDeployment, model: specs.Model, settings: RenderSettings, secret_keys: frozenset[str]
+) -> dict[str, Any]:
+    runtime = md.runtime
+    image = runtime.image or settings.runtime_image
+    volumes: list[dict[str, Any]] = [{"name": contract.TMP_VOLUME_NAME, "emptyDir": {}}]
+    server_mounts: list[dict[str, Any]] = [
+        {"name": contract.MODEL_VOLUME_NAME, "mountPath": contract.MODEL_DIR, "readOnly": True},
+        {"name": contract.TMP_VOLUME_NAME, "mountPath": contract.TMP_DIR},
+    ]
+    init_containers = []
+    pvc = model.pvc
+    if pvc is not None:
+        claim, path = pvc
+        volumes.append(
+            {
+                "name": contract.MODEL_VOLUME_NAME,
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": True},
+            }
+        )
+        server_mounts[0]["subPath"] = path.strip("/")
+    else:
+        volumes.append({"name": contract.MODEL_VOLUME_NAME, "emptyDir": {}})
+        init_containers.append(_pull_container(model, image, runtime, settings, secret_keys))
+        if secret_keys & FILE_CREDENTIAL_KEYS.keys():
+            items = [
+                {"key": key, "path": FILE_CREDENTIAL_KEYS[key]}
+                for key in sorted(secret_keys & FILE_CREDENTIAL_KEYS.keys())
+            ]
+            assert model.credentials_secret is not None
+            volumes.append(
+                {
+                    "name": CREDENTIALS_VOLUME,
+                    "secret": {"secretName": model.credentials_secret, "items": items},
+                }
+            )
+    ports = [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}]
+    if contract.PROTOCOL_GRPC in runtime.protocols:
+        ports.append(
+            {"name": contract.GRPC_PORT_NAME, "containerPort": contract.GRPC_PORT, "protocol": "TCP"}
+        )
+    server = {
+        "name": contract.SERVER_CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [contract.RUNTIME_COMMAND, contract.SERVE_SUBCOMMAND],
+        **non_empty({"args": list(runtime.args)}),
+        "env": _server_env(md, model) + [_env(name, value) for name, value in runtime.env],
+        "ports": ports,
+        "startupProbe": _probe(contract.LIVE_PATH, period=2, failures=150),
+        "readinessProbe": _probe(contract.READY_PATH, period=3, failures=2),
+        "livenessProbe": _probe(contract.LIVE_PATH, period=10, failures=3),
+        "resources": _resources(runtime, settings, gpus=True),
+        "securityContext": _container_security(),
+        "volumeMounts": server_mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "runAsGroup": settings.run_as_user,
+            "fsGroup": settings.run_as_user,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        **non_empty(
+            {
+                "serviceAccountName": md.service_account_name,
+                "initContainers": init_containers,
+                "nodeSelector": dict(runtime.node_selector),
+                "tolerations": [_toleration(t) for t in runtime.tolerations],
+            }
+        ),
+        "containers": [server],
+        "volumes": volumes,
+    }
+    return pod
+
+
+def _pull_container(
+    model: specs.Model,
+    image: str,
+    runtime: specs.Runtime,
+    settings: RenderSettings,
+    secret_keys: frozenset[str],
+) -> dict[str, Any]:
+    env = [
+        _env(contract.ENV_MODEL_URI, model.uri),
+        _env(contract.ENV_MODEL_DIR, contract.MODEL_DIR),
+        _env(contract.ENV_MODEL_FORMAT, model.format),
+        _env(contract.ENV_ALLOW_PICKLE, _bool(model.allow_pickle)),
+    ]
+    if model.digest:
+        env.append(_env(contract.ENV_MODEL_DIGEST, model.digest))
+    mounts: list[dict[str, Any]] = [
+        {"name": contract.MODEL_VOLUME_NAME, "mountPath": contract.MODEL_DIR},
+        {"name": contract.TMP_VOLUME_NAME, "mountPath": contract.TMP_DIR},
+    ]
+    container: dict[str, Any] = {
+        "name": contract.PULL_CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": [contract.RUNTIME_COMMAND, contract.PULL_SUBCOMMAND],
+    }
+    if model.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": model.credentials_secret}}]
+        for key in sorted(secret_keys & FILE_CREDENTIAL_KEYS.keys()):
+            env.append(_env(key, f"{CREDENTIALS_DIR}/{FILE_CREDENTIAL_KEYS[key]}"))
+        if secret_keys & FILE_CREDENTIAL_KEYS.keys():
+            mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True})
+    container.update(
+        {
+            "env": env,
+            "resources": _resources(runtime, settings, gpus=False),
+            "securityContext": _container_security(),
+            "volumeMounts": mounts,
+            # The pull writes its one-line failure there; status reads it from the container state.
+            "terminationMessagePath": contract.TERMINATION_LOG,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    )
+    return container
+
+
+def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str, str]]:
+    runtime = md.runtime
+    env = [
+        _env(contract.ENV_MODEL_URI, model.uri),
+        _env(contract.ENV_MODEL_DIR, contract.MODEL_DIR),
+        _env(contract.ENV_MODEL_FORMAT, model.format),
+        _env(contract.ENV_MODEL_NAME, model.name or md.name),
+        _env(contract.ENV_ALLOW_PICKLE, _bool(model.allow_pickle)),
+        _env(contract.ENV_HTTP_PORT, str(contract.HTTP_PORT)),
+        _env(contract.ENV_GRPC_PORT, str(contract.GRPC_PORT)),
+        _env(contract.ENV_PROTOCOLS, ",".join(runtime.protocols)),
+        _env(contract.ENV_WORKERS, str(runtime.workers)),
+        _env(contract.ENV_REQUEST_TIMEOUT_SECONDS, str(runtime.request_timeout_seconds)),
+        _env(contract.ENV_BATCHING, _bool(runtime.batching is not None)),
+    ]
+    if model.digest:
+        env.append(_env(contract.ENV_MODEL_DIGEST, model.digest))
+    if model.version:
+        env.append(_env(contract.ENV_MODEL_VERSION, model.version))
+    if runtime.batching is not None:
+        env.append(_env(contract.ENV_MAX_BATCH_SIZE, str(runtime.batching.max_batch_size)))
+        env.append(_env(contract.ENV_MAX_LATENCY_MS, str(runtime.batching.max_latency_ms)))
+    return env
+
+
+def _env(name: str, value: str) -> dict[str, str]:
+    # An empty value is dropped by the API server (omitempty); render it the same way.
+    return {"name": name, "value": value} if value else {"name": name}
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": contract.HTTP_PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _resources(runtime: specs.Runtime, settings: RenderSettings, *, gpus: bool) -> dict[str, Any]:
+    requests = dict(runtime.requests if runtime.requests is not None else settings.requests)
+    limits = dict(runtime.limits if runtime.limits is not None else settings.limits)
+    if gpus and runtime.gpus:
+        limits[GPU_RESOURCE] = str(runtime.gpus)
+    return non_empty({"requests": requests, "limits": limits})
+
+
+def _container_security() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _toleration(toleration: specs.Toleration) -> dict[str, Any]:
+    return non_empty(
+        {
+            "key": toleration.key,
+            "operator": toleration.operator,
+            "value": toleration.value,
+            "effect": toleration.effect,
+            "tolerationSeconds": toleration.toleration_seconds,
+        }
+    )

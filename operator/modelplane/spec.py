@@ -1,0 +1,307 @@
+"""The typed ModelDeployment: the one reader of raw bodies.
+
+The CRD's schema and CEL rules already reject bad input at apply time; ``parse`` checks again what
+the operator relies on, so a body that slipped past (an old CRD, a test) fails with the same kind of
+message naming the field rather than with a KeyError deep in a renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from modelplane_runtime import contract
+
+GROUP: Final = "modelplane.io"
+VERSION: Final = "v1alpha1"
+PLURAL: Final = "modeldeployments"
+KIND: Final = "ModelDeployment"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+
+URI_SCHEMES: Final = ("s3://", "gs://", "https://", "http://", "pvc://", "hf://")
+AUTOSCALING_METRICS: Final = ("cpu", "memory", "concurrency", "rps")
+STRATEGIES: Final = ("RollingUpdate", "Canary")
+PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC)
+
+
+class SpecError(ValueError):
+    """A ModelDeployment the operator cannot act on; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Model:
+    uri: str
+    format: str
+    digest: str | None = None
+    allow_pickle: bool = False
+    credentials_secret: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+    @property
+    def pvc(self) -> tuple[str, str] | None:
+        """(claim, path) of a pvc://CLAIM/PATH model, else None."""
+        if not self.uri.startswith("pvc://"):
+            return None
+        claim, _, path = self.uri.removeprefix("pvc://").partition("/")
+        return claim, path
+
+
+@dataclass(frozen=True)
+class Batching:
+    max_batch_size: int = 32
+    max_latency_ms: int = 5
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str | None = None
+    operator: str | None = None
+    value: str | None = None
+    effect: str | None = None
+    toleration_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Runtime:
+    image: str | None = None
+    protocols: tuple[str, ...] = PROTOCOLS
+    batching: Batching | None = None
+    workers: int = 1
+    env: tuple[tuple[str, str], ...] = ()
+    args: tuple[str, ...] = ()
+    requests: Mapping[str, str] | None = None
+    limits: Mapping[str, str] | None = None
+    gpus: int = 0
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    request_timeout_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class Autoscaling:
+    min_replicas: int
+    max_replicas: int
+    metric: str
+    target: int
+
+    @property
+    def uses_keda(self) -> bool:
+        return self.metric in ("concurrency", "rps")
+
+
+@dataclass(frozen=True)
+class Canary:
+    model: Model
+    traffic_percent: int
+
+
+@dataclass(frozen=True)
+class ModelDeployment:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    model: Model
+    runtime: Runtime = field(default_factory=Runtime)
+    replicas: int = 1
+    autoscaling: Autoscaling | None = None
+    strategy: str = "RollingUpdate"
+    canary: Canary | None = None
+    service_account_name: str | None = None
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def served_name(self) -> str:
+        return self.model.name or self.name
+
+
+def parse(body: Mapping[str, Any]) -> ModelDeployment:
+    """A ModelDeployment from its raw body (as kopf or the API hands it over), defaults applied."""
+    meta = _mapping(body.get("metadata"), "metadata")
+    spec = _mapping(body.get("spec"), "spec")
+    name = _str(meta.get("name"), "metadata.name", required=True)
+    assert name is not None
+    rollout = _mapping(spec.get("rollout", {}), "spec.rollout")
+    strategy = _str(rollout.get("strategy"), "spec.rollout.strategy") or "RollingUpdate"
+    if strategy not in STRATEGIES:
+        raise SpecError(f"spec.rollout.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    canary = None
+    if "canary" in rollout:
+        if strategy != "Canary":
+            raise SpecError("spec.rollout.canary is only allowed with spec.rollout.strategy: Canary")
+        canary_body = _mapping(rollout["canary"], "spec.rollout.canary")
+        percent = _int(canary_body.get("trafficPercent", 10), "spec.rollout.canary.trafficPercent", 0, 100)
+        canary = Canary(
+            model=_model(canary_body.get("model"), "spec.rollout.canary.model"), traffic_percent=percent
+        )
+    return ModelDeployment(
+        name=name,
+        namespace=_str(meta.get("namespace"), "metadata.namespace") or "default",
+        uid=_str(meta.get("uid"), "metadata.uid") or "",
+        generation=int(meta.get("generation") or 0),
+        model=_model(spec.get("model"), "spec.model"),
+        runtime=_runtime(_mapping(spec.get("runtime", {}), "spec.runtime")),
+        replicas=_int(spec.get("replicas", 1), "spec.replicas", 0, 1000),
+        autoscaling=_autoscaling(spec.get("autoscaling")),
+        strategy=strategy,
+        canary=canary,
+        service_account_name=_str(spec.get("serviceAccountName"), "spec.serviceAccountName"),
+        pod_labels=_str_map(spec.get("podLabels"), "spec.podLabels"),
+        pod_annotations=_str_map(spec.get("podAnnotations"), "spec.podAnnotations"),
+    )
+
+
+def _model(raw: Any, path: str) -> Model:
+    body = _mapping(raw, path)
+    uri = _str(body.get("uri"), f"{path}.uri", required=True)
+    assert uri is not None
+    if not uri.startswith(URI_SCHEMES):
+        raise SpecError(f"{path}.uri: {uri!r} must start with one of {', '.join(URI_SCHEMES)}")
+    if uri.startswith("pvc://") and "/" not in uri.removeprefix("pvc://").strip("/"):
+        raise SpecError(f"{path}.uri: {uri!r} must be pvc://CLAIM/PATH")
+    fmt = _str(body.get("format"), f"{path}.format", required=True)
+    if fmt not in contract.FORMATS:
+        raise SpecError(f"{path}.format: {fmt!r} is not one of {', '.join(contract.FORMATS)}")
+    digest = _str(body.get("digest"), f"{path}.digest")
+    if digest is not None and not _is_sha256(digest):
+        raise SpecError(f"{path}.digest: must be sha256: followed by 64 lowercase hex digits")
+    allow_pickle = body.get("allowPickle", False)
+    if not isinstance(allow_pickle, bool):
+        raise SpecError(f"{path}.allowPickle: must be true or false")
+    assert fmt is not None
+    return Model(
+        uri=uri,
+        format=fmt,
+        digest=digest,
+        allow_pickle=allow_pickle,
+        credentials_secret=_str(body.get("credentialsSecret"), f"{path}.credentialsSecret"),
+        name=_str(body.get("name"), f"{path}.name"),
+        version=_str(body.get("version"), f"{path}.version"),
+    )
+
+
+def _runtime(body: Mapping[str, Any]) -> Runtime:
+    protocols = tuple(_str_list(body.get("protocols", list(PROTOCOLS)), "spec.runtime.protocols"))
+    for protocol in protocols:
+        if protocol not in PROTOCOLS:
+            raise SpecError(f"spec.runtime.protocols: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    batching = None
+    if body.get("batching") is not None:
+        raw = _mapping(body["batching"], "spec.runtime.batching")
+        batching = Batching(
+            max_batch_size=_int(raw.get("maxBatchSize", 32), "spec.runtime.batching.maxBatchSize", 1, 4096),
+            max_latency_ms=_int(raw.get("maxLatencyMs", 5), "spec.runtime.batching.maxLatencyMs", 0, 10000),
+        )
+    env = []
+    for index, item in enumerate(body.get("env") or []):
+        entry = _mapping(item, f"spec.runtime.env[{index}]")
+        env_name = _str(entry.get("name"), f"spec.runtime.env[{index}].name", required=True)
+        assert env_name is not None
+        env.append((env_name, _str(entry.get("value"), f"spec.runtime.env[{index}].value") or ""))
+    resources = _mapping(body.get("resources", {}), "spec.runtime.resources")
+    tolerations = []
+    for index, item in enumerate(body.get("tolerations") or []):
+        raw = _mapping(item, f"spec.runtime.tolerations[{index}]")
+        seconds = raw.get("tolerationSeconds")
+        tolerations.append(
+            Toleration(
+                key=raw.get("key"),
+                operator=raw.get("operator"),
+                value=raw.get("value"),
+                effect=raw.get("effect"),
+                toleration_seconds=None if seconds is None else int(seconds),
+            )
+        )
+    return Runtime(
+        image=_str(body.get("image"), "spec.runtime.image"),
+        protocols=protocols,
+        batching=batching,
+        workers=_int(body.get("workers", 1), "spec.runtime.workers", 1, 64),
+        env=tuple(env),
+        args=tuple(_str_list(body.get("args", []), "spec.runtime.args")),
+        requests=_quantities(resources.get("requests"), "spec.runtime.resources.requests"),
+        limits=_quantities(resources.get("limits"), "spec.runtime.resources.limits"),
+        gpus=_int(body.get("gpus", 0), "spec.runtime.gpus", 0, 16),
+        node_selector=_str_map(body.get("nodeSelector"), "spec.runtime.nodeSelector"),
+        tolerations=tuple(tolerations),
+        request_timeout_seconds=_int(
+            body.get("requestTimeoutSeconds", 60), "spec.runtime.requestTimeoutSeconds", 1, 3600
+        ),
+    )
+
+
+def _autoscaling(raw: Any) -> Autoscaling | None:
+    if raw is None:
+        return None
+    body = _mapping(raw, "spec.autoscaling")
+    metric = _str(body.get("metric"), "spec.autoscaling.metric") or "cpu"
+    if metric not in AUTOSCALING_METRICS:
+        raise SpecError(f"spec.autoscaling.metric: {metric!r} is not one of {', '.join(AUTOSCALING_METRICS)}")
+    if "maxReplicas" not in body:
+        raise SpecError("spec.autoscaling.maxReplicas is required")
+    min_replicas = _int(body.get("minReplicas", 1), "spec.autoscaling.minReplicas", 0, 1000)
+    max_replicas = _int(body["maxReplicas"], "spec.autoscaling.maxReplicas", 1, 1000)
+    if min_replicas > max_replicas:
+        raise SpecError(
+            "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"
+        )
+    if metric in ("cpu", "memory") and min_replicas < 1:
+        raise SpecError(f"spec.autoscaling.minReplicas must be at least 1 with metric {metric}")
+    target = _int(body.get("target", 80), "spec.autoscaling.target", 1, 1_000_000)
+    return Autoscaling(min_replicas=min_replicas, max_replicas=max_replicas, metric=metric, target=target)
+
+
+def _is_sha256(text: str) -> bool:
+    hexpart = text.removeprefix("sha256:")
+    return text.startswith("sha256:") and len(hexpart) == 64 and all(c in "0123456789abcdef" for c in hexpart)
+
+
+def _mapping(raw: Any, path: str) -> Mapping[str, Any]:
+    if raw is None:
+        raise SpecError(f"{path} is required")
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"{path} must be an object")
+    return raw
+
+
+def _str(raw: Any, path: str, *, required: bool = False) -> str | None:
+    if raw is None or raw == "":
+        if required:
+            raise SpecError(f"{path} is required")
+        return None
+    if not isinstance(raw, str):
+        raise SpecError(f"{path} must be a string")
+    return raw
+
+
+def _int(raw: Any, path: str, lowest: int, highest: int) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise SpecError(f"{path} must be an integer")
+    if not lowest <= raw <= highest:
+        raise SpecError(f"{path} must be between {lowest} and {highest}, not {raw}")
+    return raw
+
+
+def _str_list(raw: Any, path: str) -> list[str]:
+    if not isinstance(raw, list) or not all(isinstance(item, str) for item in raw):
+        raise SpecError(f"{path} must be a list of strings")
+    return raw
+
+
+def _str_map(raw: Any, path: str) -> dict[str, str]:
+    if raw is None:
+        return {}
+    body = _mapping(raw, path)
+    if not all(isinstance(value, str) for value in body.values()):
+        raise SpecError(f"{path} values must be strings")
+    return dict(body)
+
+
+def _quantities(raw: Any, path: str) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    body = _mapping(raw, path)
+    return {key: str(value) for key, value in body.items()}

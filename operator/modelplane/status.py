@@ -1,0 +1,416 @@
+"""Pure: (spec, observed children including pods, previous status, now) -> status.
+
+Conditions follow the Kubernetes API conventions: Ready, Available, Progressing, Degraded, each with
+reason, message and lastTransitionTime (kept while status and reason stay the same). Nothing here
+talks to the API; reconcile.py observes and passes everything in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from modelplane_runtime import contract
+
+from modelplane import spec as specs
+from modelplane.render import split, urls
+from modelplane.render.common import CANARY, LABEL_TRACK, STABLE, selector_text
+
+HISTORY_LIMIT: Final = 10
+CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+Status = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The children as the API server showed them, and what else status depends on."""
+
+    deployments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by track
+    pods: Sequence[Mapping[str, Any]] = ()
+    autoscaler: Mapping[str, Any] | None = None  # the HPA, when there is one
+    keda_installed: bool = False
+    secret_found: bool | None = None  # None: no credentials Secret named, or not looked up
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why pods of a track are not Ready, as specific as the pods tell."""
+
+    reason: str
+    message: str
+    permanent: bool  # no retry will fix it: the spec (or the outside world) must change
+
+
+def compute(
+    md: specs.ModelDeployment,
+    observed: Observed,
+    previous: Mapping[str, Any],
+    now: datetime,
+    cluster_domain: str = "cluster.local",
+) -> Status:
+    stable_dep = observed.deployments.get(STABLE)
+    canary_dep = observed.deployments.get(CANARY)
+    canary_ready = canary_is_ready(md, canary_dep)
+    stable_want, canary_want = split(md, canary_ready)
+    if md.autoscaling is not None:
+        stable_want = _autoscaled_replicas(md, observed, stable_dep)
+    desired = stable_want + (canary_want if canary_ready else 0)
+    ready = sum(_int(dep, "status", "readyReplicas") for dep in observed.deployments.values())
+    existing = sum(_int(dep, "status", "replicas") for dep in observed.deployments.values())
+
+    stable_done = _rolled_out(stable_dep, stable_want)
+    canary_done = md.canary is None or (canary_ready and _rolled_out(canary_dep, canary_want))
+    problem = _problem(md, observed)
+    stopped = md.autoscaling is None and md.replicas == 0
+
+    conditions = _conditions(
+        md=md,
+        observed=observed,
+        stopped=stopped,
+        problem=problem,
+        settled=stable_done and canary_done,
+        ready=ready,
+        desired=desired,
+        stable_dep=stable_dep,
+        canary_dep=canary_dep,
+    )
+    http_url, grpc_url = urls(md, cluster_domain)
+    status: Status = {
+        "observedGeneration": md.generation,
+        "conditions": _with_transition_times(
+            conditions, previous.get("conditions") or [], now, md.generation
+        ),
+        "replicas": existing,
+        "readyReplicas": ready,
+        "desiredReplicas": desired,
+        "ready": f"{ready}/{desired}",
+        "selector": selector_text(md),
+        "url": http_url,
+    }
+    if grpc_url:
+        status["grpcUrl"] = grpc_url
+    served = _served_digest(md.model, STABLE, observed.pods)
+    if served:
+        status["servedDigest"] = served
+    status["stable"] = _revision(
+        md.model, _int(stable_dep, "status", "readyReplicas"), previous.get("stable"), now
+    )
+    if md.canary is not None:
+        status["canary"] = _revision(
+            md.canary.model, _int(canary_dep, "status", "readyReplicas"), previous.get("canary"), now
+        )
+    history = list(previous.get("history") or [])
+    old_stable = previous.get("stable")
+    if old_stable and _revision_key(old_stable) != _revision_key(status["stable"]):
+        entry = {key: old_stable[key] for key in ("uri", "digest", "version", "since") if old_stable.get(key)}
+        history.insert(0, {**entry, "until": _timestamp(now)})
+    if history:
+        status["history"] = history[:HISTORY_LIMIT]
+    return status
+
+
+def canary_is_ready(md: specs.ModelDeployment, canary_dep: Mapping[str, Any] | None) -> bool:
+    """The canary's every wanted pod runs the current template and is Ready."""
+    if md.canary is None or canary_dep is None:
+        return False
+    _, wanted = split(md, canary_ready=True)
+    return _rolled_out(canary_dep, wanted)
+
+
+def condition(status: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for item in status.get("conditions") or []:
+        if item.get("type") == kind:
+            result: Mapping[str, Any] = item
+            return result
+    return None
+
+
+def _conditions(
+    *,
+    md: specs.ModelDeployment,
+    observed: Observed,
+    stopped: bool,
+    problem: Problem | None,
+    settled: bool,
+    ready: int,
+    desired: int,
+    stable_dep: Mapping[str, Any] | None,
+    canary_dep: Mapping[str, Any] | None,
+) -> list[dict[str, str]]:
+    def cond(kind: str, value: bool, reason: str, message: str) -> dict[str, str]:
+        return {"type": kind, "status": "True" if value else "False", "reason": reason, "message": message}
+
+    keda_missing = md.autoscaling is not None and md.autoscaling.uses_keda and not observed.keda_installed
+    if stopped:
+        message = "spec.replicas is 0: the model is stopped; set spec.replicas to serve it"
+        return [
+            cond("Ready", False, "Stopped", message),
+            cond("Available", False, "Stopped", message),
+            cond("Progressing", False, "Stopped", message),
+            cond("Degraded", False, "Stopped", message),
+        ]
+    counts = f"{ready}/{desired} replicas ready"
+    if observed.secret_found is False:
+        secret = md.model.credentials_secret or (md.canary.model.credentials_secret if md.canary else "")
+        problem = Problem(
+            "CredentialsSecretNotFound",
+            f"Secret {secret!r} (spec.model.credentialsSecret) not found in namespace {md.namespace}: "
+            "create it or fix the name",
+            permanent=True,
+        )
+    if problem is None and stable_dep is None:
+        problem = Problem("Creating", "the Deployment is being created", permanent=False)
+
+    if settled and problem is None and ready >= desired:
+        ready_cond = cond("Ready", True, "AllReplicasReady", counts)
+    elif problem is not None:
+        ready_cond = cond("Ready", False, problem.reason, problem.message)
+    elif not settled:
+        what = "canary rollout" if md.canary is not None and canary_dep is not None else "rollout"
+        ready_cond = cond("Ready", False, "RolloutInProgress", f"{what} in progress: {counts}")
+    else:
+        ready_cond = cond("Ready", False, "InsufficientReplicas", counts)
+
+    available = cond(
+        "Available",
+        ready >= 1,
+        "MinimumReplicasAvailable" if ready >= 1 else (problem.reason if problem else "NoReplicasReady"),
+        counts if ready >= 1 or problem is None else problem.message,
+    )
+    if problem is not None and problem.permanent:
+        progressing = cond("Progressing", False, problem.reason, problem.message)
+    elif not settled or problem is not None:
+        reason = problem.reason if problem is not None else "RolloutInProgress"
+        message = problem.message if problem is not None else f"rolling out: {counts}"
+        progressing = cond("Progressing", True, reason, message)
+    else:
+        progressing = cond("Progressing", False, "RolloutComplete", counts)
+
+    crashing = problem is not None and problem.reason in ("ServerCrashLoop", "ImagePullFailed")
+    if problem is not None and (problem.permanent or crashing):
+        degraded = cond("Degraded", True, problem.reason, problem.message)
+    elif keda_missing:
+        assert md.autoscaling is not None
+        degraded = cond(
+            "Degraded",
+            True,
+            "AutoscalerUnavailable",
+            f"spec.autoscaling.metric {md.autoscaling.metric} needs KEDA (ScaledObject CRD keda.sh/v1alpha1),"
+            " which is not installed: install KEDA or use metric cpu or memory; running "
+            f"{max(md.autoscaling.min_replicas, 1)} replica(s) meanwhile",
+        )
+    else:
+        degraded = cond("Degraded", False, "AsExpected", counts)
+    return [ready_cond, available, progressing, degraded]
+
+
+def _problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:
+    """The most telling problem among the pods of the current revision, permanent ones first."""
+    found: list[Problem] = []
+    for pod in observed.pods:
+        track = (pod.get("metadata", {}).get("labels") or {}).get(LABEL_TRACK, STABLE)
+        model = md.canary.model if track == CANARY and md.canary is not None else md.model
+        if not _runs_model(pod, model) or pod.get("metadata", {}).get("deletionTimestamp"):
+            continue
+        problem = pod_problem(pod, model)
+        if problem is not None:
+            found.append(problem)
+    if not found:
+        return None
+    order = ["DigestMismatch", "ModelPullFailed", "CredentialsSecretNotFound", "ImagePullFailed"]
+    found.sort(key=lambda p: (not p.permanent, order.index(p.reason) if p.reason in order else len(order)))
+    return found[0]
+
+
+def pod_problem(pod: Mapping[str, Any], model: specs.Model) -> Problem | None:
+    status = pod.get("status") or {}
+    for init in status.get("initContainerStatuses") or []:
+        if init.get("name") != contract.PULL_CONTAINER_NAME:
+            continue
+        failure = _pull_failure(init)
+        if failure is not None:
+            return failure
+        waiting = (init.get("state") or {}).get("waiting")
+        if waiting:
+            problem = _waiting_problem(waiting)
+            if problem is not None:
+                return problem
+        if (init.get("state") or {}).get("running"):
+            return Problem("ModelPulling", f"pulling {model.uri}", permanent=False)
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") != contract.SERVER_CONTAINER_NAME:
+            continue
+        waiting = (container.get("state") or {}).get("waiting")
+        if waiting:
+            problem = _waiting_problem(waiting)
+            if problem is not None:
+                return problem
+            if waiting.get("reason") == "CrashLoopBackOff":
+                last = (container.get("lastState") or {}).get("terminated") or {}
+                detail = _one_line(last.get("message") or "") or f"exit code {last.get('exitCode', '?')}"
+                return Problem(
+                    "ServerCrashLoop", f"the model server keeps exiting: {detail}", permanent=False
+                )
+        if (container.get("state") or {}).get("running") and not container.get("ready"):
+            return Problem("ModelLoading", "the model server is loading the model", permanent=False)
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return Problem(
+                cond.get("reason") or "Unschedulable", _one_line(cond.get("message") or ""), permanent=False
+            )
+    return None
+
+
+def _pull_failure(init: Mapping[str, Any]) -> Problem | None:
+    """The pull's own verdict, from its current or (while restarting) its last terminated state."""
+    state = init.get("state") or {}
+    current = state.get("terminated")
+    last = (init.get("lastState") or {}).get("terminated")
+    if current is not None:
+        terminated = current
+    elif last is not None:
+        # Waiting in back-off, or running again: the last failure tells why.
+        terminated = last
+    else:
+        return None
+    exit_code = terminated.get("exitCode", 0)
+    if exit_code == 0:
+        return None
+    failure = contract.parse_termination_message(terminated.get("message") or "")
+    if exit_code == contract.EXIT_PERMANENT or (exit_code != contract.EXIT_TRANSIENT and failure.permanent):
+        reason = "DigestMismatch" if failure.reason == contract.REASON_DIGEST_MISMATCH else "ModelPullFailed"
+        return Problem(reason, f"{failure.reason}: {failure.message}", permanent=True)
+    message = failure.message or f"exit code {exit_code}"
+    return Problem("ModelPulling", f"pull failed, retrying: {failure.reason}: {message}", permanent=False)
+
+
+_WAITING_REASONS: Final = {
+    "ErrImagePull": "ImagePullFailed",
+    "ImagePullBackOff": "ImagePullFailed",
+    "InvalidImageName": "ImagePullFailed",
+    "CreateContainerConfigError": "ContainerConfigError",
+    "CreateContainerError": "ContainerConfigError",
+}
+
+
+def _waiting_problem(waiting: Mapping[str, Any]) -> Problem | None:
+    reason = _WAITING_REASONS.get(waiting.get("reason") or "")
+    if reason is None:
+        return None
+    message = _one_line(waiting.get("message") or waiting.get("reason") or "")
+    if reason == "ContainerConfigError" and "secret" in message and "not found" in message:
+        return Problem("CredentialsSecretNotFound", message, permanent=True)
+    return Problem(reason, message, permanent=reason == "ContainerConfigError")
+
+
+def _runs_model(pod: Mapping[str, Any], model: specs.Model) -> bool:
+    """The pod belongs to the current revision of its track (an old pod's failure is history)."""
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        if container.get("name") != contract.SERVER_CONTAINER_NAME:
+            continue
+        env = {item.get("name"): item.get("value") for item in container.get("env") or []}
+        return (
+            env.get(contract.ENV_MODEL_URI) == model.uri
+            and env.get(contract.ENV_MODEL_DIGEST) == model.digest
+        )
+    return False
+
+
+def _served_digest(model: specs.Model, track: str, pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The digest a successful pull of the current revision reported (in its termination message)."""
+    for pod in pods:
+        labels = pod.get("metadata", {}).get("labels") or {}
+        if labels.get(LABEL_TRACK, STABLE) != track or not _runs_model(pod, model):
+            continue
+        for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            terminated = (init.get("state") or {}).get("terminated") or {}
+            if init.get("name") == contract.PULL_CONTAINER_NAME and terminated.get("exitCode") == 0:
+                match = _DIGEST.search(terminated.get("message") or "")
+                if match:
+                    return match.group(0)
+    return None
+
+
+def _rolled_out(dep: Mapping[str, Any] | None, wanted: int) -> bool:
+    """The Deployment runs ``wanted`` pods of its current template, all Ready, and no old ones."""
+    if dep is None:
+        return False
+    generation = _int(dep, "metadata", "generation")
+    if _int(dep, "status", "observedGeneration") < generation:
+        return False
+    spec_replicas = (dep.get("spec") or {}).get("replicas", wanted)
+    status = dep.get("status") or {}
+    return bool(
+        status.get("updatedReplicas", 0) >= spec_replicas
+        and status.get("replicas", 0) == spec_replicas
+        and status.get("readyReplicas", 0) >= spec_replicas
+        and spec_replicas >= wanted
+    )
+
+
+def _autoscaled_replicas(
+    md: specs.ModelDeployment, observed: Observed, stable_dep: Mapping[str, Any] | None
+) -> int:
+    assert md.autoscaling is not None
+    if observed.autoscaler is not None:
+        wanted = (observed.autoscaler.get("status") or {}).get("desiredReplicas")
+        if isinstance(wanted, int) and wanted > 0:
+            return wanted
+    if stable_dep is not None and isinstance((stable_dep.get("spec") or {}).get("replicas"), int):
+        return int(stable_dep["spec"]["replicas"])
+    return max(md.autoscaling.min_replicas, 1)
+
+
+def _revision(
+    model: specs.Model, ready: int, previous: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any]:
+    revision: dict[str, Any] = {"uri": model.uri}
+    if model.digest:
+        revision["digest"] = model.digest
+    if model.version:
+        revision["version"] = model.version
+    revision["readyReplicas"] = ready
+    same = previous is not None and _revision_key(previous) == _revision_key(revision)
+    revision["since"] = previous["since"] if same and previous and previous.get("since") else _timestamp(now)
+    return revision
+
+
+def _revision_key(revision: Mapping[str, Any]) -> tuple[Any, ...]:
+    return revision.get("uri"), revision.get("digest"), revision.get("version")
+
+
+def _with_transition_times(
+    conditions: list[dict[str, str]], previous: Sequence[Mapping[str, Any]], now: datetime, generation: int
+) -> list[dict[str, Any]]:
+    before = {item.get("type"): item for item in previous}
+    result: list[dict[str, Any]] = []
+    for item in conditions:
+        old = before.get(item["type"])
+        changed = old is None or old.get("status") != item["status"]
+        since = (
+            _timestamp(now)
+            if changed or not old or not old.get("lastTransitionTime")
+            else old["lastTransitionTime"]
+        )
+        result.append({**item, "lastTransitionTime": since, "observedGeneration": generation})
+    return result
+
+
+def _timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _int(obj: Mapping[str, Any] | None, section: str, key: str) -> int:
+    if obj is None:
+        return 0
+    value = (obj.get(section) or {}).get(key, 0)
+    return value if isinstance(value, int) else 0

@@ -1,0 +1,201 @@
+"""Render functions against expected manifests (golden YAML), plus the rules the goldens rely on.
+
+Regenerate the goldens after an intended change with MODELPLANE_UPDATE_GOLDEN=1, then review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from modelplane import render, spec
+from modelplane.render.common import ANNOTATION_APPLIED_HASH
+from modelplane_runtime import contract
+
+GOLDEN = Path(__file__).parent / "golden"
+SETTINGS = render.RenderSettings(runtime_image="localhost/modelplane/runtime:test")
+AWS_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"})
+OBSERVATIONS = {
+    "sklearn-s3": render.Observations(secret_keys=AWS_KEYS),
+    "canary-warming": render.Observations(canary_ready=False),
+    "canary-ready": render.Observations(canary_ready=True),
+    "autoscaling-cpu": render.Observations(),
+    "autoscaling-concurrency": render.Observations(
+        keda_installed=True, secret_keys=frozenset({"GOOGLE_APPLICATION_CREDENTIALS"})
+    ),
+    "gpu": render.Observations(),
+    "pvc": render.Observations(),
+}
+
+
+def load(case: str) -> spec.ModelDeployment:
+    return spec.parse(yaml.safe_load((GOLDEN / f"{case}.input.yaml").read_text()))
+
+
+def rendered(case: str) -> list[dict[str, Any]]:
+    return render.children(load(case), SETTINGS, OBSERVATIONS[case])
+
+
+@pytest.mark.parametrize("case", sorted(OBSERVATIONS))
+def test_children_match_golden(case: str) -> None:
+    expected_path = GOLDEN / f"{case}.children.yaml"
+    text = yaml.safe_dump_all(rendered(case), sort_keys=True)
+    if os.environ.get("MODELPLANE_UPDATE_GOLDEN"):
+        expected_path.write_text(text)
+    assert text == expected_path.read_text()
+
+
+def by_kind(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in manifests}
+
+
+def pod_spec(manifests: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    result: dict[str, Any] = by_kind(manifests)[("Deployment", name)]["spec"]["template"]["spec"]
+    return result
+
+
+def test_every_child_is_owned_and_labelled() -> None:
+    for case in OBSERVATIONS:
+        md = load(case)
+        for manifest in rendered(case):
+            meta = manifest["metadata"]
+            assert meta["ownerReferences"] == [
+                {
+                    "apiVersion": "modelplane.io/v1alpha1",
+                    "kind": "ModelDeployment",
+                    "name": md.name,
+                    "uid": md.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+            assert meta["labels"]["app.kubernetes.io/managed-by"] == "modelplane"
+            assert meta["labels"]["modelplane.io/name"] == md.name
+            assert meta["namespace"] == md.namespace
+            assert len(meta["annotations"][ANNOTATION_APPLIED_HASH]) == 16
+
+
+def test_pods_are_restricted() -> None:
+    pod = pod_spec(rendered("sklearn-s3"), "iris")
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    for container in pod["containers"] + pod["initContainers"]:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_pull_init_container_follows_the_contract() -> None:
+    pod = pod_spec(rendered("sklearn-s3"), "iris")
+    [pull] = pod["initContainers"]
+    env = {item["name"]: item.get("value") for item in pull["env"]}
+    assert pull["command"] == [contract.RUNTIME_COMMAND, contract.PULL_SUBCOMMAND]
+    assert env[contract.ENV_MODEL_URI] == "s3://models/iris/model.joblib"
+    assert env[contract.ENV_MODEL_DIGEST].startswith("sha256:")
+    assert env[contract.ENV_MODEL_DIR] == contract.MODEL_DIR
+    assert pull["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
+    assert pull["terminationMessagePath"] == contract.TERMINATION_LOG
+    [server] = pod["containers"]
+    assert server["readinessProbe"]["httpGet"]["path"] == contract.READY_PATH
+    assert server["livenessProbe"]["httpGet"]["path"] == contract.LIVE_PATH
+    assert server["startupProbe"]["httpGet"]["path"] == contract.LIVE_PATH
+
+
+def test_file_credentials_are_mounted_not_put_in_env() -> None:
+    pod = pod_spec(rendered("autoscaling-concurrency"), "busy")
+    [pull] = pod["initContainers"]
+    env = {item["name"]: item.get("value") for item in pull["env"]}
+    assert env["GOOGLE_APPLICATION_CREDENTIALS"].startswith("/var/run/modelplane/credentials/")
+    volume = next(v for v in pod["volumes"] if v["name"] == "credentials")
+    assert volume["secret"]["items"][0]["key"] == "GOOGLE_APPLICATION_CREDENTIALS"
+
+
+def test_no_empty_values_that_the_api_server_would_drop() -> None:
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                assert value not in ("", [], {}) or key == "emptyDir", f"{path}.{key} is empty"
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{path}[{index}]")
+
+    for case in OBSERVATIONS:
+        walk(rendered(case), case)
+
+
+@pytest.mark.parametrize(
+    ("total", "percent", "expected"),
+    [(5, 20, 1), (5, 0, 0), (5, 100, 5), (10, 25, 3), (4, 10, 1), (3, 50, 2), (0, 50, 0), (1, 1, 1)],
+)
+def test_canary_replicas(total: int, percent: int, expected: int) -> None:
+    assert render.canary_replicas(total, percent) == expected
+
+
+def test_stable_track_keeps_its_replicas_until_the_canary_is_ready() -> None:
+    warming = by_kind(rendered("canary-warming"))
+    ready = by_kind(rendered("canary-ready"))
+    assert warming[("Deployment", "iris")]["spec"]["replicas"] == 5
+    assert warming[("Deployment", "iris-canary")]["spec"]["replicas"] == 1
+    assert ready[("Deployment", "iris")]["spec"]["replicas"] == 4
+    assert ready[("Deployment", "iris-canary")]["spec"]["replicas"] == 1
+    assert {name for kind, name in ready if kind == "Service"} == {"iris", "iris-stable", "iris-canary"}
+    shared = ready[("Service", "iris")]["spec"]["selector"]
+    assert shared == {"modelplane.io/name": "iris"}  # both tracks, Ready pods only (Service semantics)
+
+
+def test_autoscaler_owns_replicas() -> None:
+    manifests = by_kind(rendered("autoscaling-cpu"))
+    assert "replicas" not in manifests[("Deployment", "xgb")]["spec"]
+    hpa = manifests[("HorizontalPodAutoscaler", "xgb")]
+    assert hpa["spec"]["metrics"][0]["resource"] == {
+        "name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": 50},
+    }
+    assert ("PodDisruptionBudget", "xgb") in manifests
+
+
+def test_keda_missing_renders_no_scaled_object_and_runs_the_minimum() -> None:
+    md = load("autoscaling-concurrency")
+    manifests = by_kind(render.children(md, SETTINGS, render.Observations(keda_installed=False)))
+    assert not any(kind == "ScaledObject" for kind, _ in manifests)
+    assert manifests[("Deployment", "busy")]["spec"]["replicas"] == 1
+
+
+def test_stopped_model_has_zero_replicas_and_no_budget() -> None:
+    manifests = by_kind(rendered("pvc"))
+    assert manifests[("Deployment", "onnx-pvc")]["spec"]["replicas"] == 0
+    assert not any(kind == "PodDisruptionBudget" for kind, _ in manifests)
+
+
+def test_pvc_model_is_mounted_read_only_without_pull() -> None:
+    pod = pod_spec(rendered("pvc"), "onnx-pvc")
+    assert "initContainers" not in pod
+    volume = next(v for v in pod["volumes"] if v["name"] == contract.MODEL_VOLUME_NAME)
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    mount = pod["containers"][0]["volumeMounts"][0]
+    assert mount == {
+        "name": "model",
+        "mountPath": contract.MODEL_DIR,
+        "readOnly": True,
+        "subPath": "onnx/resnet",
+    }
+
+
+def test_gpu_limits_and_scheduling() -> None:
+    pod = pod_spec(rendered("gpu"), "llm")
+    server = pod["containers"][0]
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in pod["initContainers"][0]["resources"].get("limits", {})
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["serviceAccountName"] == "models"
+
+
+def test_rendering_is_deterministic() -> None:
+    for case in OBSERVATIONS:
+        assert rendered(case) == rendered(case)

@@ -1,0 +1,75 @@
+"""spec.parse: defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from modelplane import spec
+
+
+def body(**spec_fields: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 2},
+        "spec": {"model": {"uri": "s3://b/k", "format": "sklearn"}, **spec_fields},
+    }
+
+
+def test_defaults() -> None:
+    md = spec.parse(body())
+    assert md.replicas == 1
+    assert md.strategy == "RollingUpdate"
+    assert md.runtime.protocols == ("v1", "v2", "grpc")
+    assert md.served_name == "m"
+    assert md.model.allow_pickle is False
+    assert md.autoscaling is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"model": {"uri": "ftp://x/y", "format": "sklearn"}}, "spec.model.uri"),
+        ({"model": {"uri": "s3://b/k", "format": "tensorflow"}}, "spec.model.format"),
+        ({"model": {"uri": "s3://b/k", "format": "sklearn", "digest": "md5:00"}}, "spec.model.digest"),
+        ({"model": {"uri": "pvc://claim-only", "format": "onnx"}}, "spec.model.uri"),
+        ({"replicas": -1}, "spec.replicas"),
+        ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas"),
+        (
+            {"autoscaling": {"minReplicas": 0, "maxReplicas": 2, "metric": "cpu"}},
+            "spec.autoscaling.minReplicas",
+        ),
+        ({"autoscaling": {"maxReplicas": 2, "metric": "gpu"}}, "spec.autoscaling.metric"),
+        (
+            {"rollout": {"canary": {"model": {"uri": "s3://b/k2", "format": "sklearn"}}}},
+            "spec.rollout.canary",
+        ),
+        (
+            {
+                "rollout": {
+                    "strategy": "Canary",
+                    "canary": {"trafficPercent": 101, "model": {"uri": "s3://b/c", "format": "onnx"}},
+                }
+            },
+            "spec.rollout.canary.trafficPercent",
+        ),
+        ({"runtime": {"gpus": -1}}, "spec.runtime.gpus"),
+        ({"runtime": {"protocols": ["v3"]}}, "spec.runtime.protocols"),
+    ],
+)
+def test_errors_name_the_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(spec.SpecError, match=named.replace(".", r"\.")):
+        spec.parse(body(**fields))
+
+
+def test_canary_and_pvc() -> None:
+    md = spec.parse(
+        body(
+            model={"uri": "pvc://claim/dir/model", "format": "onnx"},
+            rollout={
+                "strategy": "Canary",
+                "canary": {"trafficPercent": 20, "model": {"uri": "s3://b/c", "format": "onnx"}},
+            },
+        )
+    )
+    assert md.model.pvc == ("claim", "dir/model")
+    assert md.canary is not None and md.canary.traffic_percent == 20

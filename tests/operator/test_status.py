@@ -1,0 +1,258 @@
+"""status.compute from observed children and pods: the conditions users see."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import yaml
+from modelplane import render, spec, status
+from modelplane_runtime import contract
+
+from tests.operator.test_render import GOLDEN, SETTINGS
+
+NOW = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)
+LATER = datetime(2026, 11, 23, 20, 5, 0, tzinfo=UTC)
+
+
+def md(case: str = "sklearn-s3", **changes: Any) -> spec.ModelDeployment:
+    body = yaml.safe_load((GOLDEN / f"{case}.input.yaml").read_text())
+    body["spec"].update(changes)
+    return spec.parse(body)
+
+
+def deployment(
+    ready: int, replicas: int, *, updated: int | None = None, generation: int = 1, observed: int = 1
+) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": replicas,
+            "updatedReplicas": replicas if updated is None else updated,
+            "readyReplicas": ready,
+        },
+    }
+
+
+def pod(
+    model: spec.ModelDeployment, *, init: dict[str, Any] | None = None, **status_fields: Any
+) -> dict[str, Any]:
+    """A pod of the stable track as the rendered Deployment would make it."""
+    [dep] = [m for m in render.children(model, SETTINGS) if m["kind"] == "Deployment"]
+    pod_status: dict[str, Any] = dict(status_fields)
+    if init is not None:
+        pod_status["initContainerStatuses"] = [{"name": contract.PULL_CONTAINER_NAME, **init}]
+    return {
+        "metadata": dep["spec"]["template"]["metadata"],
+        "spec": dep["spec"]["template"]["spec"],
+        "status": pod_status,
+    }
+
+
+def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in result["conditions"]}
+
+
+def test_all_ready() -> None:
+    model = md()
+    result = status.compute(model, status.Observed(deployments={"stable": deployment(2, 2)}), {}, NOW)
+    assert conditions(result) == {
+        "Ready": ("True", "AllReplicasReady"),
+        "Available": ("True", "MinimumReplicasAvailable"),
+        "Progressing": ("False", "RolloutComplete"),
+        "Degraded": ("False", "AsExpected"),
+    }
+    assert result["observedGeneration"] == 3
+    assert result["ready"] == "2/2"
+    assert result["url"] == "http://iris.ml.svc.cluster.local"
+    assert result["grpcUrl"] == "iris.ml.svc.cluster.local:8081"
+    assert result["selector"] == "modelplane.io/name=iris"
+    assert "phase" not in result
+
+
+def test_permanent_pull_failure_is_reported_with_the_pulls_own_line() -> None:
+    model = md()
+    line = contract.format_termination_message(
+        contract.REASON_NOT_FOUND, "s3://models/iris/model.joblib: no such key"
+    )
+    failing = pod(
+        model,
+        init={
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": contract.EXIT_PERMANENT, "message": line}},
+        },
+    )
+    observed = status.Observed(deployments={"stable": deployment(0, 2)}, pods=[failing])
+    result = status.compute(model, observed, {}, NOW)
+    ready = status.condition(result, "Ready")
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("False", "ModelPullFailed")
+    assert ready["message"] == line
+    assert conditions(result)["Degraded"] == ("True", "ModelPullFailed")
+    assert conditions(result)["Progressing"] == ("False", "ModelPullFailed")
+
+
+def test_digest_mismatch_has_its_own_reason() -> None:
+    model = md()
+    line = contract.format_termination_message(
+        contract.REASON_DIGEST_MISMATCH, "expected sha256:ab.. got sha256:cd.."
+    )
+    failing = pod(
+        model, init={"state": {"terminated": {"exitCode": contract.EXIT_PERMANENT, "message": line}}}
+    )
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(0, 2)}, pods=[failing]), {}, NOW
+    )
+    assert conditions(result)["Ready"] == ("False", "DigestMismatch")
+
+
+def test_transient_pull_failure_is_retrying_not_permanent() -> None:
+    model = md()
+    line = contract.format_termination_message(contract.REASON_TRANSIENT, "connection reset")
+    retrying = pod(
+        model,
+        init={
+            "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": contract.EXIT_TRANSIENT, "message": line}},
+        },
+    )
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(0, 2)}, pods=[retrying]), {}, NOW
+    )
+    assert conditions(result)["Ready"] == ("False", "ModelPulling")
+    assert conditions(result)["Degraded"] == ("False", "AsExpected")
+    assert "retrying" in (status.condition(result, "Ready") or {})["message"]
+
+
+def test_a_failure_of_an_old_revision_is_history() -> None:
+    old = md(model={"uri": "s3://models/iris/old.joblib", "format": "sklearn"})
+    line = contract.format_termination_message(contract.REASON_NOT_FOUND, "gone")
+    stale = pod(old, init={"state": {"terminated": {"exitCode": contract.EXIT_PERMANENT, "message": line}}})
+    result = status.compute(
+        md(), status.Observed(deployments={"stable": deployment(2, 2)}, pods=[stale]), {}, NOW
+    )
+    assert conditions(result)["Ready"] == ("True", "AllReplicasReady")
+
+
+def test_crashing_server_is_never_ready() -> None:
+    model = md()
+    crashing = pod(
+        model,
+        containerStatuses=[
+            {
+                "name": contract.SERVER_CONTAINER_NAME,
+                "ready": False,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "message": "ValueError: bad model"}},
+            }
+        ],
+    )
+    # The Deployment still counts the earlier Ready pod; the crash must still show.
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(1, 2)}, pods=[crashing]), {}, NOW
+    )
+    assert conditions(result)["Ready"] == ("False", "ServerCrashLoop")
+    assert conditions(result)["Degraded"] == ("True", "ServerCrashLoop")
+
+
+def test_unschedulable_says_why() -> None:
+    model = md("gpu")
+    pending = pod(
+        model,
+        conditions=[
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    )
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(0, 1)}, pods=[pending]), {}, NOW
+    )
+    ready = status.condition(result, "Ready") or {}
+    assert (ready["reason"], ready["message"]) == (
+        "Unschedulable",
+        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu.",
+    )
+
+
+def test_stopped_is_reported_as_such() -> None:
+    model = md(replicas=0)
+    result = status.compute(model, status.Observed(deployments={"stable": deployment(0, 0)}), {}, NOW)
+    assert conditions(result)["Ready"] == ("False", "Stopped")
+    assert result["ready"] == "0/0"
+
+
+def test_rollout_in_progress_then_ready_with_history() -> None:
+    model = md()
+    first = status.compute(model, status.Observed(deployments={"stable": deployment(2, 2)}), {}, NOW)
+    changed = md(model={"uri": "s3://models/iris/v2.joblib", "format": "sklearn", "version": "2"})
+    rolling = deployment(2, 2, updated=1, generation=2, observed=2)
+    second = status.compute(changed, status.Observed(deployments={"stable": rolling}), first, LATER)
+    assert conditions(second)["Ready"] == ("False", "RolloutInProgress")
+    assert conditions(second)["Available"] == ("True", "MinimumReplicasAvailable")
+    assert conditions(second)["Progressing"] == ("True", "RolloutInProgress")
+    assert second["history"][0]["uri"] == "s3://models/iris/model.joblib"
+    assert second["history"][0]["until"] == "2026-11-23T20:05:00Z"
+    done = status.compute(
+        changed,
+        status.Observed(deployments={"stable": deployment(2, 2, generation=2, observed=2)}),
+        second,
+        LATER,
+    )
+    assert conditions(done)["Ready"] == ("True", "AllReplicasReady")
+    assert len(done["history"]) == 1
+
+
+def test_transition_time_kept_while_nothing_changes() -> None:
+    model = md()
+    observed = status.Observed(deployments={"stable": deployment(2, 2)})
+    first = status.compute(model, observed, {}, NOW)
+    again = status.compute(model, observed, first, LATER)
+    assert again == first  # a steady state computes the same status, so nothing is written
+
+
+def test_canary_warming_keeps_stable_and_is_not_ready() -> None:
+    model = md("canary-warming")
+    observed = status.Observed(deployments={"stable": deployment(5, 5), "canary": deployment(0, 1)})
+    result = status.compute(model, observed, {}, NOW)
+    assert conditions(result)["Ready"] == ("False", "RolloutInProgress")
+    assert result["canary"]["uri"] == "s3://models/iris/v2.joblib"
+    assert not status.canary_is_ready(model, observed.deployments["canary"])
+    ready_observed = status.Observed(deployments={"stable": deployment(4, 4), "canary": deployment(1, 1)})
+    assert status.canary_is_ready(model, ready_observed.deployments["canary"])
+    result = status.compute(model, ready_observed, result, LATER)
+    assert conditions(result)["Ready"] == ("True", "AllReplicasReady")
+    assert result["ready"] == "5/5"
+
+
+def test_keda_missing_is_a_clear_condition() -> None:
+    model = md("autoscaling-concurrency")
+    result = status.compute(model, status.Observed(deployments={"stable": deployment(1, 1)}), {}, NOW)
+    degraded = status.condition(result, "Degraded") or {}
+    assert degraded["reason"] == "AutoscalerUnavailable"
+    assert "KEDA" in degraded["message"]
+
+
+def test_missing_credentials_secret() -> None:
+    model = md()
+    observed = status.Observed(deployments={"stable": deployment(0, 2)}, secret_found=False)
+    ready = status.condition(status.compute(model, observed, {}, NOW), "Ready") or {}
+    assert ready["reason"] == "CredentialsSecretNotFound"
+    assert "s3-credentials" in ready["message"]
+
+
+def test_served_digest_from_a_successful_pull() -> None:
+    model = md()
+    digest = "sha256:" + "cd" * 32
+    done = pod(
+        model, init={"state": {"terminated": {"exitCode": 0, "message": f"Pulled: {digest} 1234 bytes"}}}
+    )
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(2, 2)}, pods=[done]), {}, NOW
+    )
+    assert result["servedDigest"] == digest
