@@ -51,12 +51,18 @@ ENV_MAX_QUEUE: Final = "MODELPLANE_MAX_QUEUE"
 ENV_MAX_BODY_BYTES: Final = "MODELPLANE_MAX_BODY_BYTES"
 ENV_PULL_STALL_SECONDS: Final = "MODELPLANE_PULL_STALL_SECONDS"
 ENV_PULL_RETRIES: Final = "MODELPLANE_PULL_RETRIES"
+ENV_PULL_BACKOFF_SECONDS: Final = "MODELPLANE_PULL_BACKOFF_SECONDS"  # first retry's delay; doubles
+ENV_CUSTOM_CLASS: Final = "MODELPLANE_CUSTOM_CLASS"  # package.module:Class, for format custom
+ENV_SHUTDOWN_GRACE_SECONDS: Final = "MODELPLANE_SHUTDOWN_GRACE_SECONDS"
 
 PROTOCOL_V1: Final = "v1"
 PROTOCOL_V2: Final = "v2"
 PROTOCOL_GRPC: Final = "grpc"
 
 FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "huggingface", "custom")
+
+# A v2 inference request shipped beside the artifact: serve warms the model up with it.
+WARMUP_REQUEST_FILE: Final = "sample-request.json"
 
 # What `pull` leaves beside the model so that `serve` can report what it serves.
 PULL_RECORD_FILE: Final = ".modelplane-pull.json"  # {"uri": ..., "digest": "sha256:...", "bytes": N}
@@ -73,9 +79,17 @@ REASON_ACCESS_DENIED: Final = "AccessDenied"
 REASON_DIGEST_MISMATCH: Final = "DigestMismatch"
 REASON_UNSUPPORTED: Final = "UnsupportedArtifact"
 REASON_INVALID_URI: Final = "InvalidURI"
+REASON_INVALID_ARGUMENT: Final = "InvalidArgument"
 REASON_TRANSIENT: Final = "TransientPullError"
 PERMANENT_REASONS: Final = frozenset(
-    {REASON_NOT_FOUND, REASON_ACCESS_DENIED, REASON_DIGEST_MISMATCH, REASON_UNSUPPORTED, REASON_INVALID_URI}
+    {
+        REASON_NOT_FOUND,
+        REASON_ACCESS_DENIED,
+        REASON_DIGEST_MISMATCH,
+        REASON_UNSUPPORTED,
+        REASON_INVALID_URI,
+        REASON_INVALID_ARGUMENT,
+    }
 )
 TERMINATION_LOG: Final = "/dev/termination-log"
 
@@ -108,3 +122,8 @@ def parse_termination_message(text: str) -> PullFailure:
 METRIC_REQUESTS_TOTAL: Final = "modelplane_requests_total"  # labels: model, protocol, code
 METRIC_REQUEST_SECONDS: Final = "modelplane_request_duration_seconds"
 METRIC_IN_FLIGHT: Final = "modelplane_requests_in_flight"  # label: model
+METRIC_BATCH_SIZE: Final = "modelplane_batch_size"  # label: model
+METRIC_QUEUE_WAIT_SECONDS: Final = "modelplane_queue_wait_seconds"  # label: model
+METRIC_MODEL_LOAD_SECONDS: Final = "modelplane_model_load_seconds"  # label: model
+METRIC_PULL_SECONDS: Final = "modelplane_pull_duration_seconds"  # label: model
+METRIC_PULL_BYTES: Final = "modelplane_pull_bytes"  # label: model

@@ -1,0 +1,193 @@
+"""Adaptive batching: concurrent requests coalesce into one model call.
+
+One dispatcher per worker process calls the model, one call at a time, on a thread (so the event
+loop keeps reading requests meanwhile). A request that finds the queue empty is dispatched at
+once; when others are queued, they go together, up to ``max_batch_size`` rows, waiting at most
+``max_latency`` after the first for the batch to fill. The queue is bounded: past ``max_queue``
+waiting requests, :class:`Overloaded` (503) instead of unbounded memory.
+
+The data plane composes the batcher; formats never see it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modelplane_runtime.errors import InvalidInput, ModelError, Overloaded
+from modelplane_runtime.formats.base import Arrays
+
+PredictFn = Callable[[Arrays, tuple[str, ...]], Arrays]
+#: Called once per model call with its rows and how long each request in it waited.
+BatchObserver = Callable[[int, Sequence[float]], None]
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    enabled: bool = True
+    max_batch_size: int = 64  # rows per model call
+    max_latency: float = 0.005  # seconds a batch may wait to fill once others are queued
+    max_queue: int = 256  # requests waiting; more get 503
+
+
+@dataclass
+class _Item:
+    inputs: Arrays
+    outputs: tuple[str, ...]
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[Arrays]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    def __init__(
+        self, predict: PredictFn, config: BatchingConfig, observe: BatchObserver | None = None
+    ) -> None:
+        self._predict = predict
+        self._config = config
+        self._max_rows = config.max_batch_size if config.enabled else 1
+        self._observe = observe
+        self._queue: deque[_Item] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
+        if len(self._queue) >= self._config.max_queue:
+            raise Overloaded(f"the request queue is full ({self._config.max_queue} waiting); retry later")
+        loop = asyncio.get_running_loop()
+        if self._dispatcher is None or self._dispatcher.done():
+            self._wakeup = asyncio.Event()
+            self._dispatcher = loop.create_task(self._dispatch())
+        first = next(iter(inputs.values()))
+        key = (outputs, *((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+        item = _Item(inputs, outputs, first.shape[0] if first.ndim else 1, key, loop.create_future())
+        self._queue.append(item)
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await item.future
+
+    async def _dispatch(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = self._take()
+            if not batch:
+                continue
+            if self._config.enabled and len(batch) > 1 and sum(item.rows for item in batch) < self._max_rows:
+                # Others were queued, so more are likely coming: let the batch fill, within the budget.
+                await self._fill(batch)
+            started = time.perf_counter()
+            if self._observe is not None:
+                self._observe(sum(item.rows for item in batch), [started - item.enqueued for item in batch])
+            await self._run(loop, batch)
+
+    def _take(self) -> list[_Item]:
+        """The oldest live request and the queued ones that stack with it, up to the row limit."""
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()  # timed out or cancelled while waiting
+        if not self._queue:
+            return []
+        first = self._queue.popleft()
+        batch, rows = [first], first.rows
+        if self._max_rows > 1:
+            kept: deque[_Item] = deque()
+            while self._queue:
+                item = self._queue.popleft()
+                if item.future.done():
+                    continue
+                if item.key == first.key and rows + item.rows <= self._max_rows:
+                    batch.append(item)
+                    rows += item.rows
+                else:
+                    kept.append(item)
+            self._queue = kept
+        return batch
+
+    async def _fill(self, batch: list[_Item]) -> None:
+        assert self._wakeup is not None
+        deadline = batch[0].enqueued + self._config.max_latency
+        rows = sum(item.rows for item in batch)
+        while rows < self._max_rows:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            if not self._queue:
+                self._wakeup.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    return
+            kept: deque[_Item] = deque()
+            while self._queue:
+                item = self._queue.popleft()
+                if item.future.done():
+                    continue
+                if item.key == batch[0].key and rows + item.rows <= self._max_rows:
+                    batch.append(item)
+                    rows += item.rows
+                else:
+                    kept.append(item)
+            self._queue = kept
+            if kept:
+                return  # something that cannot join waits: do not hold it up
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        live = [item for item in batch if not item.future.done()]
+        if not live:
+            return
+        if len(live) == 1:
+            inputs = live[0].inputs
+        else:
+            inputs = {name: np.concatenate([item.inputs[name] for item in live]) for name in live[0].inputs}
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._predict, inputs, live[0].outputs)
+        except (ValueError, TypeError) as error:
+            # The model refused the input (e.g. a value it cannot take): the client's to fix.
+            self._fail(live, InvalidInput(f"the model rejected the input: {error}"))
+            return
+        except Exception as error:
+            self._fail(live, ModelError(f"the model failed: {error!r}"))
+            return
+        if len(live) == 1:
+            if not live[0].future.done():
+                live[0].future.set_result(outputs)
+            return
+        total = sum(item.rows for item in live)
+        if any(np.ndim(array) == 0 or len(array) != total for array in outputs.values()):
+            self._fail(live, ModelError("the model returned outputs without one row per input row"))
+            return
+        start = 0
+        for item in live:
+            end = start + item.rows
+            if not item.future.done():
+                item.future.set_result({name: array[start:end] for name, array in outputs.items()})
+            start = end
+
+    @staticmethod
+    def _fail(items: list[_Item], error: Exception) -> None:
+        for item in items:
+            if not item.future.done():
+                item.future.set_exception(error)
+
+    def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,217 @@
+"""``modelplane-runtime pull ...`` and ``modelplane-runtime serve ...``.
+
+Every serve flag defaults to an environment variable named in :mod:`modelplane_runtime.contract`,
+so the operator may set either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelplane_runtime import contract
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+# Native thread pools must not start before workers fork, and each worker owns one core.
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {number}")
+    return number
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"{contract.RUNTIME_COMMAND} {contract.SERVE_SUBCOMMAND}",
+        description="Load one model and serve it over KServe v1, OIP v2 REST and OIP v2 gRPC.",
+    )
+    add = parser.add_argument
+    add(
+        "--model-dir",
+        default=_env(contract.ENV_MODEL_DIR, contract.MODEL_DIR),
+        help=f"env {contract.ENV_MODEL_DIR}",
+    )
+    add(
+        "--format",
+        default=_env(contract.ENV_MODEL_FORMAT),
+        choices=contract.FORMATS,
+        help=f"env {contract.ENV_MODEL_FORMAT}",
+    )
+    add("--name", default=_env(contract.ENV_MODEL_NAME, "model"), help=f"env {contract.ENV_MODEL_NAME}")
+    add("--host", default="0.0.0.0", help="address to listen on")
+    add(
+        "--http-port",
+        type=int,
+        default=int(_env(contract.ENV_HTTP_PORT, str(contract.HTTP_PORT)) or 0),
+        help=f"env {contract.ENV_HTTP_PORT}",
+    )
+    add(
+        "--grpc-port",
+        type=int,
+        default=int(_env(contract.ENV_GRPC_PORT, str(contract.GRPC_PORT)) or 0),
+        help=f"env {contract.ENV_GRPC_PORT}",
+    )
+    add(
+        "--protocols",
+        default=_env(contract.ENV_PROTOCOLS, "v1,v2,grpc"),
+        help=f"comma list of v1, v2, grpc (env {contract.ENV_PROTOCOLS})",
+    )
+    add(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help=f"worker processes; default: the CPUs given (env {contract.ENV_WORKERS})",
+    )
+    add(
+        "--batching",
+        type=_flag,
+        default=_flag(_env(contract.ENV_BATCHING, "true") or "true"),
+        help=f"env {contract.ENV_BATCHING}",
+    )
+    add(
+        "--max-batch-size",
+        type=_positive_int,
+        default=int(_env(contract.ENV_MAX_BATCH_SIZE, "64") or 64),
+        help=f"env {contract.ENV_MAX_BATCH_SIZE}",
+    )
+    add(
+        "--max-latency-ms",
+        type=float,
+        default=float(_env(contract.ENV_MAX_LATENCY_MS, "5") or 5),
+        help=f"env {contract.ENV_MAX_LATENCY_MS}",
+    )
+    add(
+        "--max-queue",
+        type=_positive_int,
+        default=int(_env(contract.ENV_MAX_QUEUE, "256") or 256),
+        help=f"env {contract.ENV_MAX_QUEUE}",
+    )
+    add(
+        "--request-timeout-seconds",
+        type=_positive_float,
+        default=float(_env(contract.ENV_REQUEST_TIMEOUT_SECONDS, "60") or 60),
+        help=f"env {contract.ENV_REQUEST_TIMEOUT_SECONDS}",
+    )
+    add(
+        "--max-body-bytes",
+        type=_positive_int,
+        default=int(_env(contract.ENV_MAX_BODY_BYTES, str(16 * 1024 * 1024)) or 1),
+        help=f"env {contract.ENV_MAX_BODY_BYTES}",
+    )
+    add(
+        "--digest",
+        default=_env(contract.ENV_MODEL_DIGEST),
+        help=f"the pinned sha256 digest (env {contract.ENV_MODEL_DIGEST})",
+    )
+    add(
+        "--allow-pickle",
+        type=_flag,
+        default=_flag(_env(contract.ENV_ALLOW_PICKLE, "false") or "false"),
+        help=f"env {contract.ENV_ALLOW_PICKLE}",
+    )
+    add(
+        "--custom-class",
+        default=_env(contract.ENV_CUSTOM_CLASS),
+        help=f"package.module:Class (env {contract.ENV_CUSTOM_CLASS})",
+    )
+    add(
+        "--shutdown-grace-seconds",
+        type=_positive_float,
+        default=float(_env(contract.ENV_SHUTDOWN_GRACE_SECONDS, "25") or 25),
+        help=f"env {contract.ENV_SHUTDOWN_GRACE_SECONDS}",
+    )
+    return parser
+
+
+def serve_main(argv: Sequence[str]) -> int:
+    parser = serve_parser()
+    args = parser.parse_args(argv)
+    if not args.format:
+        parser.error(
+            f"--format (or {contract.ENV_MODEL_FORMAT}) is required: one of {', '.join(contract.FORMATS)}"
+        )
+    protocols = frozenset(item.strip() for item in args.protocols.split(",") if item.strip())
+    unknown = protocols - {contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC}
+    if unknown or not protocols:
+        parser.error(f"--protocols must be a comma list of v1, v2, grpc; got {args.protocols!r}")
+    for name in _THREAD_ENV:
+        os.environ.setdefault(name, "1")
+    # Imported only now: numpy and friends read the thread settings above when they load.
+    from modelplane_runtime.batching import BatchingConfig
+    from modelplane_runtime.server import ServeConfig, available_cpus, serve
+
+    workers = args.workers or int(_env(contract.ENV_WORKERS, "0") or 0) or available_cpus()
+    config = ServeConfig(
+        model_dir=Path(args.model_dir),
+        format=args.format,
+        name=args.name,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        protocols=protocols,
+        workers=workers,
+        batching=BatchingConfig(
+            enabled=args.batching,
+            max_batch_size=args.max_batch_size,
+            max_latency=args.max_latency_ms / 1000,
+            max_queue=args.max_queue,
+        ),
+        request_timeout=args.request_timeout_seconds,
+        max_body_bytes=args.max_body_bytes,
+        digest=args.digest,
+        allow_pickle=args.allow_pickle,
+        custom_class=args.custom_class,
+        shutdown_grace=args.shutdown_grace_seconds,
+    )
+    return serve(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    commands = (contract.PULL_SUBCOMMAND, contract.SERVE_SUBCOMMAND)
+    if not arguments or arguments[0] not in commands:
+        print(
+            f"usage: {contract.RUNTIME_COMMAND} {{{','.join(commands)}}} [options]  (--help after a command)",
+            file=sys.stderr,
+        )
+        return contract.EXIT_USAGE
+    command, rest = arguments[0], arguments[1:]
+    if command == contract.PULL_SUBCOMMAND:
+        from modelplane_runtime.pull import main as pull_main  # written beside storage/
+
+        return pull_main(rest)
+    return serve_main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

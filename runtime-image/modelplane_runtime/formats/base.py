@@ -1,0 +1,186 @@
+"""The one small interface every model format implements, and what loaders share."""
+
+from __future__ import annotations
+
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelplane_runtime import contract
+from modelplane_runtime.errors import ModelLoadError
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output of a model's signature; -1 in ``shape`` is a free dimension."""
+
+    name: str
+    datatype: str  # an Open Inference Protocol datatype: FP64, INT64, BYTES, ...
+    shape: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What the operator of the pod vouched for: code in the artifact may run only under it."""
+
+    pinned_digest: str | None  # the digest the user pinned, verified by pull
+    pulled_digest: str | None  # what pull recorded (or None when the model was not pulled)
+    allow_pickle: bool
+
+    @property
+    def allows_code(self) -> bool:
+        return self.allow_pickle or self.pinned_digest is not None
+
+
+@dataclass
+class LoadOptions:
+    model_dir: Path
+    name: str
+    trust: Trust
+    custom_class: str | None = None
+    threads: int = 1  # threads a model may use per worker process
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Model(ABC):
+    """A loaded model. Batch dimension first: every input and output has one row per item."""
+
+    format_name: str = ""
+    #: The engine that runs predictions when it is not the library's own (said in metadata).
+    engine: str | None = None
+
+    def __init__(self, options: LoadOptions) -> None:
+        self.options = options
+        self._ready = False
+
+    @abstractmethod
+    def load(self) -> None:
+        """Read the artifact from ``options.model_dir``. Runs once, before workers fork."""
+
+    @abstractmethod
+    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
+        """Run the model on a batch; ``outputs`` names which outputs to compute (never empty)."""
+
+    @property
+    @abstractmethod
+    def inputs(self) -> list[TensorSpec]: ...
+
+    @property
+    @abstractmethod
+    def outputs(self) -> list[TensorSpec]: ...
+
+    @property
+    def default_outputs(self) -> tuple[str, ...]:
+        """Outputs returned when a request names none (v1 returns the first of these)."""
+        return (self.outputs[0].name,)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def mark_ready(self) -> None:
+        self._ready = True
+
+    def unload(self) -> None:
+        self._ready = False
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": self.options.name,
+            "versions": [],
+            "platform": self.format_name,
+            "inputs": [spec.as_dict() for spec in self.inputs],
+            "outputs": [spec.as_dict() for spec in self.outputs],
+        }
+        parameters: dict[str, Any] = {}
+        if self.options.trust.pulled_digest or self.options.trust.pinned_digest:
+            parameters["digest"] = self.options.trust.pulled_digest or self.options.trust.pinned_digest
+        if self.engine:
+            parameters["engine"] = self.engine
+        if parameters:
+            meta["parameters"] = parameters
+        return meta
+
+
+def find_artifact(model_dir: Path, suffixes: Sequence[str], what: str) -> Path:
+    """The one file in ``model_dir`` (searched recursively) whose name ends with one of ``suffixes``."""
+    if not model_dir.is_dir():
+        raise ModelLoadError(f"model directory {model_dir} does not exist or is not a directory")
+    found = sorted(
+        path
+        for path in model_dir.rglob("*")
+        if path.is_file()
+        and path.name.lower().endswith(tuple(suffixes))
+        and not path.name.startswith(".")
+        and path.name != contract.WARMUP_REQUEST_FILE
+    )
+    if not found:
+        raise ModelLoadError(
+            f"no {what} file in {model_dir}: expected a file ending in {', '.join(suffixes)}"
+        )
+    if len(found) > 1:
+        names = ", ".join(str(path.relative_to(model_dir)) for path in found)
+        raise ModelLoadError(f"more than one {what} file in {model_dir} ({names}): keep exactly one")
+    return found[0]
+
+
+def read_pull_record(model_dir: Path) -> dict[str, Any] | None:
+    """What ``pull`` recorded beside the model, or None when it was not pulled."""
+    path = model_dir / contract.PULL_RECORD_FILE
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read the pull record {path}: {error}") from error
+    if not isinstance(record, dict):
+        raise ModelLoadError(f"pull record {path} is not a JSON object")
+    return record
+
+
+def resolve_trust(model_dir: Path, pinned_digest: str | None, allow_pickle: bool) -> Trust:
+    """Combine the pinned digest with what pull verified; a pin that pull did not verify is refused."""
+    record = read_pull_record(model_dir)
+    pulled = str(record["digest"]) if record and record.get("digest") else None
+    pinned = pinned_digest or None
+    if pinned is not None:
+        if pulled is None:
+            raise ModelLoadError(
+                f"digest {pinned} is pinned but {model_dir} has no pull record "
+                f"({contract.PULL_RECORD_FILE}) showing it was verified: pull the model with "
+                f"`{contract.RUNTIME_COMMAND} {contract.PULL_SUBCOMMAND} --digest {pinned}` first"
+            )
+        if pulled.lower() != pinned.lower():
+            raise ModelLoadError(
+                f"the pinned digest {pinned} differs from the digest of what was pulled ({pulled})"
+            )
+    return Trust(pinned_digest=pinned, pulled_digest=pulled, allow_pickle=allow_pickle)
+
+
+def require_code_trust(trust: Trust, what: str) -> None:
+    """Refuse to run code shipped in an artifact unless its digest is pinned or the user allowed it."""
+    if trust.allows_code:
+        return
+    raise ModelLoadError(
+        f"{what} runs code when loaded, so it loads only from a pinned digest: set "
+        f"{contract.ENV_MODEL_DIGEST} (storage digest in the ModelDeployment) to its sha256, "
+        f"or set {contract.ENV_ALLOW_PICKLE}=true if you trust its source"
+    )
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}

@@ -1,0 +1,41 @@
+"""LightGBM boosters saved as text (``Booster.save_model``): data only, no code."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from modelplane_runtime.errors import ModelLoadError
+from modelplane_runtime.formats.base import Arrays, Model, TensorSpec, find_artifact
+
+
+class LightGBMModel(Model):
+    format_name = "lightgbm"
+
+    def load(self) -> None:
+        import lightgbm
+
+        path = find_artifact(self.options.model_dir, (".txt", ".lgb", ".lightgbm"), "LightGBM model")
+        try:
+            booster = lightgbm.Booster(model_file=str(path), params={"num_threads": self.options.threads})
+        except lightgbm.basic.LightGBMError as error:
+            raise ModelLoadError(f"cannot load the LightGBM model {path.name}: {error}") from error
+        self._booster = booster
+        self._inputs = [TensorSpec("input-0", "FP64", (-1, booster.num_feature()))]
+        self._outputs = [
+            TensorSpec("predict", "FP64", (-1, -1) if booster.num_model_per_iteration() > 1 else (-1,))
+        ]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
+
+    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
+        features = next(iter(inputs.values()))
+        return {"predict": np.asarray(self._booster.predict(features, num_threads=self.options.threads))}

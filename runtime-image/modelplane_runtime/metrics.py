@@ -1,0 +1,123 @@
+"""Every Prometheus metric of the runtime, in one place; correct across worker processes.
+
+Workers are forked processes, so metrics use prometheus_client's multiprocess mode: each process
+writes its values to files in a directory under /tmp and ``/metrics`` (in any worker) adds them
+up. :func:`use_directory` must run before ``prometheus_client`` is first imported.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modelplane_runtime import contract
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+def use_directory(parent: str | None = None) -> Path:
+    """A fresh directory for this server's metric files, announced to prometheus_client."""
+    directory = Path(tempfile.mkdtemp(prefix="modelplane-metrics-", dir=parent))
+    os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+def remove_directory(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+class Metrics:
+    def __init__(self, model: str) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.model = model
+        self.requests = Counter(
+            contract.METRIC_REQUESTS_TOTAL.removesuffix("_total"),
+            "Inference requests by model, protocol and status code.",
+            ["model", "protocol", "code"],
+        )
+        self.latency = Histogram(
+            contract.METRIC_REQUEST_SECONDS,
+            "Inference request latency in seconds, from request read to response written.",
+            ["model", "protocol"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.in_flight = Gauge(
+            contract.METRIC_IN_FLIGHT,
+            "Inference requests being served.",
+            ["model"],
+            multiprocess_mode="livesum",
+        )
+        self.batch_size = Histogram(
+            contract.METRIC_BATCH_SIZE, "Rows per model call.", ["model"], buckets=BATCH_BUCKETS
+        )
+        self.queue_wait = Histogram(
+            contract.METRIC_QUEUE_WAIT_SECONDS,
+            "Seconds a request waited in the batch queue before its model call.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.load_seconds = Gauge(
+            contract.METRIC_MODEL_LOAD_SECONDS,
+            "Seconds to load and warm up the model.",
+            ["model"],
+            multiprocess_mode="max",
+        )
+        self.pull_seconds = Gauge(
+            contract.METRIC_PULL_SECONDS,
+            "Seconds the artifact pull took.",
+            ["model"],
+            multiprocess_mode="max",
+        )
+        self.pull_bytes = Gauge(
+            contract.METRIC_PULL_BYTES, "Bytes of the pulled artifact.", ["model"], multiprocess_mode="max"
+        )
+        self._request_children: dict[tuple[str, int], Any] = {}
+        self._latency_children = {p: self.latency.labels(model, p) for p in ("v1", "v2", "grpc")}
+        self.in_flight_child = self.in_flight.labels(model)
+        self._batch_child = self.batch_size.labels(model)
+        self._wait_child = self.queue_wait.labels(model)
+
+    def observe_request(self, protocol: str, code: int, seconds: float) -> None:
+        child = self._request_children.get((protocol, code))
+        if child is None:
+            child = self._request_children[(protocol, code)] = self.requests.labels(
+                self.model, protocol, str(code)
+            )
+        child.inc()
+        self._latency_children[protocol].observe(seconds)
+
+    def observe_batch(self, rows: int, waits: Sequence[float]) -> None:
+        self._batch_child.observe(rows)
+        for wait in waits:
+            self._wait_child.observe(wait)
+
+    def record_load(self, seconds: float, pull_record: dict[str, Any] | None) -> None:
+        self.load_seconds.labels(self.model).set(seconds)
+        if pull_record:
+            if isinstance(pull_record.get("bytes"), int | float):
+                self.pull_bytes.labels(self.model).set(pull_record["bytes"])
+            if isinstance(pull_record.get("seconds"), int | float):
+                self.pull_seconds.labels(self.model).set(pull_record["seconds"])
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text of ``/metrics``: every process's values added up."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def process_exited(pid: int) -> None:
+    """Forget a dead worker's live gauges (called by the supervisor)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid)

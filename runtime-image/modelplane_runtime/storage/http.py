@@ -1,0 +1,66 @@
+"""``http://`` and ``https://``: one file per URL, streamed with httpx.
+
+The read timeout is the stall limit, so a server that stops sending bytes is cut off after it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Iterator, Mapping
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from modelplane_runtime import contract
+from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
+
+
+def status_error(status: int, what: str) -> PullError:
+    """The PullError for an HTTP error status: 5xx, 408 and 429 are worth retrying, other 4xx are not."""
+    if status in (401, 403):
+        return PullError(contract.REASON_ACCESS_DENIED, f"{what}: HTTP {status}; check the credentials")
+    if status >= 500 or status in (408, 429):
+        return transient(f"{what}: HTTP {status}")
+    return PullError(contract.REASON_NOT_FOUND, f"{what}: HTTP {status}")
+
+
+def http_client(settings: Settings) -> httpx.Client:
+    timeout = httpx.Timeout(settings.stall_seconds, connect=settings.connect_seconds)
+    return httpx.Client(timeout=timeout, follow_redirects=True)
+
+
+def stream_url(
+    client: httpx.Client, url: str, settings: Settings, headers: Mapping[str, str] | None = None
+) -> Iterator[bytes]:
+    with client.stream("GET", url, headers=headers) as response:
+        if response.status_code >= 400:
+            raise status_error(response.status_code, url)
+        yield from response.iter_bytes(settings.chunk_bytes)
+
+
+def translate_httpx(error: Exception, what: str, settings: Settings) -> PullError:
+    if isinstance(error, httpx.ReadTimeout):
+        return stalled(settings.stall_seconds)
+    if isinstance(error, httpx.TransportError):
+        # Connection refused or cut, a body shorter than its Content-Length, a timeout connecting.
+        return transient(f"{what}: {type(error).__name__}: {error}")
+    return transient(f"{what}: {error}")
+
+
+class HttpBackend:
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self.client = http_client(settings)
+
+    def list(self) -> Listing:
+        name = posixpath.basename(unquote(urlsplit(self.url).path))
+        if not name:
+            raise PullError(contract.REASON_INVALID_URI, f"{self.url} names no file: point it at a file")
+        return Listing([RemoteFile(name, None, self.url)], single=True)
+
+    def read(self, remote: RemoteFile) -> Iterator[bytes]:
+        return stream_url(self.client, remote.locator, self.settings)
+
+    def translate(self, error: Exception) -> PullError:
+        return translate_httpx(error, self.url, self.settings)
