@@ -205,8 +205,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s pull %(levelname)s %(message)s", stream=sys.stderr
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
+    for chatty in ("botocore", "boto3", "urllib3", "httpx", "google", "huggingface_hub"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         if not args.uri:
             raise PullError(

@@ -6,7 +6,8 @@ as fetched, before unpacking): what ``sha256sum FILE`` prints.
 A directory's (a prefix's, a repository's) digest is that of its manifest: one line per file,
 ``<hex sha256 of the file>  <relative path>\\n`` (two spaces, '/'-separated path), sorted by the
 path's UTF-8 bytes, the pull record file left out; the digest is ``sha256:`` and the hex sha256 of
-the manifest's UTF-8 bytes. It is what this prints inside the directory::
+the manifest's UTF-8 bytes. It is what this prints inside the source directory (or inside DEST
+after a pull, adding ``! -name .modelplane-pull.json`` to ``find``)::
 
     find . -type f -printf '%P\\0' | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum
 """
