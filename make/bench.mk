@@ -1,0 +1,40 @@
+# Benchmarks (tests/bench/). Targets, not tests: they print and record numbers, they assert none.
+# `make bench` runs every documented bench-* target of every fragment, so an area adds a benchmark
+# just by defining `bench-AREA: ... ## text`.
+BENCH_DIR := $(CACHE_DIR)/bench
+BENCH_REQUIREMENTS := $(REPO_ROOT)/tests/bench/requirements
+BENCH_SERVERS := mlserver kserve
+# Extra options for tests/bench/runtime.py, e.g. BENCH_ARGS="--duration 3 --server modelplane".
+BENCH_ARGS ?=
+
+# One venv per server under test, from its pinned requirements; rebuilt when those change.
+$(BENCH_DIR)/%/.installed: $(BENCH_REQUIREMENTS)/%.txt
+	@rm -rf $(BENCH_DIR)/$*
+	@mkdir -p $(BENCH_DIR)
+	$(HOST_PYTHON) -m venv $(BENCH_DIR)/$*
+	nice $(BENCH_DIR)/$*/bin/pip install -q -r $<
+	@touch $@
+
+.PHONY: bench-venvs
+bench-venvs: $(foreach s,$(BENCH_SERVERS),$(BENCH_DIR)/$(s)/.installed) ## Venvs of the servers we compare against (MLServer, KServe).
+
+.PHONY: bench-tools
+bench-tools: ## Install the load generator (wrk, from Debian) if missing.
+	@command -v wrk >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+	@command -v taskset >/dev/null || { echo "taskset (util-linux) is missing" >&2; exit 1; }
+
+.PHONY: bench-runtime
+bench-runtime: $(VENV_STAMP) bench-venvs bench-tools ## Our runtime vs MLServer, KServe and the uvicorn floor (writes tests/bench/results/runtime.md).
+	@if $(MAKE) -n --no-print-directory runtime-venv >/dev/null 2>&1; then \
+	  $(MAKE) --no-print-directory runtime-venv; runtime_python=$$($(MAKE) -s --no-print-directory runtime-python); \
+	else echo "no runtime-venv target yet: serving ours from $(PYTHON)"; runtime_python=$(PYTHON); fi; \
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.runtime --runtime-python "$$runtime_python" \
+	  --mlserver-python $(BENCH_DIR)/mlserver/bin/python --kserve-python $(BENCH_DIR)/kserve/bin/python \
+	  --work-dir $(BENCH_DIR)/work --results $(REPO_ROOT)/tests/bench/results/runtime.md $(BENCH_ARGS)
+
+.PHONY: bench
+bench: ## Every benchmark (each documented bench-* target).
+	@targets=$$(grep -hoE '^bench-[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | cut -d: -f1 | \
+	  grep -vxE 'bench-venvs|bench-tools' | sort -u); \
+	for t in $$targets; do echo "== make $$t"; $(MAKE) --no-print-directory $$t; done

@@ -1,0 +1,73 @@
+"""The benchmark's models and request rows, made here from scikit-learn's own data (nothing downloaded)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+from sklearn.datasets import load_iris, make_classification
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+
+from tests.bench.harness import Protocol
+
+#: Distinct rows per model; the Lua script cycles through them.
+ROWS = 4000
+MODEL_FILE = "model.joblib"
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str  # also the name each server serves it under
+    estimator: Any
+    rows: np.ndarray[Any, Any]  # the request rows, one per request
+    directory: Path  # holds MODEL_FILE alone
+
+    @property
+    def artifact(self) -> Path:
+        return self.directory / MODEL_FILE
+
+
+@dataclass(frozen=True)
+class Workload:
+    label: str
+    model: BenchModel
+    protocol: Protocol
+
+
+def _noisy_rows(base: np.ndarray[Any, Any], scale: float, seed: int) -> np.ndarray[Any, Any]:
+    """Rows near the training data (so every class shows up), rounded as a client would send them."""
+    rng = np.random.default_rng(seed)
+    picks = base[rng.integers(0, len(base), ROWS)]
+    rows = np.round(picks + rng.normal(0.0, scale, picks.shape), 3)
+    unique = np.unique(rows, axis=0)
+    if len(unique) < ROWS:  # vanishingly rare with these scales; refuse rather than send repeats
+        raise RuntimeError(f"only {len(unique)} distinct rows of {ROWS}; raise the noise scale")
+    return rows
+
+
+def make_models(root: Path) -> tuple[BenchModel, BenchModel]:
+    """LogisticRegression on iris and a 100-tree RandomForest on 20 features, saved with joblib."""
+    iris_x, iris_y = load_iris(return_X_y=True)
+    lr = LogisticRegression(max_iter=1000).fit(iris_x, iris_y)
+    rf_x, rf_y = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
+    rf = RandomForestClassifier(n_estimators=100, random_state=0).fit(rf_x, rf_y)
+    models = (
+        BenchModel("lr-iris", lr, _noisy_rows(iris_x, 0.2, seed=1), root / "lr-iris"),
+        BenchModel("rf-20", rf, _noisy_rows(rf_x, 0.5, seed=2), root / "rf-20"),
+    )
+    for model in models:
+        model.directory.mkdir(parents=True, exist_ok=True)
+        joblib.dump(model.estimator, model.artifact)
+    return models
+
+
+def workloads(lr: BenchModel, rf: BenchModel) -> list[Workload]:
+    return [
+        Workload("LR iris v1", lr, "v1"),
+        Workload("LR iris v2", lr, "v2"),
+        Workload("RF 100x20 v2", rf, "v2"),
+    ]

@@ -1,0 +1,340 @@
+"""`make bench-runtime`: our runtime against MLServer, KServe and the bare-uvicorn floor.
+
+Each server runs pinned to one core and wrk to the other; every point is a short warm-up then a
+measured run, one row per request, rows varied across requests. Before it is measured, each
+server's answers to a sample of rows are checked against the library's own predictions.
+
+    python -m tests.bench.runtime --runtime-python P --mlserver-python P --kserve-python P
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from modelplane_runtime import contract
+
+from tests.bench import harness, servers
+from tests.bench.harness import Measurement, Protocol
+from tests.bench.models import ROWS, BenchModel, Workload, make_models, workloads
+
+SERVER_CPU = "0"
+LOAD_CPU = "1"
+CONCURRENCIES = (1, 8, 32, 64)
+LUA_SCRIPT = servers.BENCH_DIR / "wrk_rows.lua"
+CHECKED_ROWS = 40
+READY_TIMEOUT_S = 180.0
+
+
+class BenchError(Exception):
+    """A server that would not start, answered wrongly, or a wrk run that failed."""
+
+
+@contextlib.contextmanager
+def running(spec: servers.ServerSpec, log_path: Path) -> Iterator[None]:
+    """Start the server pinned to SERVER_CPU, wait until it is ready, stop it (its process group) after."""
+    env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            ["taskset", "-c", SERVER_CPU, *spec.argv],
+            cwd=spec.cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            _wait_ready(spec, process, log_path)
+            yield
+        finally:
+            _stop(process)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_ready(spec: servers.ServerSpec, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BenchError(f"{spec.name} exited with {process.returncode}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(spec.url(spec.ready_path), timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise BenchError(f"{spec.name} not ready after {READY_TIMEOUT_S:.0f}s:\n{_tail(log_path)}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def post_json(url: str, body: str) -> object:
+    request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise BenchError(f"POST {url} answered {error.code}: {error.read()[:500]!r}") from error
+
+
+def check_predictions(spec: servers.ServerSpec, model: BenchModel, protocol: Protocol) -> None:
+    """A sample of rows, one per request: the server must answer what the estimator answers."""
+    rows = model.rows[:CHECKED_ROWS]
+    expected = model.estimator.predict(rows).tolist()
+    url = spec.url(spec.infer_paths[protocol])
+    got = [
+        harness.predictions_of(protocol, post_json(url, harness.request_body(protocol, row)))[0]
+        for row in rows
+    ]
+    mismatches = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
+    if mismatches:
+        raise BenchError(
+            f"{spec.name} {protocol}: {len(mismatches)}/{len(rows)} predictions differ: {mismatches[:5]}"
+        )
+
+
+def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> harness.WrkResult:
+    argv = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "wrk",
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+    ]
+    argv += ["-s", str(LUA_SCRIPT), url, "--", str(bodies)]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if completed.returncode != 0:
+        raise BenchError(f"wrk failed ({completed.returncode}): {completed.stderr or completed.stdout}")
+    return harness.parse_wrk_output(completed.stdout)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.work_dir: Path = args.work_dir
+        self.measurements: list[Measurement] = []
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+
+    def bodies_file(self, model: BenchModel, protocol: Protocol) -> Path:
+        path = self.work_dir / "bodies" / f"{model.name}-{protocol}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(harness.bodies_text(protocol, model.rows.tolist()))
+        return path
+
+    def measure(self, spec: servers.ServerSpec, label: str, protocol: Protocol, bodies: Path) -> None:
+        url = spec.url(spec.infer_paths[protocol])
+        for concurrency in self.args.concurrency:
+            run_wrk(url, bodies, concurrency, self.args.warmup)
+            result = run_wrk(url, bodies, concurrency, self.args.duration)
+            measurement = Measurement(label, spec.name, concurrency, result)
+            self.measurements.append(measurement)
+            print(harness.markdown_table([measurement]).splitlines()[-1], flush=True)
+
+    def serve_and_measure(self, spec: servers.ServerSpec, runs: Sequence[tuple[Workload, Path]]) -> None:
+        log_path = self.work_dir / "logs" / f"{spec.name}-{runs[0][0].model.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"== {spec.name}: {', '.join(w.label for w, _ in runs)}", flush=True)
+        try:
+            with running(spec, log_path):
+                for workload, bodies in runs:
+                    if spec.name != harness.FLOOR:
+                        check_predictions(spec, workload.model, workload.protocol)
+                    self.measure(spec, workload.label, workload.protocol, bodies)
+        except BenchError as error:
+            message = f"{spec.name} on {runs[0][0].model.name}: {error}"
+            print(f"FAILED {message}", file=sys.stderr, flush=True)
+            self.failures.append(message)
+
+    def run(self) -> None:
+        lr, rf = make_models(self.work_dir / "models")
+        selected = [w for w in workloads(lr, rf) if not self.args.workload or w.label in self.args.workload]
+        bodies = {w.label: self.bodies_file(w.model, w.protocol) for w in selected}
+        wanted = set(self.args.server) if self.args.server else None
+
+        def want(name: str) -> bool:
+            return wanted is None or name in wanted
+
+        lr_v2 = next((w for w in selected if w.label == "LR iris v2"), None)
+        if want(harness.FLOOR) and lr_v2 is not None:
+            spec = servers.floor(self.args.runtime_python)
+            self.serve_and_measure(
+                spec, [(Workload("HTTP floor (fixed body)", lr, "v2"), bodies[lr_v2.label])]
+            )
+        for model in (lr, rf):
+            runs = [(w, bodies[w.label]) for w in selected if w.model is model]
+            if not runs:
+                continue
+            v2_runs = [(w, b) for w, b in runs if w.protocol == "v2"]
+            specs: list[tuple[servers.ServerSpec, list[tuple[Workload, Path]]]] = []
+            for batching in (False, True):
+                name = harness.MLSERVER_BATCHING if batching else harness.MLSERVER
+                if want(name) and v2_runs:
+                    run_dir = self.work_dir / "run" / f"{name}-{model.name}"
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    workers = self.args.mlserver_parallel_workers
+                    spec = servers.mlserver(self.args.mlserver_python, model, run_dir, batching, workers)
+                    specs.append((spec, v2_runs))
+            if want(harness.KSERVE):
+                specs.append((servers.kserve(self.args.kserve_python, model), runs))
+            if want(harness.OURS):
+                specs.append((servers.modelplane(self.args.runtime_python, model, batching=True), runs))
+            if want(harness.OURS_UNBATCHED) and v2_runs:
+                specs.append((servers.modelplane(self.args.runtime_python, model, batching=False), v2_runs))
+            for spec, spec_runs in specs:
+                self.serve_and_measure(spec, spec_runs)
+
+    def ratios(self) -> list[harness.Ratio]:
+        m = self.measurements
+        ratios = harness.throughput_ratios(m, "LR iris v2", 3, [8, 32, 64])
+        ratios += harness.throughput_ratios(m, "LR iris v1", 2, [8, 32, 64])
+        ratios += harness.throughput_ratios(
+            m, "RF 100x20 v2", 3, [32, 64], against=[harness.MLSERVER_BATCHING]
+        )
+        for workload in ("LR iris v2", "RF 100x20 v2"):
+            cost = harness.batching_cost(m, workload)
+            if cost is not None:
+                ratios.append(cost)
+        return ratios
+
+
+def _version(python: Path, *packages: str) -> str:
+    code = "import importlib.metadata as m, sys; print(' '.join(f'{p} {m.version(p)}' for p in sys.argv[1:]))"
+    try:
+        out = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, timeout=60)
+    except OSError as error:
+        return f"({python}: {error})"
+    return out.stdout.strip() or f"({python}: {out.stderr.strip()[-200:]})"
+
+
+def _wrk_version() -> str:
+    out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
+    first = (out.stdout or out.stderr).splitlines()
+    return " ".join(first[0].split()[:2]) if first else "wrk"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def report(bench: Bench, started: datetime.datetime, load_before: str) -> str:
+    args = bench.args
+    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    lines = [
+        "# Runtime benchmark",
+        "",
+        f"Made by `make bench-runtime` on {started:%Y-%m-%d %H:%M} UTC at commit {_git_commit()}.",
+        "",
+        "## Machine and versions",
+        "",
+        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; kernel {platform.release()}",
+        f"- Each server pinned to core {SERVER_CPU} (`taskset`), wrk (one thread) to core {LOAD_CPU}",
+        f"- Load average before {load_before}, after {load_after}. Other work shares this 2-core "
+        "machine (builds, other tests), so numbers move by tens of percent between runs; compare "
+        "within one run.",
+        f"- {_wrk_version()}: {args.warmup:g} s warm-up then {args.duration:g} s measured per point; "
+        f"one row per request, cycling through {ROWS:,} distinct rows; {CHECKED_ROWS} predictions "
+        "per server and protocol checked against the estimator's own first",
+        f"- Batching where on: at most {servers.MAX_BATCH_SIZE} rows, {servers.MAX_BATCH_MS} ms window "
+        f"(MLServer `max_batch_size`/`max_batch_time`, ours `{contract.ENV_MAX_BATCH_SIZE}`/"
+        f"`{contract.ENV_MAX_LATENCY_MS}`); MLServer `parallel_workers` = "
+        f"{args.mlserver_parallel_workers}, debug (access log) off; KServe one worker",
+        "- ours: " + _version(args.runtime_python, "modelplane-runtime", "uvicorn", "numpy", "scikit-learn"),
+        "- MLServer: " + _version(args.mlserver_python, "mlserver", "mlserver-sklearn", "uvloop"),
+        "- KServe: " + _version(args.kserve_python, "kserve", "uvicorn", "scikit-learn"),
+        "",
+        "## Results",
+        "",
+        harness.markdown_table(bench.measurements),
+        "",
+        "## Ratios against the targets (reported, not asserted)",
+        "",
+        *(harness.ratio_lines(bench.ratios()) or ["- (not enough configurations measured for ratios)"]),
+    ]
+    if bench.failures:
+        lines += ["", "## Failures", "", *(f"- {f.splitlines()[0]}" for f in bench.failures)]
+    if bench.notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in bench.notes)]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--runtime-python", type=Path, required=True, help="interpreter of `make runtime-venv`"
+    )
+    parser.add_argument("--mlserver-python", type=Path, required=True)
+    parser.add_argument("--kserve-python", type=Path, required=True)
+    parser.add_argument(
+        "--work-dir", type=Path, required=True, help="models, bodies, logs (outside the repo)"
+    )
+    parser.add_argument("--results", type=Path, help="write the markdown table here")
+    parser.add_argument("--duration", type=float, default=6.0, help="measured seconds per point")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
+    parser.add_argument("--server", action="append", help="only these servers (repeatable)")
+    parser.add_argument("--workload", action="append", help='only these workloads, e.g. "LR iris v2"')
+    parser.add_argument("--mlserver-parallel-workers", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            print(f"{tool} is not installed; `make bench-tools` installs it", file=sys.stderr)
+            return 2
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    bench = Bench(args)
+    bench.run()
+    text = report(bench, started, load_before)
+    print("\n" + text)
+    if args.results:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(text)
+    return 1 if bench.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

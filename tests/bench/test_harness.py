@@ -1,0 +1,85 @@
+"""The benchmark's pure pieces: request bodies, wrk's summary line, ratios. No server, no timing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.bench import harness
+from tests.bench.harness import OURS, OURS_UNBATCHED, Measurement, WrkResult
+
+WRK_STDOUT = """Running 6s test @ http://127.0.0.1:40000/v2/models/lr-iris/infer
+  1 threads and 8 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.20ms  300.00us   9.00ms   90.00%
+  12000 requests in 6.00s, 2.10MB read
+Requests/sec:   2000.00
+BENCH_RESULT requests=12000 duration_us=6000000 p50_us=1100.0 p99_us=4200.5 mean_us=1200.3 \
+status=2 connect=0 read=1 write=0 timeout=0
+"""
+
+
+def test_v1_body_is_one_instance_per_line() -> None:
+    body = harness.request_body("v1", [5.1, 3, 1.4, 0.2])
+    assert "\n" not in body
+    assert json.loads(body) == {"instances": [[5.1, 3.0, 1.4, 0.2]]}
+
+
+def test_v2_body_is_one_fp64_row() -> None:
+    body = json.loads(harness.request_body("v2", [1.5, -2.0]))
+    assert body == {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.5, -2.0]}]}
+
+
+def test_bodies_text_has_a_line_per_row_and_refuses_repeats() -> None:
+    text = harness.bodies_text("v2", [[1.0, 2.0], [3.0, 4.0]])
+    assert [json.loads(line)["inputs"][0]["data"] for line in text.splitlines()] == [[1.0, 2.0], [3.0, 4.0]]
+    with pytest.raises(ValueError, match="distinct rows"):
+        harness.bodies_text("v1", [[1.0], [1.0]])
+
+
+def test_predictions_of_reads_both_protocols() -> None:
+    assert harness.predictions_of("v1", {"predictions": [2]}) == [2]
+    v2 = {"outputs": [{"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [[1]]}]}
+    assert harness.predictions_of("v2", v2) == [1]
+    with pytest.raises(ValueError, match="no predictions in the v2 response"):
+        harness.predictions_of("v2", {"error": "no model"})
+
+
+def test_parse_wrk_output_reads_the_lua_summary_line() -> None:
+    result = harness.parse_wrk_output(WRK_STDOUT)
+    assert result == WrkResult(
+        requests=12000, duration_s=6.0, p50_ms=1.1, p99_ms=4.2005, mean_ms=1.2003, errors=3
+    )
+    assert result.requests_per_second == 2000.0
+
+
+def test_parse_wrk_output_without_the_line_says_why() -> None:
+    with pytest.raises(ValueError, match="no BENCH_RESULT line"):
+        harness.parse_wrk_output("Requests/sec: 10\n")
+
+
+def _m(workload: str, server: str, concurrency: int, rps: float, p50: float, p99: float) -> Measurement:
+    return Measurement(workload, server, concurrency, WrkResult(int(rps * 5), 5.0, p50, p99, p50, 0))
+
+
+def test_throughput_ratio_is_against_the_fastest_alternative_and_p99_against_the_lowest() -> None:
+    measurements = [
+        _m("LR", "mlserver", 8, 500, 10, 30),
+        _m("LR", "kserve", 8, 1000, 5, 40),
+        _m("LR", OURS, 8, 3500, 2, 20),
+    ]
+    speed, p99 = harness.throughput_ratios(measurements, "LR", 3, [8])
+    assert speed.value == pytest.approx(3.5)
+    assert speed.met and "kserve" in speed.label
+    assert p99.value == pytest.approx(20 / 30)
+    assert p99.met
+
+
+def test_batching_cost_compares_our_two_runs_at_concurrency_one() -> None:
+    measurements = [_m("RF", OURS, 1, 100, 11.5, 20), _m("RF", OURS_UNBATCHED, 1, 110, 10.0, 15)]
+    cost = harness.batching_cost(measurements, "RF")
+    assert cost is not None
+    assert cost.value == pytest.approx(0.15)
+    assert not cost.met
+    assert harness.ratio_lines([cost])[0].endswith("(target <= 10% extra: MISSED)")
