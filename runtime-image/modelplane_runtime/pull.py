@@ -204,11 +204,19 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    for chatty in ("botocore", "boto3", "urllib3", "httpx", "google", "huggingface_hub"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    # A handler of our own for this call: the root logger may belong to a host program (or pytest).
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("modelplane")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        return run(args)
+    finally:
+        logger.removeHandler(handler)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         if not args.uri:
             raise PullError(

@@ -32,6 +32,9 @@ def unpack(archive: Path, dest: Path) -> None:
             _unzip(archive, dest)
         else:
             with tarfile.open(archive, "r:*") as tar:
+                # The data filter would quietly make absolute names relative; refuse them instead.
+                for member in tar.getmembers():
+                    safe_relpath(member.name, f"{name} entry")
                 tar.extractall(dest, filter="data")
     except tarfile.FilterError as error:
         raise PullError(contract.REASON_UNSUPPORTED, f"{name}: unsafe entry refused: {error}") from error
