@@ -33,7 +33,7 @@ from typing import Any
 
 from modelplane_runtime import contract
 from modelplane_runtime.storage import archive, digest
-from modelplane_runtime.storage.base import PullError, Settings
+from modelplane_runtime.storage.base import Backend, PullError, Settings
 from modelplane_runtime.storage.dispatch import backend_for
 from modelplane_runtime.storage.transfer import RetryPolicy, fetch_all, with_retries
 
@@ -60,6 +60,18 @@ def pull(uri: str, dest: Path, expected: str | None, settings: Settings, policy:
         log.info("%s already holds %s (%s); nothing to do", dest, uri, existing.digest)
         return existing
     backend = backend_for(uri, settings)
+    try:
+        record = fetch_verified(backend, uri, dest, expected, policy)
+    finally:
+        backend.close()
+    log.info("pulled %s into %s: %d bytes, %s", uri, dest, record.bytes, record.digest)
+    return record
+
+
+def fetch_verified(
+    backend: Backend, uri: str, dest: Path, expected: str | None, policy: RetryPolicy
+) -> PullRecord:
+    """Fetches, verifies (and unpacks) into a staging directory, then places the tree at DEST."""
     workspace = make_workspace(dest)
     try:
         listing = with_retries("listing", backend, policy, backend.list)
@@ -70,7 +82,7 @@ def pull(uri: str, dest: Path, expected: str | None, settings: Settings, policy:
             fetched = fetch_all(backend, listing, workspace / "download", policy)
             [(name, (sha, _size))] = fetched.items()
             actual = digest.file_digest(sha)
-            digest.verify(expected, actual, uri)
+            digest.verify(expected, actual, uri)  # before unpacking: never open an unverified archive
             archive.unpack(workspace / "download" / name, tree)
         else:
             fetched = fetch_all(backend, listing, tree, policy)
@@ -81,10 +93,9 @@ def pull(uri: str, dest: Path, expected: str | None, settings: Settings, policy:
             digest.verify(expected, actual, uri)
         record = PullRecord(uri, actual, sum(size for _, size in fetched.values()))
         place(tree, dest, record)
+        return record
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
-    log.info("pulled %s into %s: %d bytes, %s", uri, dest, record.bytes, record.digest)
-    return record
 
 
 def read_record(dest: Path) -> PullRecord | None:

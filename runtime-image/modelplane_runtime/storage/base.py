@@ -77,6 +77,10 @@ class Backend(Protocol):
         """Maps a client library's exception to a PullError (permanent or transient)."""
         ...
 
+    def close(self) -> None:
+        """Releases the client's connections."""
+        ...
+
 
 def safe_relpath(relpath: str, where: str) -> str:
     """RELPATH normalised, refused if it would land outside the destination (absolute, '..')."""

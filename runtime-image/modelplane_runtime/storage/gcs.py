@@ -69,6 +69,10 @@ class GcsBackend:
             while chunk := reader.read(self.settings.chunk_bytes):
                 yield chunk
 
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
     def translate(self, error: Exception) -> PullError:
         if isinstance(error, gexc.NotFound):
             return PullError(contract.REASON_NOT_FOUND, f"{self.uri}: no such bucket or object")

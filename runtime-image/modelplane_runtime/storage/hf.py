@@ -60,6 +60,9 @@ class HfBackend:
         headers = build_hf_headers(token=self.token or False)
         return stream_url(self.client, remote.locator, self.settings, headers)
 
+    def close(self) -> None:
+        self.client.close()
+
     def translate(self, error: Exception) -> PullError:
         if isinstance(error, GatedRepoError):
             return PullError(

@@ -64,3 +64,6 @@ class HttpBackend:
 
     def translate(self, error: Exception) -> PullError:
         return translate_httpx(error, self.url, self.settings)
+
+    def close(self) -> None:
+        self.client.close()

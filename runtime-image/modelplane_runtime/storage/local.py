@@ -34,6 +34,9 @@ class LocalBackend:
             while chunk := source.read(self.settings.chunk_bytes):
                 yield chunk
 
+    def close(self) -> None:
+        pass
+
     def translate(self, error: Exception) -> PullError:
         if isinstance(error, FileNotFoundError):
             return PullError(contract.REASON_NOT_FOUND, f"{error.filename}: no such file")

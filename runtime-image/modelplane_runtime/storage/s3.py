@@ -92,6 +92,9 @@ class S3Backend:
         finally:
             body.close()
 
+    def close(self) -> None:
+        self.client.close()
+
     def translate(self, error: Exception) -> PullError:
         if isinstance(error, ClientError):
             code = error_code(error)
