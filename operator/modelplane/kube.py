@@ -1,0 +1,207 @@
+"""The one place that calls the Kubernetes API.
+
+404 becomes None; other API failures become :class:`KubeError` (and are counted). Children are
+written with server-side apply under one field manager. Secrets are only ever read one by one, by
+name (GET): never listed, never watched.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+
+from modelplane import metrics
+from modelplane import spec as specs
+
+Obj = dict[str, Any]
+KEDA_CRD: Final = "scaledobjects.keda.sh"
+CRD_CACHE_SECONDS: Final = 60.0
+EVENT_COMPONENT: Final = "modelplane-operator"
+
+
+class KubeError(RuntimeError):
+    """An API call failed for a reason other than 404."""
+
+    def __init__(self, verb: str, what: str, error: ApiException) -> None:
+        super().__init__(f"{verb} {what}: {error.status} {error.reason}: {_api_message(error)}")
+        self.status = error.status
+
+
+def load_client() -> k8s.ApiClient:
+    """In-cluster credentials when in a pod, else KUBECONFIG (as kubectl would)."""
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.ApiClient()
+
+
+class Kube:
+    def __init__(self, api_client: k8s.ApiClient, field_manager: str) -> None:
+        self._dynamic: Any = DynamicClient(api_client)  # type: ignore[no-untyped-call]
+        self._field_manager = field_manager
+        self._crd_cache: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    # Reads
+
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        with self._errors("get", f"{kind} {namespace}/{name}"):
+            try:
+                return _plain(self._resource(api_version, kind).get(name=name, namespace=namespace))
+            except NotFoundError:
+                return None
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]:
+        with self._errors("list", f"{kind} in {namespace} ({label_selector})"):
+            result = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+            return [_plain(item) for item in result.items]
+
+    def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """The keys of the one Secret a ModelDeployment names (values are never kept), None if absent."""
+        secret = self.get("v1", "Secret", namespace, name)
+        if secret is None:
+            return None
+        return frozenset((secret.get("data") or {}).keys()) | frozenset(
+            (secret.get("stringData") or {}).keys()
+        )
+
+    def crd_installed(self, name: str) -> bool:
+        """Whether a CustomResourceDefinition exists (cached for a minute: KEDA comes and goes rarely)."""
+        with self._lock:
+            cached = self._crd_cache.get(name)
+        if cached is not None and time.monotonic() - cached[0] < CRD_CACHE_SECONDS:
+            return cached[1]
+        installed = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) is not None
+        with self._lock:
+            self._crd_cache[name] = (time.monotonic(), installed)
+        return installed
+
+    # Writes
+
+    def apply(self, manifest: Mapping[str, Any]) -> Obj:
+        meta = manifest["metadata"]
+        what = f"{manifest['kind']} {meta.get('namespace')}/{meta['name']}"
+        with self._errors("apply", what):
+            resource = self._resource(manifest["apiVersion"], manifest["kind"])
+            result = self._dynamic.server_side_apply(
+                resource,
+                body=dict(manifest),
+                name=meta["name"],
+                namespace=meta.get("namespace"),
+                field_manager=self._field_manager,
+                force_conflicts=True,
+            )
+            metrics.CHILD_WRITES.labels(kind=manifest["kind"], verb="apply").inc()
+            return _plain(result)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly this object (the uid precondition spares a namesake made since)."""
+        with self._errors("delete", f"{kind} {namespace}/{name}"):
+            try:
+                self._resource(api_version, kind).delete(
+                    name=name,
+                    namespace=namespace,
+                    body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+                )
+                metrics.CHILD_WRITES.labels(kind=kind, verb="delete").inc()
+            except NotFoundError:
+                pass
+
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """A merge patch of the status subresource (keys set to None are removed)."""
+        with self._errors("patch", f"{specs.KIND} {namespace}/{name} status"):
+            resource = self._resource(specs.API_VERSION, specs.KIND)
+            self._dynamic.patch(
+                resource.status,
+                body={"status": dict(status)},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+                field_manager=self._field_manager,
+            )
+
+    def post_event(self, md: specs.ModelDeployment, warning: bool, reason: str, message: str) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        event = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{md.name}.", "namespace": md.namespace},
+            "regarding": {
+                "apiVersion": specs.API_VERSION,
+                "kind": specs.KIND,
+                "name": md.name,
+                "namespace": md.namespace,
+                "uid": md.uid,
+            },
+            "type": "Warning" if warning else "Normal",
+            "reason": reason,
+            "note": message[:1024],
+            "action": "Reconcile",
+            "eventTime": now,
+            "reportingController": f"{specs.GROUP}/operator",
+            "reportingInstance": EVENT_COMPONENT,
+        }
+        with self._errors("create", f"Event for {md.namespace}/{md.name}"):
+            self._resource("events.k8s.io/v1", "Event").create(body=event, namespace=md.namespace)
+
+    def ensure_peering(self, name: str, namespaces: tuple[str, ...]) -> None:
+        """kopf's peering object must exist for peering to work; create it once if it is missing."""
+        targets: list[tuple[str, str | None]] = (
+            [("KopfPeering", ns) for ns in namespaces] if namespaces else [("ClusterKopfPeering", None)]
+        )
+        for kind, namespace in targets:
+            if self.get("kopf.dev/v1", kind, namespace, name) is None:
+                body: Obj = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+                if namespace:
+                    body["metadata"]["namespace"] = namespace
+                with self._errors("create", f"{kind} {name}"):
+                    try:
+                        self._resource("kopf.dev/v1", kind).create(body=body, namespace=namespace)
+                    except ApiException as error:
+                        if error.status != 409:  # a peer made it first
+                            raise
+
+    # Plumbing
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        try:
+            return self._dynamic.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise KubeError(
+                "discover",
+                f"{api_version} {kind}",
+                ApiException(status=404, reason="resource type not served"),
+            ) from None
+
+    @contextmanager
+    def _errors(self, verb: str, what: str) -> Iterator[None]:
+        try:
+            yield
+        except ApiException as error:
+            metrics.API_ERRORS.labels(verb=verb, code=str(error.status)).inc()
+            raise KubeError(verb, what, error) from error
+
+
+def _plain(obj: Any) -> Obj:
+    result: Obj = obj.to_dict()
+    return result
+
+
+def _api_message(error: ApiException) -> str:
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or error.body or "")
