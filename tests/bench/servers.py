@@ -109,7 +109,7 @@ def modelplane(python: Path, model: BenchModel, batching: bool) -> ServerSpec:
         "--format",
         "sklearn",
     ]
-    argv += ["--name", model.name, "--http-port", str(port), "--grpc-port", str(free_port())]
+    argv += ["--name", model.name, "--host", HOST, "--http-port", str(port), "--grpc-port", str(free_port())]
     env = {
         contract.ENV_ALLOW_PICKLE: "true",
         contract.ENV_WORKERS: "1",
