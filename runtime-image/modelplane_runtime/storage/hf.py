@@ -58,7 +58,7 @@ class HfBackend:
 
     def read(self, remote: RemoteFile) -> Iterator[bytes]:
         headers = build_hf_headers(token=self.token or False)
-        return stream_url(self.client, remote.locator, self.settings, headers)
+        return stream_url(self.client, remote.locator, self.settings, headers, credentials="HF_TOKEN")
 
     def close(self) -> None:
         self.client.close()
@@ -79,5 +79,5 @@ class HfBackend:
         if isinstance(error, RevisionNotFoundError | EntryNotFoundError):
             return PullError(contract.REASON_NOT_FOUND, f"{self.uri}: {type(error).__name__}")
         if isinstance(error, HfHubHTTPError) and error.response is not None:
-            return status_error(error.response.status_code, self.uri)
+            return status_error(error.response.status_code, self.uri, "HF_TOKEN")
         return translate_httpx(error, self.uri, self.settings)

@@ -15,10 +15,10 @@ from modelplane_runtime import contract
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
 
 
-def status_error(status: int, what: str) -> PullError:
+def status_error(status: int, what: str, credentials: str = "the credentials") -> PullError:
     """The PullError for an HTTP error status: 5xx, 408 and 429 are worth retrying, other 4xx are not."""
     if status in (401, 403):
-        return PullError(contract.REASON_ACCESS_DENIED, f"{what}: HTTP {status}; check the credentials")
+        return PullError(contract.REASON_ACCESS_DENIED, f"{what}: HTTP {status}; check {credentials}")
     if status >= 500 or status in (408, 429):
         return transient(f"{what}: HTTP {status}")
     return PullError(contract.REASON_NOT_FOUND, f"{what}: HTTP {status}")
@@ -30,11 +30,15 @@ def http_client(settings: Settings) -> httpx.Client:
 
 
 def stream_url(
-    client: httpx.Client, url: str, settings: Settings, headers: Mapping[str, str] | None = None
+    client: httpx.Client,
+    url: str,
+    settings: Settings,
+    headers: Mapping[str, str] | None = None,
+    credentials: str = "the credentials",
 ) -> Iterator[bytes]:
     with client.stream("GET", url, headers=headers) as response:
         if response.status_code >= 400:
-            raise status_error(response.status_code, url)
+            raise status_error(response.status_code, url, credentials)
         yield from response.iter_bytes(settings.chunk_bytes)
 
 

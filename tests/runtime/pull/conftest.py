@@ -134,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
         route.requests += 1
         if route.require_header and self.headers.get(route.require_header[0]) != route.require_header[1]:
             self.send_response(401)
+            for name, value in route.headers.items():
+                self.send_header(name, value)
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
