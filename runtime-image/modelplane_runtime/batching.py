@@ -1,10 +1,14 @@
 """Adaptive batching: concurrent requests coalesce into one model call.
 
-One dispatcher per worker process calls the model, one call at a time, on a thread (so the event
-loop keeps reading requests meanwhile). A request that finds the queue empty is dispatched at
-once; when others are queued, they go together, up to ``max_batch_size`` rows, waiting at most
-``max_latency`` after the first for the batch to fill. The queue is bounded: past ``max_queue``
-waiting requests, :class:`Overloaded` (503) instead of unbounded memory.
+One dispatcher per worker process calls the model, one call at a time. A request that finds the
+queue empty is dispatched at once; requests that queued up while the model was busy go together,
+up to ``max_batch_size`` rows, and the batch keeps taking requests that are already arriving for
+at most ``max_latency`` after its first, never waiting on an idle connection. The queue is
+bounded: past ``max_queue`` waiting requests, :class:`Overloaded` (503) instead of unbounded memory.
+
+Fast models (calls under ``inline_below`` seconds, as measured) run on the event loop itself, where
+a thread hop or a batch would cost more than the call; slower ones run on a thread so the loop
+keeps reading (and batching) requests, answering probes and timing out requests meanwhile.
 
 The data plane composes the batcher; formats never see it.
 """
@@ -35,6 +39,7 @@ class BatchingConfig:
     max_batch_size: int = 64  # rows per model call
     max_latency: float = 0.005  # seconds a batch may wait to fill once others are queued
     max_queue: int = 256  # requests waiting; more get 503
+    inline_below: float = 0.0002  # model calls faster than this (seconds) run on the event loop
 
 
 @dataclass
@@ -49,13 +54,19 @@ class _Item:
 
 class Batcher:
     def __init__(
-        self, predict: PredictFn, config: BatchingConfig, observe: BatchObserver | None = None
+        self,
+        predict: PredictFn,
+        config: BatchingConfig,
+        observe: BatchObserver | None = None,
+        expected_call_seconds: float = 0.0,
     ) -> None:
         self._predict = predict
+        self._call_seconds = expected_call_seconds  # moving average of model call durations
         self._config = config
         self._max_rows = config.max_batch_size if config.enabled else 1
         self._observe = observe
         self._queue: deque[_Item] = deque()
+        self._busy = False  # a model call is running on the thread
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -67,17 +78,34 @@ class Batcher:
     async def submit(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
         if len(self._queue) >= self._config.max_queue:
             raise Overloaded(f"the request queue is full ({self._config.max_queue} waiting); retry later")
+        if not self._queue and not self._busy and self._call_seconds < self._config.inline_below:
+            return self._call_now(inputs, outputs)  # nothing to batch with: no queue, no hop
         loop = asyncio.get_running_loop()
         if self._dispatcher is None or self._dispatcher.done():
             self._wakeup = asyncio.Event()
             self._dispatcher = loop.create_task(self._dispatch())
         first = next(iter(inputs.values()))
-        key = (outputs, *((name, array.dtype.str, array.shape[1:]) for name, array in inputs.items()))
+        key = (outputs, *((name, array.dtype, array.shape[1:]) for name, array in inputs.items()))
         item = _Item(inputs, outputs, first.shape[0] if first.ndim else 1, key, loop.create_future())
         self._queue.append(item)
         assert self._wakeup is not None
         self._wakeup.set()
         return await item.future
+
+    def _call_now(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
+        started = time.perf_counter()
+        try:
+            result = self._predict(inputs, outputs)
+        except (ValueError, TypeError) as error:
+            raise InvalidInput(f"the model rejected the input: {error}") from None
+        except Exception as error:
+            raise ModelError(f"the model failed: {error!r}") from error
+        finally:
+            self._note_duration(time.perf_counter() - started)
+        if self._observe is not None:
+            first = next(iter(inputs.values()))
+            self._observe(first.shape[0] if first.ndim else 1, (0.0,))
+        return result
 
     async def _dispatch(self) -> None:
         assert self._wakeup is not None
@@ -91,7 +119,7 @@ class Batcher:
             if not batch:
                 continue
             if self._config.enabled and len(batch) > 1 and sum(item.rows for item in batch) < self._max_rows:
-                # Others were queued, so more are likely coming: let the batch fill, within the budget.
+                # Others were queued, so more are likely arriving: let the batch take them.
                 await self._fill(batch)
             started = time.perf_counter()
             if self._observe is not None:
@@ -121,20 +149,15 @@ class Batcher:
         return batch
 
     async def _fill(self, batch: list[_Item]) -> None:
-        assert self._wakeup is not None
+        """Take requests that arrive within a few loop turns, until the batch or its time is full."""
         deadline = batch[0].enqueued + self._config.max_latency
         rows = sum(item.rows for item in batch)
-        while rows < self._max_rows:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
+        while rows < self._max_rows and time.perf_counter() < deadline:
+            # Two turns: one to read sockets that became readable, one to run their handlers.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
             if not self._queue:
-                self._wakeup.clear()
-                try:
-                    async with asyncio.timeout(remaining):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    return
+                return
             kept: deque[_Item] = deque()
             while self._queue:
                 item = self._queue.popleft()
@@ -149,6 +172,31 @@ class Batcher:
             if kept:
                 return  # something that cannot join waits: do not hold it up
 
+    async def _call(
+        self, loop: asyncio.AbstractEventLoop, inputs: Arrays, outputs: tuple[str, ...]
+    ) -> Arrays:
+        if self._call_seconds < self._config.inline_below:
+            started = time.perf_counter()
+            try:
+                return self._predict(inputs, outputs)
+            finally:
+                self._note_duration(time.perf_counter() - started)
+        self._busy = True
+        try:
+            return await loop.run_in_executor(self._executor, self._timed_predict, inputs, outputs)
+        finally:
+            self._busy = False
+
+    def _timed_predict(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
+        started = time.perf_counter()
+        try:
+            return self._predict(inputs, outputs)
+        finally:
+            self._note_duration(time.perf_counter() - started)
+
+    def _note_duration(self, seconds: float) -> None:
+        self._call_seconds = 0.8 * self._call_seconds + 0.2 * seconds
+
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         live = [item for item in batch if not item.future.done()]
         if not live:
@@ -158,8 +206,13 @@ class Batcher:
         else:
             inputs = {name: np.concatenate([item.inputs[name] for item in live]) for name in live[0].inputs}
         try:
-            outputs = await loop.run_in_executor(self._executor, self._predict, inputs, live[0].outputs)
+            outputs = await self._call(loop, inputs, live[0].outputs)
         except (ValueError, TypeError) as error:
+            if len(live) > 1:
+                # One request's values spoil the batch for all: answer each on its own.
+                for item in live:
+                    await self._run(loop, [item])
+                return
             # The model refused the input (e.g. a value it cannot take): the client's to fix.
             self._fail(live, InvalidInput(f"the model rejected the input: {error}"))
             return

@@ -26,7 +26,9 @@ class DataPlane:
         self.name = name
         self._model = model
         self._batcher = (
-            Batcher(model.predict, batching or BatchingConfig(), observe_batch) if model is not None else None
+            Batcher(model.predict, batching or BatchingConfig(), observe_batch, model.call_seconds)
+            if model is not None
+            else None
         )
         if model is not None:
             self.signature: list[TensorSpec] = model.inputs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from modelplane_runtime import contract
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -78,25 +80,38 @@ class Metrics:
         self.pull_bytes = Gauge(
             contract.METRIC_PULL_BYTES, "Bytes of the pulled artifact.", ["model"], multiprocess_mode="max"
         )
-        self._request_children: dict[tuple[str, int], Any] = {}
-        self._latency_children = {p: self.latency.labels(model, p) for p in ("v1", "v2", "grpc")}
-        self.in_flight_child = self.in_flight.labels(model)
-        self._batch_child = self.batch_size.labels(model)
-        self._wait_child = self.queue_wait.labels(model)
+        # The hot path only adds to these plain numbers; flush() writes them to the shared files
+        # (each write there takes a lock and an mmap update), at most FLUSH_SECONDS late.
+        self.in_flight_now = 0
+        self._requests: dict[tuple[str, int], int] = {}
+        self._latency: dict[str, _PendingHistogram] = {}
+        self._batch = _PendingHistogram(BATCH_BUCKETS)
+        self._wait = _PendingHistogram(LATENCY_BUCKETS)
 
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
-        child = self._request_children.get((protocol, code))
-        if child is None:
-            child = self._request_children[(protocol, code)] = self.requests.labels(
-                self.model, protocol, str(code)
-            )
-        child.inc()
-        self._latency_children[protocol].observe(seconds)
+        key = (protocol, code)
+        self._requests[key] = self._requests.get(key, 0) + 1
+        pending = self._latency.get(protocol)
+        if pending is None:
+            pending = self._latency[protocol] = _PendingHistogram(LATENCY_BUCKETS)
+        pending.observe(seconds)
 
     def observe_batch(self, rows: int, waits: Sequence[float]) -> None:
-        self._batch_child.observe(rows)
+        self._batch.observe(rows)
         for wait in waits:
-            self._wait_child.observe(wait)
+            self._wait.observe(wait)
+
+    def flush(self) -> None:
+        """Write what the hot path gathered to the multiprocess files."""
+        model = self.model
+        requests, self._requests = self._requests, {}
+        for (protocol, code), count in requests.items():
+            self.requests.labels(model, protocol, str(code)).inc(count)
+        for protocol, pending in self._latency.items():
+            pending.flush_into(self.latency.labels(model, protocol))
+        self._batch.flush_into(self.batch_size.labels(model))
+        self._wait.flush_into(self.queue_wait.labels(model))
+        self.in_flight.labels(model).set(self.in_flight_now)
 
     def record_load(self, seconds: float, pull_record: dict[str, Any] | None) -> None:
         self.load_seconds.labels(self.model).set(seconds)
@@ -107,12 +122,40 @@ class Metrics:
                 self.pull_seconds.labels(self.model).set(pull_record["seconds"])
 
 
+class _PendingHistogram:
+    """Observations not yet written, bucketed as prometheus_client buckets them (first bound >= value)."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self._bounds = tuple(bounds)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last one is +Inf
+        self._sum = 0.0
+        self._dirty = False
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(self._bounds, value)] += 1
+        self._sum += value
+        self._dirty = True
+
+    def flush_into(self, child: Any) -> None:
+        if not self._dirty:
+            return
+        # prometheus_client keeps one value per bucket (_buckets) and the sum (_sum); adding whole
+        # counts to them is what observe() does one at a time.
+        for index, count in enumerate(self._counts):
+            if count:
+                child._buckets[index].inc(count)
+        child._sum.inc(self._sum)
+        self._counts = [0] * len(self._counts)
+        self._sum = 0.0
+        self._dirty = False
+
+
 def exposition() -> tuple[bytes, str]:
     """The text of ``/metrics``: every process's values added up."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
@@ -120,4 +163,4 @@ def process_exited(pid: int) -> None:
     """Forget a dead worker's live gauges (called by the supervisor)."""
     from prometheus_client import multiprocess
 
-    multiprocess.mark_process_dead(pid)
+    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

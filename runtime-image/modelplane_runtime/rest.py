@@ -108,6 +108,8 @@ class RestApp:
             ready = dataplane.ready()
             return (200 if ready else 503), orjson.dumps({"ready": ready}), None
         if path == contract.METRICS_PATH:
+            if self.metrics is not None:
+                self.metrics.flush()
             body, content_type = exposition()
             return 200, body, content_type.encode()
         if self.v2:
@@ -131,7 +133,7 @@ class RestApp:
         started = time.perf_counter()
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight_child.inc()
+            metrics.in_flight_now += 1
         status = 500
         try:
             status, body, headers = await self._infer_body(scope, receive, protocol, name)
@@ -140,7 +142,7 @@ class RestApp:
             status = 499
         finally:
             if metrics is not None:
-                metrics.in_flight_child.dec()
+                metrics.in_flight_now -= 1
                 metrics.observe_request(protocol, status, time.perf_counter() - started)
 
     async def _infer_body(

@@ -114,8 +114,10 @@ def warm_up(model: Model) -> bool:
             )
             return False
         inputs = built
+    started = time.perf_counter()
     try:
         result = model.predict(inputs, outputs)
+        model.call_seconds = time.perf_counter() - started
     except Exception as error:
         raise ModelLoadError(f"the warm-up inference failed: {error!r}") from error
     missing = [name for name in outputs if name not in result]
@@ -185,6 +187,7 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
     import uvicorn
     import uvloop
 
+    from modelplane_runtime import metrics as metrics_module
     from modelplane_runtime.dataplane import DataPlane
     from modelplane_runtime.rest import RestApp
 
@@ -218,15 +221,29 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
             timeout_graceful_shutdown=max(1, int(config.shutdown_grace)),
             timeout_keep_alive=30,
             server_header=False,
+            proxy_headers=False,
             date_header=False,
         )
         server = Server(uv_config)
+        flusher = None
+        if metrics is not None:
+
+            def flush() -> None:
+                nonlocal flusher
+                metrics.flush()
+                flusher = loop.call_later(metrics_module.FLUSH_SECONDS, flush)
+
+            flusher = loop.call_later(metrics_module.FLUSH_SECONDS, flush)
         await server.serve(sockets=[sock])
         if stopping:
             await stopping[0]
         elif grpc_server is not None:
             await grpc_server.stop(config.shutdown_grace)
         dataplane.close()
+        if metrics is not None:
+            if flusher is not None:
+                flusher.cancel()
+            metrics.flush()
 
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler absorbs it.
     signal.signal(signal.SIGTERM, lambda *_: None)
@@ -307,7 +324,7 @@ def _supervise(
 
 
 def _reap() -> list[tuple[int, int]]:
-    reaped = []
+    reaped: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

@@ -59,6 +59,8 @@ class Model(ABC):
     format_name: str = ""
     #: The engine that runs predictions when it is not the library's own (said in metadata).
     engine: str | None = None
+    #: How long one call took at warm-up (the batcher's first estimate).
+    call_seconds: float = 0.0
 
     def __init__(self, options: LoadOptions) -> None:
         self.options = options

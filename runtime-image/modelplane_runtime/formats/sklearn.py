@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ class SklearnModel(Model):
             raise ModelLoadError(f"{path.name} holds an estimator that is not fitted (no n_features_in_)")
         self._estimator = estimator
         self._methods = methods
+        self._fast = _linear_engine(estimator)
+        if self._fast:
+            self.engine = LINEAR_ENGINE
         self._inputs = [TensorSpec("input-0", "FP64", (-1, int(n_features)))]
         classes = getattr(estimator, "classes_", None)
         predict_type = datatype_of(np.asarray(classes).dtype) if classes is not None else "FP64"
@@ -58,7 +61,58 @@ class SklearnModel(Model):
 
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))
-        return {name: np.asarray(getattr(self._estimator, name)(features)) for name in outputs}
+        fast = self._fast
+        return {
+            name: (fast[name] if name in fast else getattr(self._estimator, name))(features)
+            for name in outputs
+        }
+
+
+LINEAR_ENGINE = "numpy linear algebra (the same operations as scikit-learn's predict, equal results)"
+
+
+def _linear_engine(estimator: Any) -> dict[str, Callable[[Any], Any]]:
+    """predict/decision_function of a plain dense linear model, without scikit-learn's per-call checks.
+
+    Only where the estimator uses scikit-learn's own linear predict unchanged, so the arithmetic is
+    the very same (``X @ coef_.T + intercept_`` then the class lookup). The runtime has already
+    checked shape and dtype against the model's signature, which is what those checks are for.
+    """
+    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
+
+    coef = getattr(estimator, "coef_", None)
+    if type(coef) is not np.ndarray or coef.dtype != np.float64:
+        return {}
+    intercept = estimator.intercept_
+    cls = type(estimator)
+    if (
+        isinstance(estimator, LinearClassifierMixin)
+        and cls.predict is LinearClassifierMixin.predict
+        and cls.decision_function is LinearClassifierMixin.decision_function
+    ):
+        coef_t = coef.T if coef.ndim == 2 else coef
+        classes = estimator.classes_
+
+        def decision_function(features: Any) -> Any:
+            scores = features @ coef_t + intercept
+            return scores.reshape(-1) if scores.ndim > 1 and scores.shape[1] == 1 else scores
+
+        def predict(features: Any) -> Any:
+            scores = decision_function(features)
+            indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
+            return classes.take(indices, axis=0)
+
+        return {"predict": predict, "decision_function": decision_function}
+    if isinstance(estimator, LinearModel) and cls.predict in (LinearModel.predict, _multi_output_predict()):
+        coef_t = coef if coef.ndim == 1 else coef.T
+        return {"predict": lambda features: features @ coef_t + intercept}
+    return {}
+
+
+def _multi_output_predict() -> Any:
+    from sklearn.linear_model._base import MultiOutputLinearModel
+
+    return MultiOutputLinearModel.predict
 
 
 def _load_skops(path: Path, model: Model) -> Any:

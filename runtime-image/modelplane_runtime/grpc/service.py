@@ -35,7 +35,7 @@ _METRIC_CODE = {
 }
 
 
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, dataplane: DataPlane, metrics: Metrics | None, request_timeout: float) -> None:
         self.dataplane = dataplane
         self.metrics = metrics
@@ -59,9 +59,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
             raise
 
-    async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: Any
-    ) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
         try:
             meta = self.dataplane.model_metadata(request.name)
         except (ModelNotFound, ModelNotReady) as error:
@@ -79,7 +77,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         started = time.perf_counter()
         metrics = self.metrics
         if metrics is not None:
-            metrics.in_flight_child.inc()
+            metrics.in_flight_now += 1
         code = grpc.StatusCode.INTERNAL
         try:
             dataplane = self.dataplane
@@ -102,7 +100,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             )
         finally:
             if metrics is not None:
-                metrics.in_flight_child.dec()
+                metrics.in_flight_now -= 1
                 metrics.observe_request(
                     contract.PROTOCOL_GRPC, _METRIC_CODE.get(code, 500), time.perf_counter() - started
                 )
@@ -111,7 +109,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 def make_server(dataplane: DataPlane, metrics: Metrics | None, port: int, request_timeout: float) -> Any:
     """A grpc.aio server on ``port`` (SO_REUSEPORT, so every worker process listens on it)."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
         InferenceService(dataplane, metrics, request_timeout), server
     )
     server.add_insecure_port(f"[::]:{port}")

@@ -45,7 +45,8 @@ class S3Backend:
         self.key = key
         self.settings = settings
         self.uri = f"s3://{bucket}/{key}"
-        self.client: Any = boto3.client(
+        # A session of its own: boto3's default session caches the credentials it first found.
+        self.client: Any = boto3.session.Session().client(
             "s3",
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None,
             region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
