@@ -11,9 +11,9 @@ import hashlib
 import json
 
 import pytest
-
 from modelplane_runtime import contract
 from modelplane_runtime.storage.digest import manifest_digest
+
 from tests.runtime.pull.conftest import FaultyHTTPServer, PullRunner, Route, assert_failed
 
 PERMANENT = contract.EXIT_PERMANENT
