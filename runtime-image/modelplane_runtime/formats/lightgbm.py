@@ -19,7 +19,7 @@ class LightGBMModel(Model):
 
         path = find_artifact(self.options.model_dir, (".txt", ".lgb", ".lightgbm"), "LightGBM model")
         try:
-            booster = lightgbm.Booster(model_file=str(path), params={"num_threads": self.options.threads})
+            booster = lightgbm.Booster(model_file=str(path))
         except lightgbm.basic.LightGBMError as error:
             raise ModelLoadError(f"cannot load the LightGBM model {path.name}: {error}") from error
         self._booster = booster

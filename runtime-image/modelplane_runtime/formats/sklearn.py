@@ -18,6 +18,7 @@ SKOPS_SUFFIXES = (".skops",)
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 #: Methods served as outputs, in the order tried; the first the estimator has is the default.
 OUTPUT_METHODS = ("predict", "predict_proba", "decision_function", "transform")
+SKLEARN_MODULE_PREFIX = "sklearn."
 
 
 class SklearnModel(Model):
@@ -119,9 +120,12 @@ def _load_skops(path: Path, model: Model) -> Any:
     import skops.io
 
     untrusted = skops.io.get_untrusted_types(file=path)
-    if untrusted:
+    # scikit-learn's own classes (e.g. sklearn.tree._tree.Tree, which skops does not trust by
+    # default) are rebuilt from data by skops; anything else could be a gadget and needs trust.
+    foreign = [name for name in untrusted if not name.startswith(SKLEARN_MODULE_PREFIX)]
+    if foreign:
         require_code_trust(
-            model.options.trust, f"{path.name} (with types skops does not trust: {', '.join(untrusted)})"
+            model.options.trust, f"{path.name} (with types from outside scikit-learn: {', '.join(foreign)})"
         )
     try:
         return skops.io.load(path, trusted=untrusted or None)

@@ -1,0 +1,44 @@
+"""Small real models the runtime's tests make, save and serve; and model classes they load."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
+
+
+def iris() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    features, target = load_iris(return_X_y=True)
+    return np.asarray(features), np.asarray(target)
+
+
+def save_iris_logistic_regression(model_dir: Path) -> LogisticRegression:
+    import skops.io
+
+    features, target = iris()
+    model = LogisticRegression(max_iter=1000).fit(features, target)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    skops.io.dump(model, model_dir / "model.skops")
+    return model
+
+
+class SlowModel:
+    """Takes ``SLOW_MODEL_SECONDS`` per call: for overload, timeout and shutdown tests."""
+
+    seconds = 0.2
+    inputs = [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}]
+    outputs = [{"name": "sum", "datatype": "FP64", "shape": [-1]}]
+
+    def __init__(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+        marker = Path(model_dir) / "seconds"
+        if marker.exists():
+            self.seconds = float(marker.read_text())
+
+    def predict(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        time.sleep(self.seconds)
+        return {"sum": inputs["x"].sum(axis=1)}
