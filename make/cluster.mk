@@ -1,6 +1,8 @@
 # The local single-node cluster (hack/local-cluster/). State and binaries live in $(CACHE_DIR).
 CLUSTER_HACK := $(REPO_ROOT)/hack/local-cluster
 CLUSTER_ENV := CACHE_DIR=$(CACHE_DIR) BIN_DIR=$(BIN_DIR)
+# Tests and people run `make cluster-up` concurrently: one at a time builds or starts anything.
+CLUSTER_LOCK := mkdir -p $(CACHE_DIR) && flock $(CACHE_DIR)/.cluster.lock
 KUBECONFIG_PATH := $(CACHE_DIR)/cluster/kubeconfig
 KUBECTL := $(BIN_DIR)/kubectl --kubeconfig $(KUBECONFIG_PATH)
 K8S_VERSION ?= v1.34.4
@@ -16,27 +18,28 @@ host-packages: ## Install the Debian packages the local cluster uses (containerd
 
 .PHONY: cluster-binaries
 cluster-binaries: host-packages ## Build etcd, Kubernetes and CoreDNS from their Go modules (cached).
-	@$(CLUSTER_ENV) K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
 	  $(CLUSTER_HACK)/build-kubernetes.sh all
-	@$(CLUSTER_ENV) COREDNS_VERSION=$(COREDNS_VERSION) BUILD_DIR=$(CACHE_DIR)/build $(CLUSTER_HACK)/build-coredns.sh
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) COREDNS_VERSION=$(COREDNS_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
+	  $(CLUSTER_HACK)/build-coredns.sh
 
 .PHONY: control-plane-up
 control-plane-up: host-packages ## Start etcd, kube-apiserver and the controllers only (no node yet).
-	@$(CLUSTER_ENV) K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
 	  $(CLUSTER_HACK)/build-kubernetes.sh all
-	@$(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh control-plane
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh control-plane
 
 .PHONY: cluster-up
 cluster-up: cluster-binaries ## Start the local cluster (reuses a running one) with a Ready node.
-	@$(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh all
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh all
 
 .PHONY: cluster-down
 cluster-down: ## Stop the local cluster (the cache and etcd's data stay).
-	@$(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-down.sh
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-down.sh
 
 .PHONY: cluster-purge
 cluster-purge: ## Stop the local cluster and forget its data (etcd, kubelet state).
-	@$(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-down.sh --purge
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-down.sh --purge
 
 .PHONY: cluster-status
 cluster-status: ## Show each component's state and the log file it writes.

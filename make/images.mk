@@ -1,13 +1,14 @@
 # Container images, built with buildah from a locally made base and imported into the node.
 IMAGES_SH := $(CLUSTER_ENV) $(CLUSTER_HACK)/images.sh
+IMAGES_LOCK := flock $(CACHE_DIR)/.images.lock
 
 .PHONY: images
 images: cluster-up ## Build every image of the repo (tagged by content hash) into the node's containerd.
-	@$(IMAGES_SH) build
+	@$(IMAGES_LOCK) env $(IMAGES_SH) build
 
 .PHONY: image
 image: cluster-up ## Build one image: make image NAME=runtime
-	@$(IMAGES_SH) build $(NAME)
+	@$(IMAGES_LOCK) env $(IMAGES_SH) build $(NAME)
 
 .PHONY: image-ref
 image-ref: ## Print the current reference of an image: make -s image-ref NAME=runtime
