@@ -15,6 +15,10 @@ s3-env: ## Print the S3 endpoint, credentials and bucket as AWS_* / MODELPLANE_S
 s3-down: ## Stop the S3 server (its data stays in the cache).
 	@$(S3_ENV) $(REPO_ROOT)/hack/s3/s3.sh down
 
+.PHONY: s3-pod-client
+s3-pod-client: $(VENV_STAMP) ## Print a directory with boto3 for test pods to mount (made once per constraints).
+	@$(S3_ENV) HOST_PYTHON=$(PYTHON) $(REPO_ROOT)/hack/s3/s3.sh pod-client
+
 .PHONY: fake-gcs-server
 fake-gcs-server: ## Build fake-gcs-server (the GCS emulator of the gs:// pull tests) into the bin dir.
 	@$(TIMED) fake-gcs-server env BIN_DIR=$(BIN_DIR) FAKE_GCS_VERSION=$(FAKE_GCS_VERSION) \

@@ -6,6 +6,8 @@
 #   s3.sh up        install, then start it in the background unless it already answers (idempotent)
 #   s3.sh env       print AWS_* and MODELPLANE_S3_BUCKET lines for clients (host and pods alike)
 #   s3.sh down      stop it (the data stays in $S3_DIR/data)
+#   s3.sh pod-client  boto3 (pure Python, pinned by the runtime's constraints) in a directory that a
+#                   test pod mounts read-only and puts on PYTHONPATH; prints the directory
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../local-cluster/config.sh"
@@ -130,10 +132,24 @@ down() {
   rm -f "$PID_FILE"
 }
 
+pod_client() {
+  local constraints=$HERE/../../runtime-image/constraints.txt dir=$S3_DIR/pod-client
+  local stamp
+  stamp=$dir/.$(sha256sum < "$constraints" | cut -c1-12)
+  if [ ! -f "$stamp" ]; then
+    rm -rf "$dir" && mkdir -p "$dir"
+    "$HOST_PYTHON" -m pip install -q --target "$dir" --no-compile -c "$constraints" boto3 >&2
+    chmod -R a+rX "$dir"
+    touch "$stamp"
+  fi
+  echo "$dir"
+}
+
 case "${1:-}" in
   install) install_weed ;;
   up) up ;;
   env) print_env ;;
   down) down ;;
-  *) echo "usage: $0 install|up|env|down" >&2; exit 2 ;;
+  pod-client) pod_client ;;
+  *) echo "usage: $0 install|up|env|down|pod-client" >&2; exit 2 ;;
 esac
