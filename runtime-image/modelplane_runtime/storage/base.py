@@ -69,8 +69,10 @@ class Backend(Protocol):
         """The files the URI names; raises PullError (ModelNotFound when there are none)."""
         ...
 
-    def read(self, remote: RemoteFile) -> Iterator[bytes]:
-        """Streams the file's bytes in chunks; client errors may escape and go through translate()."""
+    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+        """Streams the file's bytes from OFFSET on, in chunks (a retry resumes where a cut left off).
+
+        Client errors may escape; they go through translate()."""
         ...
 
     def translate(self, error: Exception) -> PullError:

@@ -61,11 +61,12 @@ class GcsBackend:
             )
         return Listing(files, single=False)
 
-    def read(self, remote: RemoteFile) -> Iterator[bytes]:
+    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
         blob = self.bucket.blob(remote.locator)
         with blob.open(
             "rb", chunk_size=self.settings.chunk_bytes, timeout=self.timeout, retry=None
         ) as reader:
+            reader.seek(offset)
             while chunk := reader.read(self.settings.chunk_bytes):
                 yield chunk
 

@@ -35,11 +35,24 @@ def stream_url(
     settings: Settings,
     headers: Mapping[str, str] | None = None,
     credentials: str = "the credentials",
+    offset: int = 0,
 ) -> Iterator[bytes]:
-    with client.stream("GET", url, headers=headers) as response:
+    """GETs URL from byte OFFSET on: a Range request, or the whole body with the head skipped when the
+    server ignores ranges (200 instead of 206)."""
+    request_headers = dict(headers or {})
+    if offset:
+        request_headers["Range"] = f"bytes={offset}-"
+        request_headers["Accept-Encoding"] = "identity"  # ranges are of the stored bytes
+    with client.stream("GET", url, headers=request_headers) as response:
         if response.status_code >= 400:
             raise status_error(response.status_code, url, credentials)
-        yield from response.iter_bytes(settings.chunk_bytes)
+        skip = offset if offset and response.status_code != 206 else 0
+        for chunk in response.iter_bytes(settings.chunk_bytes):
+            if skip:
+                dropped = min(skip, len(chunk))
+                chunk, skip = chunk[dropped:], skip - dropped
+            if chunk:
+                yield chunk
 
 
 def translate_httpx(error: Exception, what: str, settings: Settings) -> PullError:
@@ -63,8 +76,8 @@ class HttpBackend:
             raise PullError(contract.REASON_INVALID_URI, f"{self.url} names no file: point it at a file")
         return Listing([RemoteFile(name, None, self.url)], single=True)
 
-    def read(self, remote: RemoteFile) -> Iterator[bytes]:
-        return stream_url(self.client, remote.locator, self.settings)
+    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+        return stream_url(self.client, remote.locator, self.settings, offset=offset)
 
     def translate(self, error: Exception) -> PullError:
         return translate_httpx(error, self.url, self.settings)

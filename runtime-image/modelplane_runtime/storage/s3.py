@@ -86,8 +86,9 @@ class S3Backend:
             raise
         return RemoteFile(posixpath.basename(key), int(head["ContentLength"]), key)
 
-    def read(self, remote: RemoteFile) -> Iterator[bytes]:
-        body = self.client.get_object(Bucket=self.bucket, Key=remote.locator)["Body"]
+    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+        ranged = {"Range": f"bytes={offset}-"} if offset else {}
+        body = self.client.get_object(Bucket=self.bucket, Key=remote.locator, **ranged)["Body"]
         try:
             yield from body.iter_chunks(self.settings.chunk_bytes)
         finally:

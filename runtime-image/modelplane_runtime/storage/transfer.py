@@ -1,8 +1,9 @@
 """Fetching a listing's files into a directory: retries with backoff, stall limits, hashing, progress.
 
 Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way. A
-transient failure (connection lost, a read that stalled past the limit, 5xx) restarts that file
-after an exponential backoff with jitter, up to the retry budget; a permanent one ends the pull.
+transient failure (connection lost, a read that stalled past the limit, 5xx) is retried after an
+exponential backoff with jitter, up to the retry budget, resuming the file where it stopped; a
+permanent one ends the pull.
 """
 
 from __future__ import annotations
@@ -85,25 +86,38 @@ class Progress:
         )
 
 
-def fetch_file(backend: Backend, remote: RemoteFile, target: Path, progress: Progress) -> tuple[str, int]:
-    """Streams REMOTE to TARGET; returns its hex sha256 and size. Raises PullError on a short read."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sha = hashlib.sha256()
-    count = 0
-    try:
-        with open(target, "wb") as out:
-            for chunk in backend.read(remote):
+class FileFetch:
+    """One file's download, called once per attempt: a retry resumes at the first byte not yet on
+    disk (and in the hash), so a cut near the end of a large file costs little."""
+
+    def __init__(self, backend: Backend, remote: RemoteFile, target: Path, progress: Progress) -> None:
+        self.backend, self.remote, self.target, self.progress = backend, remote, target, progress
+        self.sha = hashlib.sha256()
+        self.count = 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+
+    def __call__(self) -> tuple[str, int]:
+        """Streams the rest of the file; returns its hex sha256 and size. Raises PullError on a short read."""
+        size = self.remote.size
+        if size is not None and self.count > size:
+            self.restart()  # the object changed under us: start over
+        with open(self.target, "r+b") as out:
+            out.seek(self.count)
+            out.truncate()  # drop a chunk that a failed write left half on disk
+            for chunk in self.backend.read(self.remote, self.count):
                 out.write(chunk)
-                sha.update(chunk)
-                count += len(chunk)
-                progress.add(len(chunk))
-    except BaseException:
-        progress.done -= count  # the retry fetches these bytes again
-        raise
-    if remote.size is not None and count != remote.size:
-        progress.done -= count
-        raise transient(f"{remote.relpath}: got {count} of {remote.size} bytes")
-    return sha.hexdigest(), count
+                self.sha.update(chunk)
+                self.count += len(chunk)
+                self.progress.add(len(chunk))
+        if size is not None and self.count != size:
+            raise transient(f"{self.remote.relpath}: got {self.count} of {size} bytes")
+        return self.sha.hexdigest(), self.count
+
+    def restart(self) -> None:
+        self.progress.done -= self.count
+        self.sha = hashlib.sha256()
+        self.count = 0
 
 
 def fetch_all(
@@ -117,9 +131,7 @@ def fetch_all(
         relpath = safe_relpath(remote.relpath, remote.locator)
         target = into / relpath
 
-        def fetch(remote: RemoteFile = remote, target: Path = target) -> tuple[str, int]:
-            return fetch_file(backend, remote, target, progress)
-
+        fetch = FileFetch(backend, remote, target, progress)
         results[relpath] = with_retries(remote.relpath, backend, policy, fetch)
     progress.report("pulled")
     return results

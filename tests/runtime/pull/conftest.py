@@ -101,7 +101,9 @@ class Route:
     faulty_requests: int = 1 << 30  # how many requests get the fault (then the body is served whole)
     require_header: tuple[str, str] | None = None  # answered 401 without it
     headers: dict[str, str] = field(default_factory=dict)
+    ranges: bool = False  # honour "Range: bytes=N-" with 206 (otherwise ignore it, as some servers do)
     requests: int = 0
+    range_headers: list[str] = field(default_factory=list)
 
 
 class FaultyHTTPServer(ThreadingHTTPServer):
@@ -139,16 +141,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        self.send_response(route.status)
+        body, status = route.body, route.status
+        requested_range = self.headers.get("Range")
+        if requested_range:
+            route.range_headers.append(requested_range)
+        if route.ranges and requested_range and status == 200:
+            start = int(requested_range.removeprefix("bytes=").rstrip("-"))
+            body, status = body[start:], 206
+            route.headers["Content-Range"] = f"bytes {start}-{len(route.body) - 1}/{len(route.body)}"
+        self.send_response(status)
         for name, value in route.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(route.body)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         faulty = route.fault is not None and route.requests <= route.faulty_requests
         if not faulty:
-            self.wfile.write(route.body)
+            self.wfile.write(body)
             return
-        self.wfile.write(route.body[: len(route.body) // 2])
+        self.wfile.write(body[: len(body) // 2])
         self.wfile.flush()
         if route.fault == "stall":
             self.server.release.wait(30)

@@ -52,6 +52,16 @@ def test_connection_cut_mid_download_is_retried(http_server: FaultyHTTPServer, r
     assert (result.dest / "m.bin").read_bytes() == BODY
 
 
+def test_retry_resumes_with_a_range_request(http_server: FaultyHTTPServer, run_pull: PullRunner) -> None:
+    http_server.routes["/m.bin"] = route = Route(BODY, fault="cut", faulty_requests=1, ranges=True)
+    result = run_pull(f"{http_server.url}/m.bin", "--digest", digest_of(BODY))
+    assert result.code == contract.EXIT_OK, result.stderr
+    assert route.requests == 2
+    [resumed_at] = route.range_headers
+    assert 0 < int(resumed_at.removeprefix("bytes=").rstrip("-")) <= len(BODY) // 2
+    assert (result.dest / "m.bin").read_bytes() == BODY
+
+
 def test_connection_cut_every_time_fails_transient(
     http_server: FaultyHTTPServer, run_pull: PullRunner
 ) -> None:
