@@ -25,11 +25,9 @@ bench-tools: ## Install the load generator (wrk, from Debian) if missing.
 	@command -v taskset >/dev/null || { echo "taskset (util-linux) is missing" >&2; exit 1; }
 
 .PHONY: bench-runtime
-bench-runtime: $(VENV_STAMP) bench-venvs bench-tools ## Our runtime vs MLServer, KServe and the uvicorn floor (writes tests/bench/results/runtime.md).
-	@if $(MAKE) -n --no-print-directory runtime-venv >/dev/null 2>&1; then \
-	  $(MAKE) --no-print-directory runtime-venv; runtime_python=$$($(MAKE) -s --no-print-directory runtime-python); \
-	else echo "no runtime-venv target yet: serving ours from $(PYTHON)"; runtime_python=$(PYTHON); fi; \
-	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.runtime --runtime-python "$$runtime_python" \
+bench-runtime: $(VENV_STAMP) bench-venvs bench-tools runtime-venv ## Our runtime vs MLServer, KServe and the uvicorn floor (writes tests/bench/results/runtime.md).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.runtime \
+	  --runtime-python $(RUNTIME_VENV)/bin/python \
 	  --mlserver-python $(BENCH_DIR)/mlserver/bin/python --kserve-python $(BENCH_DIR)/kserve/bin/python \
 	  --work-dir $(BENCH_DIR)/work --results $(REPO_ROOT)/tests/bench/results/runtime.md $(BENCH_ARGS)
 

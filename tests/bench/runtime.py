@@ -43,18 +43,13 @@ class BenchError(Exception):
     """A server that would not start, answered wrongly, or a wrk run that failed."""
 
 
-def pinned(cpu: str, niceness: int) -> list[str]:
-    """The prefix that runs a command on one core (and, when asked, at a raised priority)."""
-    return [*(["nice", "-n", str(niceness)] if niceness else []), "taskset", "-c", cpu]
-
-
 @contextlib.contextmanager
-def running(spec: servers.ServerSpec, log_path: Path, niceness: int = 0) -> Iterator[None]:
+def running(spec: servers.ServerSpec, log_path: Path) -> Iterator[None]:
     """Start the server pinned to SERVER_CPU, wait until it is ready, stop it (its process group) after."""
     env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*pinned(SERVER_CPU, niceness), *spec.argv],
+            ["taskset", "-c", SERVER_CPU, *spec.argv],
             cwd=spec.cwd,
             env=env,
             stdout=log,
@@ -123,9 +118,11 @@ def check_predictions(spec: servers.ServerSpec, model: BenchModel, protocol: Pro
         )
 
 
-def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float, niceness: int = 0) -> harness.WrkResult:
+def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> harness.WrkResult:
     argv = [
-        *pinned(LOAD_CPU, niceness),
+        "taskset",
+        "-c",
+        LOAD_CPU,
         "wrk",
         "-t1",
         f"-c{concurrency}",
@@ -158,10 +155,10 @@ class Bench:
         url = spec.url(spec.infer_paths[protocol])
         first_body = bodies.read_text().split("\n", 1)[0]
         for concurrency in self.args.concurrency:
-            run_wrk(url, bodies, concurrency, self.args.warmup, self.args.nice)
+            run_wrk(url, bodies, concurrency, self.args.warmup)
             # Requests the warm-up left queued would delay the measured run: wait them out.
             post_json(url, first_body)
-            result = run_wrk(url, bodies, concurrency, self.args.duration, self.args.nice)
+            result = run_wrk(url, bodies, concurrency, self.args.duration)
             measurement = Measurement(label, spec.name, concurrency, result)
             self.measurements.append(measurement)
             print(harness.markdown_table([measurement]).splitlines()[-1], flush=True)
@@ -171,7 +168,7 @@ class Bench:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         print(f"== {spec.name}: {', '.join(w.label for w, _ in runs)}", flush=True)
         try:
-            with running(spec, log_path, self.args.nice):
+            with running(spec, log_path):
                 for workload, bodies in runs:
                     if spec.name != harness.FLOOR:
                         check_predictions(spec, workload.model, workload.protocol)
@@ -272,8 +269,7 @@ def report(bench: Bench, started: datetime.datetime, load_before: str) -> str:
         "## Machine and versions",
         "",
         f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; kernel {platform.release()}",
-        f"- Each server pinned to core {SERVER_CPU} (`taskset`), wrk (one thread) to core {LOAD_CPU}; "
-        f"both at niceness {args.nice}",
+        f"- Each server pinned to core {SERVER_CPU} (`taskset`), wrk (one thread) to core {LOAD_CPU}",
         f"- Load average before {load_before}, after {load_after}. Other work shares this 2-core "
         "machine (builds, other tests), so numbers move by tens of percent between runs; compare "
         "within one run.",
@@ -321,10 +317,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCIES))
     parser.add_argument("--server", action="append", help="only these servers (repeatable)")
     parser.add_argument("--workload", action="append", help='only these workloads, e.g. "LR iris v2"')
-    parser.add_argument("--mlserver-parallel-workers", type=int, default=1)
-    parser.add_argument(
-        "--nice", type=int, default=0, help="niceness of servers and wrk (negative: ahead of other work)"
-    )
+    parser.add_argument("--mlserver-parallel-workers", type=int, default=0, help="0: in-process")
     return parser.parse_args(argv)
 
 
