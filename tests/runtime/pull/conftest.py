@@ -4,6 +4,7 @@ fake-gcs-server), a fault-injecting TCP proxy, and a runner for `pull` that retu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import socket
 import subprocess
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from modelplane_runtime import contract
 from modelplane_runtime.pull import main as pull_main
+from modelplane_runtime.storage.digest import manifest_digest
 
 from tests.support.cluster import REPO_ROOT, make_print
 from tests.support.s3 import S3Server, start_s3
@@ -88,6 +90,16 @@ def assert_failed(result: PullResult, code: int, reason: str, *fragments: str) -
     for fragment in fragments:
         assert fragment in line, line
     assert not result.dest.exists() or not (result.dest / contract.PULL_RECORD_FILE).exists()
+
+
+def sha256(data: bytes) -> str:
+    """The digest `pull --digest` takes for a file of DATA (what `sha256sum` prints, prefixed)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def tree_digest(files: dict[str, bytes]) -> str:
+    """The digest of a directory holding FILES (relpath -> bytes), from the documented manifest."""
+    return manifest_digest({relpath: hashlib.sha256(data).hexdigest() for relpath, data in files.items()})
 
 
 # --- a real HTTP server with faults ---------------------------------------------------------------

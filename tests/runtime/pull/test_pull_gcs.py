@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from typing import Any
@@ -11,18 +10,13 @@ import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
 from modelplane_runtime import contract
-from modelplane_runtime.storage.digest import manifest_digest
 
-from tests.runtime.pull.conftest import PullRunner, assert_failed
+from tests.runtime.pull.conftest import PullRunner, assert_failed, sha256, tree_digest
 
 pytestmark = pytest.mark.e2e
 PERMANENT = contract.EXIT_PERMANENT
 BUCKET = "models"
 BIG = os.urandom(3 << 20)
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +54,7 @@ def test_file(gcs_bucket: Any, gcs_prefix: str, run_pull: PullRunner) -> None:
 def test_prefix(gcs_bucket: Any, gcs_prefix: str, run_pull: PullRunner) -> None:
     files = {"model.txt": b"tree 0", "assets/a.bin": b"\x00\x01", "assets/deep/b.bin": b"b" * 1000}
     upload(gcs_bucket, gcs_prefix, files)
-    expected = manifest_digest({name: hashlib.sha256(data).hexdigest() for name, data in files.items()})
+    expected = tree_digest(files)
     result = run_pull(f"gs://{BUCKET}/{gcs_prefix}", "--digest", expected)
     assert result.code == contract.EXIT_OK, result.stderr
     for relpath, data in files.items():

@@ -7,14 +7,18 @@ The server answers what huggingface_hub asks a Hub: the model info at a revision
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pytest
 from modelplane_runtime import contract
-from modelplane_runtime.storage.digest import manifest_digest
 
-from tests.runtime.pull.conftest import FaultyHTTPServer, PullRunner, Route, assert_failed
+from tests.runtime.pull.conftest import (
+    FaultyHTTPServer,
+    PullRunner,
+    Route,
+    assert_failed,
+    tree_digest,
+)
 
 PERMANENT = contract.EXIT_PERMANENT
 REPO = "acme/tiny-model"
@@ -57,7 +61,7 @@ def hub(http_server: FaultyHTTPServer, monkeypatch: pytest.MonkeyPatch) -> Fault
 
 
 def expected_digest() -> str:
-    return manifest_digest({name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()})
+    return tree_digest(FILES)
 
 
 @pytest.mark.parametrize("suffix", ["", "@main", f"@{COMMIT}"])

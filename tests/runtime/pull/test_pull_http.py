@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 from modelplane_runtime import contract
 
-from tests.runtime.pull.conftest import FaultyHTTPServer, PullRunner, Route, assert_failed
+from tests.runtime.pull.conftest import FaultyHTTPServer, PullRunner, Route, assert_failed, sha256
 
 PERMANENT, TRANSIENT = contract.EXIT_PERMANENT, contract.EXIT_TRANSIENT
 BODY = os.urandom(3 << 20)  # bigger than one chunk, so a cut lands mid-stream
 
 
-def digest_of(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 def test_file_over_http(http_server: FaultyHTTPServer, run_pull: PullRunner) -> None:
     http_server.routes["/models/model.onnx"] = Route(BODY)
-    result = run_pull(f"{http_server.url}/models/model.onnx", "--digest", digest_of(BODY))
+    result = run_pull(f"{http_server.url}/models/model.onnx", "--digest", sha256(BODY))
     assert result.code == contract.EXIT_OK, result.stderr
     assert (result.dest / "model.onnx").read_bytes() == BODY
     assert result.record()["bytes"] == len(BODY)
@@ -45,7 +40,7 @@ def test_server_error_is_transient_after_retries(http_server: FaultyHTTPServer, 
 
 def test_connection_cut_mid_download_is_retried(http_server: FaultyHTTPServer, run_pull: PullRunner) -> None:
     http_server.routes["/m.bin"] = route = Route(BODY, fault="cut", faulty_requests=1)
-    result = run_pull(f"{http_server.url}/m.bin", "--digest", digest_of(BODY))
+    result = run_pull(f"{http_server.url}/m.bin", "--digest", sha256(BODY))
     assert result.code == contract.EXIT_OK, result.stderr
     assert route.requests == 2
     assert "retry 1/2" in result.stderr
@@ -54,7 +49,7 @@ def test_connection_cut_mid_download_is_retried(http_server: FaultyHTTPServer, r
 
 def test_retry_resumes_with_a_range_request(http_server: FaultyHTTPServer, run_pull: PullRunner) -> None:
     http_server.routes["/m.bin"] = route = Route(BODY, fault="cut", faulty_requests=1, ranges=True)
-    result = run_pull(f"{http_server.url}/m.bin", "--digest", digest_of(BODY))
+    result = run_pull(f"{http_server.url}/m.bin", "--digest", sha256(BODY))
     assert result.code == contract.EXIT_OK, result.stderr
     assert route.requests == 2
     [resumed_at] = route.range_headers

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import subprocess
 import sys
@@ -13,14 +12,10 @@ from pathlib import Path
 import pytest
 from modelplane_runtime import contract
 
-from tests.runtime.pull.conftest import PullRunner, assert_failed
+from tests.runtime.pull.conftest import PullRunner, assert_failed, sha256
 from tests.support.cluster import REPO_ROOT
 
 PERMANENT, TRANSIENT = contract.EXIT_PERMANENT, contract.EXIT_TRANSIENT
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def make_tree(root: Path) -> dict[str, bytes]:

@@ -3,7 +3,6 @@ proxy in front of it for the connection-cut and stall cases."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
@@ -12,18 +11,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from modelplane_runtime import contract
-from modelplane_runtime.storage.digest import manifest_digest
 
-from tests.runtime.pull.conftest import FaultProxy, PullRunner, assert_failed
+from tests.runtime.pull.conftest import FaultProxy, PullRunner, assert_failed, sha256, tree_digest
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 PERMANENT, TRANSIENT = contract.EXIT_PERMANENT, contract.EXIT_TRANSIENT
 BIG = os.urandom(6 << 20)  # several chunks, so faults land mid-stream
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def upload(s3: S3Server, prefix: str, files: dict[str, bytes]) -> None:
@@ -46,7 +40,7 @@ def test_prefix(s3_server: S3Server, s3_prefix: str, run_pull: PullRunner, trail
     files = {"config.json": b"{}", "weights/part-0.bin": b"\x01" * 4096, "weights/part-1.bin": b"\x02" * 10}
     upload(s3_server, s3_prefix, files)
     upload(s3_server, s3_prefix + "-sibling", {"not-mine.txt": b"x"})  # shares the key prefix, not the "dir"
-    expected = manifest_digest({name: hashlib.sha256(data).hexdigest() for name, data in files.items()})
+    expected = tree_digest(files)
     result = run_pull(f"s3://{s3_server.bucket}/{s3_prefix}{trailing_slash}", "--digest", expected)
     assert result.code == contract.EXIT_OK, result.stderr
     pulled = {p.relative_to(result.dest).as_posix() for p in result.dest.rglob("*") if p.is_file()}
