@@ -75,32 +75,30 @@ class RestApp:
                 return
         elif method in ("GET", "HEAD"):
             try:
-                status, body, content_type = self._get(path)
+                found = self._get(path)
             except (ModelNotFound, ModelNotReady) as error:
-                status, body, content_type = (
-                    _STATUS_BY_ERROR[type(error)],
-                    codecs.error_body(str(error)),
-                    None,
-                )
-            await _respond(send, status, body, content_type)
+                found = _STATUS_BY_ERROR[type(error)], codecs.error_body(str(error)), None
+            if found is None:
+                found = 404, codecs.error_body(f"no route {path}"), None
+            await _respond(send, *found)
             return
-        known = self._get_route_exists(path) or path.endswith(("/infer", ":predict"))
+        known = self._route_exists(path)
         await _respond(
             send,
             405 if known else 404,
             codecs.error_body(f"{method} {path} is not supported" if known else f"no route {path}"),
         )
 
-    def _get_route_exists(self, path: str) -> bool:
+    def _route_exists(self, path: str) -> bool:
+        if path.endswith(("/infer", ":predict")):
+            return path.startswith(("/v2/models/", "/v1/models/"))
         try:
-            self._get(path)
+            return self._get(path) is not None
         except (ModelNotFound, ModelNotReady):
             return True
-        except KeyError:
-            return False
-        return True
 
-    def _get(self, path: str) -> tuple[int, bytes, bytes | None]:
+    def _get(self, path: str) -> tuple[int, bytes, bytes | None] | None:
+        """The answer to a GET of ``path``, or None when there is no such route."""
         dataplane = self.dataplane
         if path == contract.LIVE_PATH:
             return 200, b'{"live":true}', None
@@ -125,9 +123,7 @@ class RestApp:
         if self.v1 and path.startswith("/v1/models/") and "/" not in path[11:] and ":" not in path[11:]:
             name = path[11:]
             return 200, orjson.dumps({"name": name, "ready": dataplane.model_ready(name)}), None
-        if path.startswith(("/v1/", "/v2/")) or path in ("/v2", "/"):
-            return 404, codecs.error_body(f"no route {path}"), None
-        raise KeyError(path)
+        return None
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send, protocol: str, name: str) -> None:
         started = time.perf_counter()

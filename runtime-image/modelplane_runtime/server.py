@@ -297,18 +297,31 @@ def _serve(config: ServeConfig, metrics_module: Any) -> int:
         config.http_port,
         config.grpc_port,
     )
-    return _supervise(
-        workers, lambda: _fork(lambda: _run_worker(sock, config, model, metrics)), config, metrics_module
-    )
+    try:
+        return _supervise(
+            workers,
+            lambda: _fork(lambda: _run_worker(sock, config, model, metrics)),
+            sock.close,
+            config,
+            metrics_module,
+        )
+    finally:
+        sock.close()
 
 
 def _supervise(
-    workers: dict[int, float], start_worker: Callable[[], int], config: ServeConfig, metrics_module: Any
+    workers: dict[int, float],
+    start_worker: Callable[[], int],
+    close_listener: Callable[[], None],
+    config: ServeConfig,
+    metrics_module: Any,
 ) -> int:
     while True:
         info = signal.sigwaitinfo(_SUPERVISOR_SIGNALS)
         if info.si_signo in (signal.SIGTERM, signal.SIGINT):
             log.info("signal %d: draining %d worker(s)", info.si_signo, len(workers))
+            # Our copy of the listening socket would keep taking connections that no worker accepts.
+            close_listener()
             return _shutdown(workers, config.shutdown_grace, metrics_module)
         for pid, status in _reap():
             metrics_module.process_exited(pid)

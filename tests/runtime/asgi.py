@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import orjson
-
 from modelplane_runtime.rest import RestApp
 
 

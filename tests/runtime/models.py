@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.datasets import load_iris
@@ -30,8 +30,8 @@ class SlowModel:
     """Takes ``SLOW_MODEL_SECONDS`` per call: for overload, timeout and shutdown tests."""
 
     seconds = 0.2
-    inputs = [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}]
-    outputs = [{"name": "sum", "datatype": "FP64", "shape": [-1]}]
+    inputs: ClassVar = [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}]
+    outputs: ClassVar = [{"name": "sum", "datatype": "FP64", "shape": [-1]}]
 
     def __init__(self, model_dir: str) -> None:
         self.model_dir = model_dir

@@ -13,9 +13,6 @@ import joblib
 import numpy as np
 import pytest
 import skops.io
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.linear_model import LinearRegression, LogisticRegression
-
 from modelplane_runtime import contract
 from modelplane_runtime.dataplane import DataPlane
 from modelplane_runtime.datatypes import NUMPY_BY_DATATYPE
@@ -23,6 +20,9 @@ from modelplane_runtime.errors import ModelLoadError
 from modelplane_runtime.formats import Model
 from modelplane_runtime.rest import RestApp
 from modelplane_runtime.server import ServeConfig, load
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
 from tests.runtime.asgi import call_json
 from tests.runtime.models import iris
 
@@ -238,7 +238,7 @@ def test_a_sample_request_beside_the_model_is_the_warm_up(tmp_path: Path) -> Non
     skops.io.dump(LogisticRegression(max_iter=1000).fit(FEATURES, TARGET), tmp_path / "model.skops")
     sample = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}]}
     (tmp_path / contract.WARMUP_REQUEST_FILE).write_text(json.dumps(sample))
-    with pytest.raises(ModelLoadError, match="warm-up request .* does not fit the model"):
+    with pytest.raises(ModelLoadError, match=r"warm-up request .* does not fit the model"):
         serve_in_process(tmp_path, "sklearn")
 
 

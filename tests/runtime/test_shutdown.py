@@ -1,0 +1,57 @@
+"""SIGTERM: stop accepting, finish the requests in flight, exit within the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.runtime.conftest import make_slow_model_dir
+from tests.runtime.serving import start_server
+
+REQUEST = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+GRACE_SECONDS = 15
+
+
+def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path) -> None:
+    model_dir = make_slow_model_dir(tmp_path / "model", 1.0)
+    server = start_server(
+        model_dir,
+        "custom",
+        tmp_path,
+        args=["--workers", "2", "--batching", "false", "--shutdown-grace-seconds", str(GRACE_SECONDS)],
+        env={"MODELPLANE_CUSTOM_CLASS": "tests.runtime.models:SlowModel"},
+    )
+    try:
+        server.wait_ready()
+
+        async def scenario() -> tuple[list[httpx.Response], float]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+                in_flight = [
+                    asyncio.ensure_future(client.post("/v2/models/model/infer", json=REQUEST))
+                    for _ in range(4)
+                ]
+                await asyncio.sleep(0.5)  # all four are being served or queued
+                server.process.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                await asyncio.sleep(0.3)
+                # Still draining (each worker has about 2 s of work left) but no longer accepting.
+                assert not all(request.done() for request in in_flight)
+                async with httpx.AsyncClient(base_url=server.url, timeout=5) as newcomer:
+                    with pytest.raises(httpx.ConnectError):
+                        await newcomer.get("/v2/health/live")
+                responses = await asyncio.gather(*in_flight)
+                return responses, signalled
+
+        responses, signalled = asyncio.run(scenario())
+        assert [response.status_code for response in responses] == [200] * 4
+        assert all(response.json()["outputs"][0]["data"] == [3.0] for response in responses)
+        server.process.wait(timeout=GRACE_SECONDS + 10)
+        assert time.monotonic() - signalled < GRACE_SECONDS
+        assert server.process.returncode == 0
+    finally:
+        server.stop()
