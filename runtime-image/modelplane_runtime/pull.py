@@ -53,7 +53,14 @@ class PullRecord:
         return {"uri": self.uri, "digest": self.digest, "bytes": self.bytes}
 
 
-def pull(uri: str, dest: Path, expected: str | None, settings: Settings, policy: RetryPolicy) -> PullRecord:
+def pull(
+    uri: str,
+    dest: Path,
+    expected: str | None,
+    settings: Settings,
+    policy: RetryPolicy,
+    concurrency: int = 4,
+) -> PullRecord:
     """Fetches URI into DEST; see the module docstring. Raises PullError."""
     existing = read_record(dest)
     if existing and existing.uri == uri and expected in (None, existing.digest):
@@ -61,7 +68,7 @@ def pull(uri: str, dest: Path, expected: str | None, settings: Settings, policy:
         return existing
     backend = backend_for(uri, settings)
     try:
-        record = fetch_verified(backend, uri, dest, expected, policy)
+        record = fetch_verified(backend, uri, dest, expected, policy, concurrency)
     finally:
         backend.close()
     log.info("pulled %s into %s: %d bytes, %s", uri, dest, record.bytes, record.digest)
@@ -69,7 +76,7 @@ def pull(uri: str, dest: Path, expected: str | None, settings: Settings, policy:
 
 
 def fetch_verified(
-    backend: Backend, uri: str, dest: Path, expected: str | None, policy: RetryPolicy
+    backend: Backend, uri: str, dest: Path, expected: str | None, policy: RetryPolicy, concurrency: int
 ) -> PullRecord:
     """Fetches, verifies (and unpacks) into a staging directory, then places the tree at DEST."""
     workspace = make_workspace(dest)
@@ -79,13 +86,13 @@ def fetch_verified(
         tree = workspace / "tree"
         tree.mkdir()
         if listing.single and archive.is_archive(listing.files[0].relpath):
-            fetched = fetch_all(backend, listing, workspace / "download", policy)
+            fetched = fetch_all(backend, listing, workspace / "download", policy, concurrency)
             [(name, (sha, _size))] = fetched.items()
             actual = digest.file_digest(sha)
             digest.verify(expected, actual, uri)  # before unpacking: never open an unverified archive
             archive.unpack(workspace / "download" / name, tree)
         else:
-            fetched = fetch_all(backend, listing, tree, policy)
+            fetched = fetch_all(backend, listing, tree, policy, concurrency)
             if listing.single:
                 actual = digest.file_digest(next(iter(fetched.values()))[0])
             else:
@@ -205,6 +212,11 @@ def parser() -> argparse.ArgumentParser:
         help=f"first retry delay, doubling (env {contract.ENV_PULL_BACKOFF_SECONDS}, default 1)",
     )
     p.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"files fetched at once (env {contract.ENV_PULL_CONCURRENCY}, default 4)",
+    )
+    p.add_argument(
         "--termination-log",
         type=Path,
         default=Path(contract.TERMINATION_LOG),
@@ -245,13 +257,23 @@ def run(args: argparse.Namespace) -> int:
             if args.backoff_seconds is not None
             else env_number(contract.ENV_PULL_BACKOFF_SECONDS, 1)
         )
-        if stall <= 0 or retries < 0 or backoff < 0:
+        concurrency = (
+            args.concurrency
+            if args.concurrency is not None
+            else int(env_number(contract.ENV_PULL_CONCURRENCY, 4))
+        )
+        if stall <= 0 or retries < 0 or backoff < 0 or concurrency < 1:
             raise PullError(
                 contract.REASON_INVALID_ARGUMENT,
-                "stall seconds must be > 0, retries and backoff seconds >= 0",
+                "stall seconds and concurrency must be > 0, retries and backoff seconds >= 0",
             )
         pull(
-            args.uri, Path(args.dest), expected, Settings(stall_seconds=stall), RetryPolicy(retries, backoff)
+            args.uri,
+            Path(args.dest),
+            expected,
+            Settings(stall_seconds=stall),
+            RetryPolicy(retries, backoff),
+            concurrency,
         )
     except PullError as failure:
         return report_failure(failure, args.termination_log)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -36,7 +38,17 @@ class RetryPolicy:
         return base * random.uniform(0.75, 1.25)
 
 
-def with_retries(what: str, backend: Backend, policy: RetryPolicy, action: Callable[[], T]) -> T:
+class Aborted(BaseException):
+    """Another file of the same pull failed: stop this one. (Not an Exception, so never retried.)"""
+
+
+def with_retries(
+    what: str,
+    backend: Backend,
+    policy: RetryPolicy,
+    action: Callable[[], T],
+    abort: threading.Event | None = None,
+) -> T:
     """Runs ACTION, translating client errors through BACKEND and retrying transient ones."""
     attempt = 0
     while True:
@@ -53,7 +65,10 @@ def with_retries(what: str, backend: Backend, policy: RetryPolicy, action: Calla
             attempt += 1
             delay = policy.delay(attempt)
             log.warning("%s: %s; retry %d/%d in %.1fs", what, failure.message, attempt, policy.retries, delay)
-            time.sleep(delay)
+            if abort is None:
+                time.sleep(delay)
+            elif abort.wait(delay):
+                raise Aborted from error
 
 
 class Progress:
@@ -65,12 +80,16 @@ class Progress:
         self.interval = interval
         self.started = time.monotonic()
         self.last_log = self.started
+        self.lock = threading.Lock()
 
     def add(self, count: int) -> None:
-        self.done += count
-        now = time.monotonic()
-        if now - self.last_log >= self.interval:
-            self.last_log = now
+        with self.lock:
+            self.done += count
+            now = time.monotonic()
+            due = now - self.last_log >= self.interval
+            if due:
+                self.last_log = now
+        if due:
             self.report("pulling")
 
     def report(self, verb: str) -> None:
@@ -90,8 +109,11 @@ class FileFetch:
     """One file's download, called once per attempt: a retry resumes at the first byte not yet on
     disk (and in the hash), so a cut near the end of a large file costs little."""
 
-    def __init__(self, backend: Backend, remote: RemoteFile, target: Path, progress: Progress) -> None:
+    def __init__(
+        self, backend: Backend, remote: RemoteFile, target: Path, progress: Progress, abort: threading.Event
+    ) -> None:
         self.backend, self.remote, self.target, self.progress = backend, remote, target, progress
+        self.abort = abort
         self.sha = hashlib.sha256()
         self.count = 0
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +128,8 @@ class FileFetch:
             out.seek(self.count)
             out.truncate()  # drop a chunk that a failed write left half on disk
             for chunk in self.backend.read(self.remote, self.count):
+                if self.abort.is_set():
+                    raise Aborted
                 out.write(chunk)
                 self.sha.update(chunk)
                 self.count += len(chunk)
@@ -115,23 +139,39 @@ class FileFetch:
         return self.sha.hexdigest(), self.count
 
     def restart(self) -> None:
-        self.progress.done -= self.count
+        self.progress.add(-self.count)
         self.sha = hashlib.sha256()
         self.count = 0
 
 
 def fetch_all(
-    backend: Backend, listing: Listing, into: Path, policy: RetryPolicy
+    backend: Backend, listing: Listing, into: Path, policy: RetryPolicy, concurrency: int = 4
 ) -> dict[str, tuple[str, int]]:
-    """Fetches every file of LISTING under INTO; returns relpath -> (hex sha256, bytes)."""
+    """Fetches every file of LISTING under INTO, CONCURRENCY files at once (shards of a large model
+    come down side by side); returns relpath -> (hex sha256, bytes). The first failure stops the rest."""
     sizes = [f.size for f in listing.files]
     progress = Progress(None if None in sizes else sum(s or 0 for s in sizes))
+    abort = threading.Event()
+    jobs = {
+        relpath: FileFetch(backend, remote, into / relpath, progress, abort)
+        for remote in listing.files
+        for relpath in [safe_relpath(remote.relpath, remote.locator)]
+    }
     results: dict[str, tuple[str, int]] = {}
-    for remote in listing.files:
-        relpath = safe_relpath(remote.relpath, remote.locator)
-        target = into / relpath
-
-        fetch = FileFetch(backend, remote, target, progress)
-        results[relpath] = with_retries(remote.relpath, backend, policy, fetch)
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(concurrency, len(jobs))), thread_name_prefix="pull"
+    ) as pool:
+        futures = {
+            pool.submit(with_retries, relpath, backend, policy, fetch, abort): relpath
+            for relpath, fetch in jobs.items()
+        }
+        try:
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+        except BaseException:
+            abort.set()
+            for future in futures:
+                future.cancel()
+            raise
     progress.report("pulled")
     return results

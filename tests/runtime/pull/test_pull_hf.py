@@ -122,3 +122,14 @@ def test_file_refused_without_token_names_hf_token(hub: FaultyHTTPServer, run_pu
     hub.routes[f"/{REPO}/resolve/{COMMIT}/config.json"].require_header = ("Authorization", f"Bearer {TOKEN}")
     result = run_pull(f"hf://{REPO}")
     assert_failed(result, PERMANENT, contract.REASON_ACCESS_DENIED, "HTTP 401", "check HF_TOKEN")
+
+
+def test_failure_of_one_file_stops_the_others(hub: FaultyHTTPServer, run_pull: PullRunner) -> None:
+    # Files come down side by side; when one fails for good, the one still stalling is not retried.
+    publish(hub)
+    del hub.routes[f"/{REPO}/resolve/{COMMIT}/config.json"]
+    stalling = hub.routes[f"/{REPO}/resolve/{COMMIT}/model.safetensors"]
+    stalling.fault = "stall"
+    result = run_pull(f"hf://{REPO}", env={contract.ENV_PULL_CONCURRENCY: "3"})
+    assert_failed(result, PERMANENT, contract.REASON_NOT_FOUND, "config.json", "HTTP 404")
+    assert stalling.requests == 1
