@@ -120,7 +120,8 @@ def make_workspace(dest: Path) -> Path:
     if dest.is_dir():
         for stale in dest.glob(STAGING_PREFIX + "*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a pull that was killed
-        others = [p.name for p in dest.iterdir() if p.name != PARTIAL_MARKER]
+        # lost+found: the root of an ext4 volume (a PVC) has one and it is not the user's content.
+        others = [p.name for p in dest.iterdir() if p.name not in (PARTIAL_MARKER, "lost+found")]
         if others and read_record(dest) is None and not (dest / PARTIAL_MARKER).exists():
             raise PullError(
                 contract.REASON_INVALID_ARGUMENT,
@@ -129,7 +130,10 @@ def make_workspace(dest: Path) -> Path:
             )
         return Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING_PREFIX}", dir=dest.parent))
+    prefix = f".{dest.name}{STAGING_PREFIX}"
+    for stale in dest.parent.glob(prefix + "*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a pull that was killed
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
 
 
 def place(tree: Path, dest: Path, record: PullRecord) -> None:
@@ -143,7 +147,7 @@ def place(tree: Path, dest: Path, record: PullRecord) -> None:
     (dest / contract.PULL_RECORD_FILE).unlink(missing_ok=True)
     workspace = tree.parent
     for old in dest.iterdir():
-        if old not in (marker, workspace):
+        if old not in (marker, workspace) and old.name != "lost+found":
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
     for entry in tree.iterdir():
         if entry.name != contract.PULL_RECORD_FILE:

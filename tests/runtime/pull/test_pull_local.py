@@ -237,3 +237,14 @@ def test_the_cli_exits_with_the_code_and_one_line(tmp_path: Path) -> None:
     line = f"{contract.REASON_NOT_FOUND}: no file or directory at {tmp_path / 'missing.onnx'}"
     assert result.stderr.strip().splitlines()[-1] == line
     assert termination_log.read_text() == line + "\n"
+
+
+def test_staging_left_by_a_killed_pull_is_cleaned(tmp_path: Path, run_pull: PullRunner) -> None:
+    (tmp_path / "m.bin").write_bytes(b"m")
+    dest = tmp_path / "out" / "model"
+    leftover = tmp_path / "out" / ".model.modelplane-staging-killed"
+    (leftover / "tree").mkdir(parents=True)
+    (leftover / "tree" / "half.bin").write_bytes(b"ha")
+    result = run_pull(str(tmp_path / "m.bin"), dest=dest)
+    assert result.code == contract.EXIT_OK, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model"]
