@@ -89,7 +89,8 @@ up() {
   "$HERE/../local-cluster/node-link.sh"
   credentials
   write_config
-  if running && bucket_ready; then return 0; fi
+  # Answering with our credentials is what counts (also when the pid file was lost).
+  if bucket_ready; then return 0; fi
   if running; then
     log "weed (pid $(cat "$PID_FILE")) runs but does not answer yet"
   else
