@@ -57,7 +57,7 @@ credentials() {
 
 # One identity with every right on every bucket; no anonymous identity, so unsigned requests fail.
 write_config() {
-  cat > "$S3_DIR/s3.json" <<JSON
+  cat > "$S3_DIR/s3.json.new" <<JSON
 {
   "identities": [
     {
@@ -68,6 +68,13 @@ write_config() {
   ]
 }
 JSON
+  if cmp -s "$S3_DIR/s3.json.new" "$S3_DIR/s3.json"; then
+    rm "$S3_DIR/s3.json.new"
+  else
+    mv "$S3_DIR/s3.json.new" "$S3_DIR/s3.json"
+    # weed reads the identities at start: a running one must restart to take new credentials.
+    if running; then log "credentials changed: restarting weed"; down; fi
+  fi
 }
 
 signed_curl() {
