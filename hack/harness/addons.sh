@@ -61,14 +61,17 @@ logged_since_start() {  # NAME TEXT: the add-on's current run has logged TEXT
   tail -c +"$((offset + 1))" "$ADDON_LOGS/$1.log" | grep -qF "$2"
 }
 
-# wait_for WHAT SECONDS CMD...: polls CMD until it succeeds; on time-out shows the add-on logs.
+# wait_for ADDON WHAT SECONDS CMD...: polls CMD until it succeeds; fails early if ADDON exits.
 wait_for() {
-  local what=$1 limit=$2; shift 2
-  local deadline=$(( $(date +%s) + limit ))
+  local addon=$1 what=$2 limit=$3; shift 3
+  local deadline=$(( $(date +%s) + limit )) why
   until "$@" >/dev/null 2>&1; do
-    if [ "$(date +%s)" -ge "$deadline" ]; then
-      log "timed out after ${limit}s waiting for $what; last lines of the add-on logs:"
-      tail -n 20 "$ADDON_LOGS"/*.log >&2 || true
+    why=""
+    running "$addon" || why="$addon exited"
+    [ "$(date +%s)" -ge "$deadline" ] && why="timed out after ${limit}s"
+    if [ -n "$why" ]; then
+      log "$why while waiting until $what; last lines of $ADDON_LOGS/$addon.log:"
+      tail -n 20 "$ADDON_LOGS/$addon.log" >&2 || true
       exit 1
     fi
     sleep 1
@@ -142,13 +145,13 @@ metrics_server_up() {
     --tls-private-key-file "$ADDON_PKI/metrics-server-serving.key" \
     --kubelet-certificate-authority "$PKI_DIR/ca.crt" \
     --kubelet-preferred-address-types InternalIP --kubelet-use-node-status-port \
-    --metric-resolution 10s
-  wait_for "metrics-server is serving on $NODE_IP:$METRICS_SERVER_PORT" 60 \
+    --metric-resolution 10s --kubelet-request-timeout 5s
+  wait_for metrics-server "metrics-server is serving on $NODE_IP:$METRICS_SERVER_PORT" 60 \
     curl -sf --cacert "$PKI_DIR/ca.crt" "https://$NODE_IP:$METRICS_SERVER_PORT/livez"
-  wait_for "APIService v1beta1.metrics.k8s.io is Available" 90 \
+  wait_for metrics-server "APIService v1beta1.metrics.k8s.io is Available" 90 \
     kubectl_ wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=5s
   # CPU usage is a rate: the first node sample appears after two scrapes.
-  wait_for "node metrics are served" 90 node_metrics
+  wait_for metrics-server "node metrics are served" 90 node_metrics
 }
 
 node_metrics() { kubectl_ get --raw /apis/metrics.k8s.io/v1beta1/nodes | grep -q '"cpu"'; }
@@ -195,7 +198,7 @@ local_path_up() {
     --namespace "$PROVISIONER_NAMESPACE" --provisioner-name rancher.io/local-path \
     --configmap-name local-path-config --helper-image "$HELPER_IMAGE" \
     --service-account-name local-path-provisioner-helper
-  wait_for "local-path-provisioner is watching claims" 60 \
+  wait_for local-path-provisioner "local-path-provisioner is watching claims" 60 \
     logged_since_start local-path-provisioner "Started provisioner controller"
 }
 
