@@ -25,16 +25,17 @@ def backend_for(uri: str, settings: Settings) -> Backend:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if scheme in ("s3", "gs"):
-        if not parts.netloc:
+        # Split by hand: object keys may hold '?' and '#', which a URL parser would cut off.
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        if not bucket:
             raise invalid(uri, "no bucket")
-        key = parts.path.lstrip("/")
         if scheme == "s3":
             from modelplane_runtime.storage.s3 import S3Backend
 
-            return S3Backend(parts.netloc, key, settings)
+            return S3Backend(bucket, key, settings)
         from modelplane_runtime.storage.gcs import GcsBackend
 
-        return GcsBackend(parts.netloc, key, settings)
+        return GcsBackend(bucket, key, settings)
     if scheme in ("http", "https"):
         if not parts.netloc:
             raise invalid(uri, "no host")

@@ -35,6 +35,13 @@ def test_file(s3_server: S3Server, s3_prefix: str, run_pull: PullRunner) -> None
     assert result.record() == {"uri": uri, "digest": sha256(BIG), "bytes": len(BIG)}
 
 
+def test_key_with_url_characters(s3_server: S3Server, s3_prefix: str, run_pull: PullRunner) -> None:
+    upload(s3_server, s3_prefix, {"v1?x=1#frag/model file.bin": b"odd key"})
+    result = run_pull(f"s3://{s3_server.bucket}/{s3_prefix}/v1?x=1#frag/model file.bin")
+    assert result.code == contract.EXIT_OK, result.stderr
+    assert (result.dest / "model file.bin").read_bytes() == b"odd key"
+
+
 @pytest.mark.parametrize("trailing_slash", ["", "/"])
 def test_prefix(s3_server: S3Server, s3_prefix: str, run_pull: PullRunner, trailing_slash: str) -> None:
     files = {"config.json": b"{}", "weights/part-0.bin": b"\x01" * 4096, "weights/part-1.bin": b"\x02" * 10}
