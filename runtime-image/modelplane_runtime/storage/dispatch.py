@@ -26,7 +26,7 @@ def backend_for(uri: str, settings: Settings) -> Backend:
     scheme = parts.scheme.lower()
     if scheme in ("s3", "gs"):
         # Split by hand: object keys may hold '?' and '#', which a URL parser would cut off.
-        bucket, _, key = uri[len("s3://") :].partition("/")
+        bucket, _, key = uri.split("://", 1)[1].partition("/")
         if not bucket:
             raise invalid(uri, "no bucket")
         if scheme == "s3":
