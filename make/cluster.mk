@@ -2,7 +2,7 @@
 CLUSTER_HACK := $(REPO_ROOT)/hack/local-cluster
 CLUSTER_ENV := CACHE_DIR=$(CACHE_DIR) BIN_DIR=$(BIN_DIR)
 # Tests and people run `make cluster-up` concurrently: one at a time builds or starts anything.
-CLUSTER_LOCK := mkdir -p $(CACHE_DIR) && flock $(CACHE_DIR)/.cluster.lock
+CLUSTER_LOCK := mkdir -p $(CACHE_DIR) && flock -o $(CACHE_DIR)/.cluster.lock
 KUBECONFIG_PATH := $(CACHE_DIR)/cluster/kubeconfig
 KUBECTL := $(BIN_DIR)/kubectl --kubeconfig $(KUBECONFIG_PATH)
 K8S_VERSION ?= v1.34.4

@@ -1,6 +1,6 @@
 # Container images, built with buildah from a locally made base and imported into the node.
 IMAGES_SH := $(CLUSTER_ENV) $(CLUSTER_HACK)/images.sh
-IMAGES_LOCK := flock $(CACHE_DIR)/.images.lock
+IMAGES_LOCK := flock -o $(CACHE_DIR)/.images.lock
 
 .PHONY: images
 images: cluster-up ## Build every image of the repo (tagged by content hash) into the node's containerd.

@@ -10,7 +10,7 @@ mkdir -p "$CACHE_DIR/images"
 "${BUILDAH[@]}" bud --isolation chroot --layers=false -q -f "$file" -t "$ref" "$@" "$context" >/dev/null
 archive="$CACHE_DIR/images/$(echo "$ref" | tr '/:' '__').oci.tar"
 rm -f "$archive"
-"${BUILDAH[@]}" push -q "$ref" "oci-archive:$archive:$ref"
+"${BUILDAH[@]}" push -q --disable-compression "$ref" "oci-archive:$archive:$ref"
 if [ -S "$CONTAINERD_SOCK" ]; then
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack=false "$archive" >/dev/null
   # Keep the image from the kubelet's garbage collector and from buildah's growing store.
