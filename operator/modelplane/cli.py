@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,7 @@ def _run() -> int:
     from modelplane import handlers  # registers the handlers
 
     config = Config.from_env()
+    kopf.configure(verbose=os.environ.get("MODELPLANE_LOG_LEVEL", "").lower() == "debug")
     asyncio.run(
         kopf.operator(
             clusterwide=not config.namespaces,

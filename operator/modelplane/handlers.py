@@ -64,6 +64,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         kube.ensure_peering(config.peering_name, config.namespaces)
     else:
         settings.peering.standalone = True
+    # One line per handled event of every child would drown the log; ours say what was done.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     metrics.serve(config.metrics_port)
     log.info(
         "modelplane operator: runtime image %s, field manager %s",

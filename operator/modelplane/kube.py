@@ -137,7 +137,7 @@ class Kube:
         event = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{md.name}.", "namespace": md.namespace},
+            "metadata": {"name": f"{md.name}.{time.time_ns():x}", "namespace": md.namespace},
             "regarding": {
                 "apiVersion": specs.API_VERSION,
                 "kind": specs.KIND,

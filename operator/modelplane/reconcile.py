@@ -142,6 +142,9 @@ class Reconciler:
                 self._kube.delete(api_version, kind, namespace, child_name, obj["metadata"]["uid"])
                 pruned.append(f"{kind}/{child_name}")
         if applied or pruned:
+            log.info(
+                "%s/%s: applied %s; pruned %s", namespace, name, applied or "nothing", pruned or "nothing"
+            )
             live = self._observe_children(md, keda)
 
         pods = self._kube.list("v1", "Pod", namespace, child_selector(md.name))
@@ -221,6 +224,15 @@ class Reconciler:
         patch: dict[str, Any] = {key: None for key in previous if key not in new}
         patch.update(new)
         self._kube.patch_status(md.namespace, md.name, patch)
+        if ready:
+            log.info(
+                "%s/%s: Ready=%s %s: %s",
+                md.namespace,
+                md.name,
+                ready["status"],
+                ready["reason"],
+                ready["message"],
+            )
         for kind in EVENT_CONDITIONS:
             self._event_on_transition(md, status.condition(previous, kind), status.condition(new, kind))
         return True

@@ -242,6 +242,8 @@ def pod_problem(pod: Mapping[str, Any], model: specs.Model) -> Problem | None:
                 return problem
         if (init.get("state") or {}).get("running"):
             return Problem("ModelPulling", f"pulling {model.uri}", permanent=False)
+        if waiting and waiting.get("reason") == "PodInitializing":
+            return Problem("PodStarting", "the pod is starting (sandbox, volumes, images)", permanent=False)
     for container in status.get("containerStatuses") or []:
         if container.get("name") != contract.SERVER_CONTAINER_NAME:
             continue

@@ -1,0 +1,495 @@
+"""The operator against the real local cluster: real pods running the runtime image, real S3 pulls."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import (
+    OPERATOR_USER,
+    S3,
+    ZERO_DIGEST,
+    SklearnModel,
+    children,
+    condition,
+    credentials_secret,
+    eventually,
+    example,
+    make,
+    md,
+    predict_v1,
+    wait_ready,
+    wait_reason,
+    with_local_credentials,
+)
+from tests.support.cluster import REPO_ROOT, Cluster
+
+pytestmark = pytest.mark.e2e
+
+
+def iris_md(name: str, model: SklearnModel, replicas: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "uri": f"s3://modelplane/{model.key}",
+                "format": "sklearn",
+                "digest": model.digest,
+                "credentialsSecret": "s3-credentials",
+            },
+            "replicas": replicas,
+            **spec,
+        },
+    }
+
+
+def printer_columns(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    out = cluster.kubectl("get", "md", name, "-n", namespace, "-o", "wide").stdout.splitlines()
+    header, row = out[0], out[1]
+    starts = [header.index(col) for col in header.split()]
+    cells = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], len(row) + 1], strict=True)]
+    return dict(zip(header.split(), cells, strict=True))
+
+
+def test_invalid_specs_are_rejected_naming_the_field(cluster: Cluster, namespace: str) -> None:
+    good = {"uri": "s3://models/iris/model.joblib", "format": "sklearn"}
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"model": {**good, "uri": "ftp://x/y"}}, "spec.model.uri"),
+        ({"model": {**good, "format": "tensorflow"}}, "spec.model.format"),
+        ({"model": {**good, "digest": "md5:abc"}}, "spec.model.digest"),
+        ({"model": good, "replicas": -1}, "spec.replicas"),
+        ({"model": good, "autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, "spec.autoscaling"),
+        (
+            {"model": good, "autoscaling": {"minReplicas": 0, "maxReplicas": 2, "metric": "cpu"}},
+            "minReplicas",
+        ),
+        ({"model": good, "rollout": {"canary": {"model": good}}}, "spec.rollout"),
+        (
+            {
+                "model": good,
+                "rollout": {"strategy": "Canary", "canary": {"model": good, "trafficPercent": 120}},
+            },
+            "spec.rollout.canary.trafficPercent",
+        ),
+        ({"model": good, "runtime": {"gpus": -1}}, "spec.runtime.gpus"),
+        ({"model": good, "runtime": {"protocols": ["soap"]}}, "spec.runtime.protocols"),
+        ({"model": {**good, "credentialsSecret": "Not_A_Name"}}, "spec.model.credentialsSecret"),
+        ({"model": {**good, "uri": "pvc://claim/dir", "digest": "sha256:" + "a" * 64}}, "spec.model"),
+        ({"model": {"uri": "s3://models/k"}}, "spec.model.format"),
+    ]
+    for index, (spec, field) in enumerate(cases):
+        body = {
+            "apiVersion": "modelplane.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": f"bad-{index}"},
+        }
+        result = cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-", input=json.dumps({**body, "spec": spec}), check=False
+        )
+        assert result.returncode != 0, f"accepted: {spec}"
+        assert field in result.stderr, f"{field} not named in: {result.stderr}"
+    assert cluster.kubectl("get", "md", "-n", namespace, "-o", "name").stdout.strip() == ""
+
+
+def test_sklearn_from_s3_end_to_end(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    v1 = iris_models["v1"]
+    docs = with_local_credentials(example("sklearn-s3.yaml", **{ZERO_DIGEST: v1.digest}), s3)
+    cluster.apply(docs, namespace)
+    obj = wait_ready(cluster, namespace, "iris")
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
+    assert status["ready"] == "1/1"
+    columns = printer_columns(cluster, namespace, "iris")
+    assert columns["FORMAT"] == "sklearn" and columns["VERSION"] == "1" and columns["READY"] == "1/1"
+    assert columns["REASON"] == "AllReplicasReady" and columns["URL"] == status["url"] and columns["MESSAGE"]
+    for kind in ("deployment", "service"):
+        [child] = children(cluster, namespace, "iris", kind)
+        [owner] = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+            "ModelDeployment",
+            "iris",
+            obj["metadata"]["uid"],
+            True,
+        )
+    assert predict_v1(cluster, namespace, "iris", "iris", v1.sample) == v1.expected()
+
+
+def test_examples_run_and_the_gpu_one_says_why_it_waits(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, http_models: Path
+) -> None:
+    import xgboost
+    from sklearn.datasets import load_iris
+
+    features, labels = load_iris(return_X_y=True)
+    booster = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(features, labels)
+    (http_models / "xgboost").mkdir(exist_ok=True)
+    booster.save_model(str(http_models / "xgboost" / "model.json"))
+    cluster.apply(example("xgboost-http.yaml"), namespace)
+    cluster.apply([credentials_secret(s3), *example("gpu.yaml")], namespace)
+
+    wait_ready(cluster, namespace, "xgboost-http")
+    sample = features[[0, 60, 120]].tolist()
+    predictions = predict_v1(cluster, namespace, "xgboost-http", "xgboost-http", sample)
+    assert [int(p) for p in predictions] == booster.predict(features[[0, 60, 120]]).tolist()
+
+    gpu = wait_reason(cluster, namespace, "gpu-model", {"Unschedulable"}, timeout=60)
+    ready = condition(gpu, "Ready")
+    assert ready["status"] == "False" and "nvidia.com/gpu" in ready["message"], ready
+    [pod] = children(cluster, namespace, "gpu-model", "pod")
+    assert pod["status"]["phase"] == "Pending"
+
+
+def test_uri_change_rolls_the_deployment_and_records_history(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    v1, v2 = iris_models["v1"], iris_models["v2"]
+    cluster.apply([credentials_secret(s3), iris_md("roll", v1)], namespace)
+    wait_ready(cluster, namespace, "roll")
+    cluster.apply(iris_md("roll", v2), namespace)
+    eventually(
+        lambda: condition(md(cluster, namespace, "roll"), "Progressing").get("status") == "True",
+        60,
+        "Progressing=True",
+        interval=0.3,
+    )
+    obj = wait_ready(cluster, namespace, "roll")
+    assert obj["status"]["stable"]["uri"] == f"s3://modelplane/{v2.key}"
+    assert obj["status"]["history"][0]["uri"] == f"s3://modelplane/{v1.key}"
+    assert predict_v1(cluster, namespace, "roll", "roll", v2.sample) == v2.expected()
+    [deployment] = children(cluster, namespace, "roll", "deployment")
+    assert deployment["metadata"]["generation"] == 2
+
+
+def _replicas(cluster: Cluster, namespace: str, name: str) -> dict[str, int]:
+    return {
+        d["metadata"]["name"]: d["spec"]["replicas"] for d in children(cluster, namespace, name, "deployment")
+    }
+
+
+def test_canary_warms_up_before_the_stable_track_shrinks_then_rollback_and_promote(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    v1, v2 = iris_models["v1"], iris_models["v2"]
+    missing = SklearnModel("examples/does-not-exist/model.joblib", v2.digest, v2.estimator, v2.sample)
+    canary_spec = lambda model: {  # noqa: E731
+        "strategy": "Canary",
+        "canary": {"trafficPercent": 20, "model": iris_md("x", model)["spec"]["model"]},
+    }
+    cluster.apply(
+        [credentials_secret(s3), iris_md("cn", v1, replicas=5, rollout=canary_spec(missing))], namespace
+    )
+    # The canary cannot become Ready (its model is missing): the stable track keeps all 5.
+    wait_reason(cluster, namespace, "cn", {"ModelPullFailed"}, timeout=240)
+    eventually(lambda: _replicas(cluster, namespace, "cn") == {"cn": 5, "cn-canary": 1}, 30, "5 + 1")
+    stable_ready = eventually(
+        lambda: len([p for p in children(cluster, namespace, "cn", "pod") if _pod_ready(p)]) == 5 or None,
+        240,
+        "5 stable pods Ready",
+    )
+    assert stable_ready
+    assert _replicas(cluster, namespace, "cn") == {"cn": 5, "cn-canary": 1}
+
+    # A canary that can start: once it is Ready, 4 stable + 1 canary.
+    cluster.apply(iris_md("cn", v1, replicas=5, rollout=canary_spec(v2)), namespace)
+    obj = wait_ready(cluster, namespace, "cn", timeout=300)
+    assert _replicas(cluster, namespace, "cn") == {"cn": 4, "cn-canary": 1}
+    assert obj["status"]["canary"]["uri"] == f"s3://modelplane/{v2.key}"
+    services = {s["metadata"]["name"] for s in children(cluster, namespace, "cn", "service")}
+    assert services == {"cn", "cn-stable", "cn-canary"}
+    assert predict_v1(cluster, namespace, "cn-canary", "cn", v2.sample) == v2.expected()
+
+    # Rollback: remove the canary -> stable only, canary children pruned.
+    cluster.apply(iris_md("cn", v1, replicas=5, rollout={"strategy": "Canary"}), namespace)
+    wait_ready(cluster, namespace, "cn", timeout=300)
+    eventually(lambda: _replicas(cluster, namespace, "cn") == {"cn": 5}, 60, "canary pruned")
+    services = {s["metadata"]["name"] for s in children(cluster, namespace, "cn", "service")}
+    assert services == {"cn", "cn-stable"}
+
+    # Promote: the canary model becomes spec.model.
+    cluster.apply(iris_md("cn", v2, replicas=5, rollout={"strategy": "Canary"}), namespace)
+    obj = wait_ready(cluster, namespace, "cn", timeout=300)
+    assert obj["status"]["stable"]["uri"] == f"s3://modelplane/{v2.key}"
+    assert predict_v1(cluster, namespace, "cn", "cn", v2.sample) == v2.expected()
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    if pod["metadata"].get("labels", {}).get("modelplane.io/track") != "stable":
+        return False
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions") or [])
+
+
+def test_deleted_or_edited_children_are_put_back(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    cluster.apply([credentials_secret(s3), iris_md("drift", iris_models["v1"])], namespace)
+    wait_ready(cluster, namespace, "drift")
+    [original] = children(cluster, namespace, "drift", "deployment")
+    image = original["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    cluster.kubectl("delete", "deployment", "drift", "-n", namespace, "--wait=false")
+    recreated = eventually(
+        lambda: next(
+            (
+                d
+                for d in children(cluster, namespace, "drift", "deployment")
+                if d["metadata"]["uid"] != original["metadata"]["uid"]
+            ),
+            None,
+        ),
+        30,
+        "the Deployment recreated",
+    )
+    assert recreated["spec"]["template"]["spec"]["containers"][0]["image"] == image
+
+    cluster.kubectl("set", "image", "deployment/drift", "model-server=nginx:edited", "-n", namespace)
+    eventually(
+        lambda: (
+            children(cluster, namespace, "drift", "deployment")[0]["spec"]["template"]["spec"]["containers"][
+                0
+            ]["image"]
+            == image
+        ),
+        30,
+        "the image reverted",
+    )
+    cluster.kubectl(
+        "patch", "service", "drift", "-n", namespace, "-p", '{"spec":{"selector":{"app":"other"}}}'
+    )
+    eventually(
+        lambda: (
+            cluster.get("service", "drift", namespace)["spec"]["selector"] == {"modelplane.io/name": "drift"}
+        ),
+        30,
+        "the Service selector reverted",
+    )
+    wait_ready(cluster, namespace, "drift")
+
+
+def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    v1 = iris_models["v1"]
+    missing = SklearnModel("examples/missing/model.joblib", v1.digest, v1.estimator, v1.sample)
+    wrong = SklearnModel(v1.key, "sha256:" + "1" * 64, v1.estimator, v1.sample)
+    cluster.apply(
+        [credentials_secret(s3), iris_md("missing", missing), iris_md("wrong-digest", wrong)], namespace
+    )
+    for name, reason in (("missing", "ModelPullFailed"), ("wrong-digest", "DigestMismatch")):
+        obj = wait_reason(cluster, namespace, name, {reason}, timeout=180)
+        ready = condition(obj, "Ready")
+        assert ready["status"] == "False"
+        [pod] = children(cluster, namespace, name, "pod")
+        [pull] = pod["status"]["initContainerStatuses"]
+        terminated = pull["state"].get("terminated") or pull["lastState"].get("terminated")
+        pull_line = terminated["message"].strip()
+        assert ready["message"] == pull_line  # the pull's own line, word for word
+        assert condition(obj, "Degraded")["status"] == "True"
+        columns = printer_columns(cluster, namespace, name)
+        assert columns["REASON"] == reason and columns["MESSAGE"] == pull_line
+    assert "DigestMismatch" in condition(md(cluster, namespace, "wrong-digest"), "Ready")["message"]
+
+
+def test_deleting_the_model_deployment_removes_every_child(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    autoscaled = iris_md("gone", iris_models["v1"], autoscaling={"minReplicas": 1, "maxReplicas": 2})
+    cluster.apply([credentials_secret(s3), autoscaled], namespace)
+    wait_ready(cluster, namespace, "gone")
+    kinds = ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget", "pod")
+    assert all(children(cluster, namespace, "gone", kind) for kind in kinds)
+    cluster.kubectl("delete", "md", "gone", "-n", namespace, "--wait=true", timeout=120)
+    eventually(
+        lambda: not any(children(cluster, namespace, "gone", kind) for kind in kinds), 120, "every child gone"
+    )
+
+
+def test_operator_restart_mid_rollout_converges_without_duplicates(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    v1, v2 = iris_models["v1"], iris_models["v2"]
+    cluster.apply([credentials_secret(s3), iris_md("restart", v1, replicas=2)], namespace)
+    wait_ready(cluster, namespace, "restart")
+    make("operator-down")
+    try:
+        # Changed while no operator runs, then the operator comes back in the middle of it.
+        cluster.apply(iris_md("restart", v2, replicas=2), namespace)
+        make("operator-up")
+        eventually(
+            lambda: (
+                condition(md(cluster, namespace, "restart"), "Progressing").get("status") == "True" or None
+            ),
+            60,
+            "rollout started",
+            interval=0.3,
+        )
+        make("operator-down")
+        make("operator-up")
+    finally:
+        make("operator-up")
+    obj = wait_ready(cluster, namespace, "restart", timeout=300)
+    assert obj["status"]["stable"]["uri"] == f"s3://modelplane/{v2.key}"
+    assert [d["metadata"]["name"] for d in children(cluster, namespace, "restart", "deployment")] == [
+        "restart"
+    ]
+    assert sorted(s["metadata"]["name"] for s in children(cluster, namespace, "restart", "service")) == [
+        "restart"
+    ]
+    assert [
+        p["metadata"]["name"] for p in children(cluster, namespace, "restart", "poddisruptionbudget")
+    ] == ["restart"]
+    eventually(lambda: len(children(cluster, namespace, "restart", "pod")) == 2, 120, "exactly 2 pods")
+
+
+def _audit_entries(path: Path, since: float) -> list[dict[str, Any]]:
+    entries = []
+    with path.open() as log:
+        for line in log:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            stamp = entry.get("requestReceivedTimestamp", "")
+            if stamp and _epoch(stamp) >= since and entry.get("user", {}).get("username") == OPERATOR_USER:
+                entries.append(entry)
+    return entries
+
+
+def _epoch(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
+
+
+def test_steady_state_writes_nothing_and_secrets_are_never_listed(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    audit_log = Path.home() / ".cache/modelplane/cluster/logs/audit.log"
+    assert audit_log.exists(), "the cluster writes no audit log"
+    started = time.time()
+    cluster.apply(
+        [
+            credentials_secret(s3),
+            iris_md("quiet-a", iris_models["v1"]),
+            iris_md("quiet-b", iris_models["v2"], replicas=2),
+        ],
+        namespace,
+    )
+    wait_ready(cluster, namespace, "quiet-a")
+    wait_ready(cluster, namespace, "quiet-b")
+    # Ready settles a moment after the last pod event; give the last writes time to land, then watch.
+    eventually(
+        lambda: all(
+            condition(md(cluster, namespace, n), "Ready").get("reason") == "AllReplicasReady"
+            for n in ("quiet-a", "quiet-b")
+        ),
+        60,
+        "settled",
+    )
+    time.sleep(5)  # the audit log is written asynchronously by the apiserver (batch backend)
+    window_start = time.time()
+    time.sleep(60)
+    time.sleep(5)
+    entries = _audit_entries(audit_log, started)
+    assert entries, "no audit entries of the operator's user: is it running as its ServiceAccount?"
+    writes = [
+        e
+        for e in entries
+        if e["verb"] in WRITE_VERBS
+        and _epoch(e["requestReceivedTimestamp"]) >= window_start
+        and e.get("objectRef", {}).get("apiGroup") != "kopf.dev"  # kopf's peering keep-alive, once a minute
+        and e.get("stage") == "ResponseComplete"
+    ]
+    assert not writes, [(w["verb"], w["objectRef"]) for w in writes]
+    secret_reads = [e for e in entries if e.get("objectRef", {}).get("resource") == "secrets"]
+    assert secret_reads, "the operator never read the credentials Secret"
+    assert {e["verb"] for e in secret_reads} == {"get"}, {e["verb"] for e in secret_reads}
+    assert all(e["objectRef"].get("name") == "s3-credentials" for e in secret_reads)
+
+
+def test_cpu_autoscaler_scales_up_under_load(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+) -> None:
+    make("addons")  # metrics-server
+    v1 = iris_models["v1"]
+    docs = with_local_credentials(example("autoscaling-cpu.yaml", **{ZERO_DIGEST: v1.digest}), s3)
+    cluster.apply([credentials_secret(s3), *docs], namespace)
+    wait_ready(cluster, namespace, "iris-autoscaled")
+    cluster_ip = cluster.get("service", "iris-autoscaled", namespace)["spec"]["clusterIP"]
+    url = f"http://{cluster_ip}/v1/models/iris-autoscaled:predict"
+    body = json.dumps({"instances": v1.sample * 64})
+    # A bounded load: a few concurrent request loops from the host for at most 4 minutes.
+    load = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            f"end=$((SECONDS+240)); for w in 1 2 3 4; do (while [ $SECONDS -lt $end ]; do "
+            f"curl -s -o /dev/null -H 'Content-Type: application/json' -d '{body}' {url}; done) & done; wait",
+        ]
+    )
+    try:
+        hpa = eventually(
+            lambda: (
+                (h := cluster.get("hpa", "iris-autoscaled", namespace))["status"].get("desiredReplicas", 1)
+                > 1
+                and h
+            ),
+            240,
+            "the HPA to want more than one replica",
+            interval=5,
+        )
+        assert hpa["status"]["desiredReplicas"] > 1
+        eventually(
+            lambda: cluster.get("deployment", "iris-autoscaled", namespace)["spec"]["replicas"] > 1,
+            60,
+            "the Deployment scaled up",
+        )
+    finally:
+        load.terminate()
+        load.wait(timeout=30)
+    obj = md(cluster, namespace, "iris-autoscaled")
+    assert obj["status"]["desiredReplicas"] > 1
+
+
+def test_scaled_object_passes_a_server_side_dry_run_against_kedas_crd(
+    cluster: Cluster, namespace: str
+) -> None:
+    crd_dir = Path(
+        subprocess.run(["make", "-s", "crd-dir"], capture_output=True, text=True, check=True).stdout.strip()
+    )
+    [crd] = [p for p in crd_dir.rglob("*.yaml") if "scaledobjects" in p.name]
+    cluster.kubectl("apply", "--server-side", "-f", str(crd))
+    cluster.wait("crd/scaledobjects.keda.sh", "condition=Established", timeout=60)
+    rendered = subprocess.run(
+        [
+            ".venv/bin/modelplane",
+            "render",
+            "--keda",
+            "--namespace",
+            namespace,
+            "tests/operator/golden/autoscaling-concurrency.input.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    ).stdout
+    import yaml
+
+    [scaled] = [d for d in yaml.safe_load_all(rendered) if d["kind"] == "ScaledObject"]
+    scaled["metadata"]["namespace"] = namespace
+    del scaled["metadata"]["ownerReferences"]
+    result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(scaled))
+    assert "created (server dry run)" in result.stdout
