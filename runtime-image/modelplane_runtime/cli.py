@@ -197,7 +197,6 @@ def serve_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     commands = (contract.PULL_SUBCOMMAND, contract.SERVE_SUBCOMMAND)
     if not arguments or arguments[0] not in commands:
         print(
@@ -210,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelplane_runtime.pull import main as pull_main  # written beside storage/
 
         return pull_main(rest)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve_main(rest)
 
 
