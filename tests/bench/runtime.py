@@ -215,6 +215,36 @@ class Bench:
                 specs.append((servers.modelplane(self.args.runtime_python, model, batching=False), v2_runs))
             for spec, spec_runs in specs:
                 self.serve_and_measure(spec, spec_runs)
+            if want(harness.OURS) and want(harness.OURS_UNBATCHED) and self.args.interleaved_rounds:
+                for workload, workload_bodies in v2_runs:
+                    self.interleaved_concurrency_one(workload, workload_bodies)
+
+    def interleaved_concurrency_one(self, workload: Workload, bodies: Path) -> None:
+        """Our batched and unbatched servers up together, measured in turn at concurrency 1."""
+        python = self.args.runtime_python
+        specs = [servers.modelplane(python, workload.model, batching) for batching in (True, False)]
+        label = harness.interleaved(workload.label)
+        print(f"== {label}: {', '.join(spec.name for spec in specs)}", flush=True)
+        results: dict[str, list[harness.WrkResult]] = {spec.name: [] for spec in specs}
+        try:
+            with contextlib.ExitStack() as stack:
+                for spec in specs:
+                    log_path = self.work_dir / "logs" / f"{spec.name}-{workload.model.name}-interleaved.log"
+                    stack.enter_context(running(spec, log_path))
+                    check_predictions(spec, workload.model, workload.protocol)
+                for _ in range(self.args.interleaved_rounds):
+                    for spec in specs:
+                        url = spec.url(spec.infer_paths[workload.protocol])
+                        run_wrk(url, bodies, 1, 1)
+                        results[spec.name].append(run_wrk(url, bodies, 1, self.args.interleaved_seconds))
+        except BenchError as error:
+            print(f"FAILED {label}: {error}", file=sys.stderr, flush=True)
+            self.failures.append(f"{label}: {error}")
+            return
+        for spec in specs:
+            measurement = Measurement(label, spec.name, 1, harness.combine(results[spec.name]))
+            self.measurements.append(measurement)
+            print(harness.markdown_table([measurement]).splitlines()[-1], flush=True)
 
     def ratios(self) -> list[harness.Ratio]:
         m = self.measurements
@@ -280,6 +310,9 @@ def report(bench: Bench, started: datetime.datetime, load_before: str) -> str:
         f"(MLServer `max_batch_size`/`max_batch_time`, ours `{contract.ENV_MAX_BATCH_SIZE}`/"
         f"`{contract.ENV_MAX_LATENCY_MS}`); MLServer `parallel_workers` = "
         f"{args.mlserver_parallel_workers}, debug (access log) off; KServe one worker",
+        f"- Batching cost at concurrency 1: our batched and unbatched servers up together, measured in "
+        f"turn, {args.interleaved_rounds} x {args.interleaved_seconds:g} s each (median p50), so that "
+        "other work disturbs both alike",
         "- ours: " + _version(args.runtime_python, "modelplane-runtime", "uvicorn", "numpy", "scikit-learn"),
         "- MLServer: " + _version(args.mlserver_python, "mlserver", "mlserver-sklearn", "uvloop"),
         "- KServe: " + _version(args.kserve_python, "kserve", "uvicorn", "scikit-learn"),
@@ -318,6 +351,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server", action="append", help="only these servers (repeatable)")
     parser.add_argument("--workload", action="append", help='only these workloads, e.g. "LR iris v2"')
     parser.add_argument("--mlserver-parallel-workers", type=int, default=0, help="0: in-process")
+    parser.add_argument("--interleaved-rounds", type=int, default=4, help="0: skip the c=1 A/B")
+    parser.add_argument("--interleaved-seconds", type=float, default=3.0)
     return parser.parse_args(argv)
 
 

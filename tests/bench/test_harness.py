@@ -83,3 +83,29 @@ def test_batching_cost_compares_our_two_runs_at_concurrency_one() -> None:
     assert cost.value == pytest.approx(0.15)
     assert not cost.met
     assert harness.ratio_lines([cost])[0].endswith("(target <= 10% extra: MISSED)")
+
+
+def test_combine_sums_counts_and_takes_median_percentiles() -> None:
+    runs = [
+        WrkResult(100, 1.0, 1.0, 5.0, 1.0, 0),
+        WrkResult(300, 1.0, 3.0, 9.0, 2.0, 1),
+        WrkResult(200, 1.0, 2.0, 7.0, 1.5, 0),
+    ]
+    combined = harness.combine(runs)
+    assert (combined.requests, combined.duration_s, combined.errors) == (600, 3.0, 1)
+    assert (combined.p50_ms, combined.p99_ms) == (2.0, 7.0)
+    assert combined.mean_ms == pytest.approx((100 * 1.0 + 300 * 2.0 + 200 * 1.5) / 600)
+
+
+def test_batching_cost_prefers_the_interleaved_runs() -> None:
+    label = harness.interleaved("LR")
+    measurements = [
+        _m("LR", OURS, 1, 100, 2.0, 5),
+        _m("LR", OURS_UNBATCHED, 1, 100, 1.0, 5),
+        _m(label, OURS, 1, 100, 1.05, 5),
+        _m(label, OURS_UNBATCHED, 1, 100, 1.0, 5),
+    ]
+    cost = harness.batching_cost(measurements, "LR")
+    assert cost is not None
+    assert cost.value == pytest.approx(0.05)
+    assert cost.met and cost.label.startswith(label)
