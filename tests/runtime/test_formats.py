@@ -20,7 +20,7 @@ from modelplane_runtime.errors import ModelLoadError
 from modelplane_runtime.formats import Model
 from modelplane_runtime.rest import RestApp
 from modelplane_runtime.server import ServeConfig, load
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from tests.runtime.asgi import call_json
@@ -103,13 +103,36 @@ def test_sklearn_linear_engine_equals_sklearn_exactly() -> None:
             np.testing.assert_array_equal(function(probe[:1]), getattr(estimator, name)(probe[:1]))
 
 
-def test_sklearn_random_forest_is_served_by_sklearn_itself(tmp_path: Path) -> None:
+def test_sklearn_random_forest_is_served_with_equal_predictions(tmp_path: Path) -> None:
     estimator = RandomForestClassifier(n_estimators=10, random_state=0).fit(FEATURES, TARGET)
     skops.io.dump(estimator, tmp_path / "forest.skops")
     model, app = serve_in_process(tmp_path, "sklearn")
-    assert model.engine is None
-    assert "engine" not in model.metadata().get("parameters", {})
-    assert predict_v2(app, ROWS)["predict"].tolist() == estimator.predict(ROWS).tolist()
+    assert "equal results" in model.metadata()["parameters"]["engine"]
+    outputs = predict_v2(app, ROWS, outputs=[{"name": "predict"}, {"name": "predict_proba"}])
+    assert outputs["predict"].tolist() == estimator.predict(ROWS).tolist()
+    np.testing.assert_array_equal(outputs["predict_proba"], estimator.predict_proba(ROWS))
+
+
+def test_sklearn_forest_engine_equals_sklearn_exactly() -> None:
+    from modelplane_runtime.formats.sklearn import _forest_engine
+
+    rng = np.random.default_rng(1)
+    features = rng.random((600, 8))
+    labels = rng.integers(0, 3, 600)
+    cases: list[Any] = [
+        RandomForestClassifier(n_estimators=25, random_state=0).fit(features, labels),
+        ExtraTreesClassifier(n_estimators=15, random_state=0).fit(features, np.where(labels > 0, "a", "b")),
+        RandomForestRegressor(n_estimators=10, random_state=0).fit(features, features[:, 0] * 3 + labels),
+    ]
+    probe = rng.random((129, 8)) * 1.2
+    for estimator in cases:
+        fast = _forest_engine(estimator)
+        assert fast, type(estimator)
+        for name, function in fast.items():
+            np.testing.assert_array_equal(function(probe), getattr(estimator, name)(probe))
+            np.testing.assert_array_equal(function(probe[:1]), getattr(estimator, name)(probe[:1]))
+    multi_output = RandomForestRegressor(n_estimators=3).fit(features, np.stack([labels, labels], axis=1))
+    assert _forest_engine(multi_output) == {}
 
 
 @pytest.mark.parametrize("suffix", [".joblib", ".pkl"])
