@@ -4,8 +4,8 @@ OPERATOR_LOG := $(OPERATOR_DIR)/operator.log
 OPERATOR_PID := $(OPERATOR_DIR)/operator.pid
 # The host operator runs as its own ServiceAccount (operator/deploy/host-operator.yaml), not as admin.
 OPERATOR_KUBECONFIG := $(OPERATOR_DIR)/kubeconfig
-OPERATOR_METRICS_PORT ?= 18080
-OPERATOR_HEALTH_PORT ?= 18081
+OPERATOR_METRICS_PORT ?= 18480
+OPERATOR_HEALTH_PORT ?= 18481
 
 .PHONY: install-crds
 install-crds: ## Install the ModelDeployment CRD and kopf's peering CRDs into the local cluster.

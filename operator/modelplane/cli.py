@@ -60,6 +60,7 @@ def _run() -> int:
     from modelplane import handlers  # registers the handlers
 
     config = Config.from_env()
+    handlers.STATE.config = config  # one Config (and one random peering priority) for kopf and handlers
     kopf.configure(verbose=os.environ.get("MODELPLANE_LOG_LEVEL", "").lower() == "debug")
     asyncio.run(
         kopf.operator(
@@ -71,7 +72,6 @@ def _run() -> int:
             standalone=not config.peering_name,
         )
     )
-    del handlers
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ class Config:
     metrics_port: int = 8080  # 0 disables the metrics endpoint
     health_port: int = 8081  # kopf's liveness endpoint, /healthz
     peering_name: str = "modelplane"  # "" runs standalone
+    # The live peer with the highest priority reconciles; the others wait. Unset: random, so that
+    # replicas of one Deployment differ (kopf pauses every peer when two share a priority).
     peering_priority: int = 0
     retry_seconds: float = 10.0
 
@@ -45,7 +48,7 @@ class Config:
             metrics_port=_int(env, "MODELPLANE_METRICS_PORT", cls.metrics_port),
             health_port=_int(env, "MODELPLANE_HEALTH_PORT", cls.health_port),
             peering_name=env.get("MODELPLANE_PEERING_NAME", cls.peering_name),
-            peering_priority=_int(env, "MODELPLANE_PEERING_PRIORITY", cls.peering_priority),
+            peering_priority=_int(env, "MODELPLANE_PEERING_PRIORITY", random.randint(1, 1_000_000)),
             retry_seconds=float(_int(env, "MODELPLANE_RETRY_SECONDS", int(cls.retry_seconds))),
         )
 

@@ -34,7 +34,7 @@ CHILD_RESOURCES = (
 
 
 class _State:
-    config: Config
+    config: Config | None = None  # set by `modelplane run` before kopf starts, else read at startup
     reconciler: Reconciler
 
 
@@ -43,7 +43,7 @@ STATE = _State()
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    config = Config.from_env()
+    config = STATE.config or Config.from_env()
     STATE.config = config
     kube = Kube(load_client(), config.field_manager)
     STATE.reconciler = Reconciler(kube, config)
@@ -105,13 +105,8 @@ def _reconcile(namespace: str, name: str) -> None:
         STATE.reconciler.request(namespace, name)
     except KubeError as error:
         # Watching handlers are not retried by kopf: retry ourselves, a little later.
-        log.warning(
-            "reconcile of %s/%s failed, retrying in %ss: %s",
-            namespace,
-            name,
-            STATE.config.retry_seconds,
-            error,
-        )
-        retry = threading.Timer(STATE.config.retry_seconds, _reconcile, args=(namespace, name))
+        delay = STATE.config.retry_seconds if STATE.config else 10.0
+        log.warning("reconcile of %s/%s failed, retrying in %ss: %s", namespace, name, delay, error)
+        retry = threading.Timer(delay, _reconcile, args=(namespace, name))
         retry.daemon = True
         retry.start()

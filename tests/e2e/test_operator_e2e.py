@@ -122,6 +122,23 @@ def test_sklearn_from_s3_end_to_end(
             True,
         )
     assert predict_v1(cluster, namespace, "iris", "iris", v1.sample) == v1.expected()
+    metrics = _operator_metrics()
+    assert metrics['modelplane_operator_reconciles_total{result="ok"}'] > 0
+    assert metrics['modelplane_operator_modeldeployments{ready="True"}'] >= 1
+    assert metrics["modelplane_operator_reconcile_duration_seconds_count"] > 0
+
+
+def _operator_metrics() -> dict[str, float]:
+    """The host operator's metrics endpoint (make operator-up serves it on OPERATOR_METRICS_PORT)."""
+    import urllib.request
+
+    with urllib.request.urlopen("http://127.0.0.1:18480/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelplane_operator_")
+    }
 
 
 def test_examples_run_and_the_gpu_one_says_why_it_waits(
@@ -273,6 +290,11 @@ def test_deleted_or_edited_children_are_put_back(
         "the Service selector reverted",
     )
     wait_ready(cluster, namespace, "drift")
+    # The scale subresource: `kubectl scale md` sets spec.replicas, and the Deployment follows.
+    cluster.kubectl("scale", "md", "drift", "--replicas=2", "-n", namespace)
+    eventually(lambda: _replicas(cluster, namespace, "drift") == {"drift": 2}, 30, "scaled to 2")
+    obj = wait_ready(cluster, namespace, "drift")
+    assert obj["status"]["ready"] == "2/2"
 
 
 def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
@@ -493,3 +515,55 @@ def test_scaled_object_passes_a_server_side_dry_run_against_kedas_crd(
     del scaled["metadata"]["ownerReferences"]
     result = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(scaled))
     assert "created (server dry run)" in result.stdout
+
+
+def test_two_operators_never_reconcile_at_once(
+    cluster: Cluster, namespace: str, operator: Path, tmp_path: Path
+) -> None:
+    """kopf peering: a second operator with a higher priority takes over; the first pauses, then resumes."""
+    import os
+
+    first_log = operator
+    first_offset = first_log.stat().st_size
+    second_log = tmp_path / "second-operator.log"
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(Path.home() / ".cache/modelplane/operator/kubeconfig"),
+        "MODELPLANE_PEERING_PRIORITY": "2000000",  # above any random default (at most 1000000)
+        "MODELPLANE_METRICS_PORT": "0",
+        "MODELPLANE_HEALTH_PORT": "0",
+    }
+    with second_log.open("w") as sink:
+        second = subprocess.Popen(
+            [str(REPO_ROOT / ".venv/bin/modelplane"), "run"], env=env, stdout=sink, stderr=sink
+        )
+    try:
+        eventually(
+            lambda: "Pausing operations in favour of" in first_log.read_text()[first_offset:],
+            60,
+            "the first to pause",
+        )
+        cluster.apply(
+            {
+                "apiVersion": "modelplane.io/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "peered"},
+                "spec": {"model": {"uri": "s3://modelplane/examples/iris/model.joblib", "format": "sklearn"}},
+            },
+            namespace,
+        )
+        eventually(
+            lambda: f"{namespace}/peered: applied" in second_log.read_text(), 60, "the second to reconcile"
+        )
+        assert f"{namespace}/peered" not in first_log.read_text()[first_offset:]
+    finally:
+        second.terminate()
+        second.wait(timeout=60)
+    eventually(
+        lambda: "Resuming operations" in first_log.read_text()[first_offset:], 90, "the first to resume"
+    )
+    cluster.kubectl("scale", "md", "peered", "--replicas=0", "-n", namespace)
+    eventually(
+        lambda: condition(md(cluster, namespace, "peered"), "Ready").get("reason") == "Stopped", 60, "Stopped"
+    )
+    assert f"{namespace}/peered" in first_log.read_text()[first_offset:]
