@@ -31,8 +31,16 @@ bench-runtime: $(VENV_STAMP) bench-venvs bench-tools runtime-venv ## Our runtime
 	  --mlserver-python $(BENCH_DIR)/mlserver/bin/python --kserve-python $(BENCH_DIR)/kserve/bin/python \
 	  --work-dir $(BENCH_DIR)/work --results $(REPO_ROOT)/tests/bench/results/runtime.md $(BENCH_ARGS)
 
+# Where our runtime's time goes under load, e.g.
+#   make bench-profile PROFILE_ARGS='--workload "RF 100x20 v2" --concurrency 64'
+PROFILE_ARGS ?=
+.PHONY: bench-profile
+bench-profile: $(VENV_STAMP) $(BENCH_DIR)/profile/.installed bench-tools runtime-venv ## py-spy profile of our runtime under wrk (PROFILE_ARGS=...; not part of make bench).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.profile --runtime-python $(RUNTIME_VENV)/bin/python \
+	  --py-spy $(BENCH_DIR)/profile/bin/py-spy --work-dir $(BENCH_DIR)/work $(PROFILE_ARGS)
+
 .PHONY: bench
 bench: ## Every benchmark (each documented bench-* target).
 	@targets=$$(grep -hoE '^bench-[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | cut -d: -f1 | \
-	  grep -vxE 'bench-venvs|bench-tools' | sort -u); \
+	  grep -vxE 'bench-venvs|bench-tools|bench-profile' | sort -u); \
 	for t in $$targets; do echo "== make $$t"; $(MAKE) --no-print-directory $$t; done

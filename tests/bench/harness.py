@@ -7,7 +7,9 @@ the driver that starts servers and runs wrk is tests/bench/runtime.py.
 from __future__ import annotations
 
 import json
+import re
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -26,6 +28,7 @@ KSERVE = "kserve"
 OURS = "modelplane"
 OURS_UNBATCHED = "modelplane-unbatched"
 ALTERNATIVES = (MLSERVER, MLSERVER_BATCHING, KSERVE)
+_LINE_NUMBER = re.compile(r":\d+\)$")
 
 
 def request_body(protocol: Protocol, row: Sequence[float]) -> str:
@@ -219,4 +222,31 @@ def ratio_lines(ratios: Iterable[Ratio]) -> list[str]:
     for r in ratios:
         shown = f"{r.value:+.1%}" if r.target.endswith("extra") else f"{r.value:.2f}x"
         lines.append(f"- {r.label}: **{shown}** (target {r.target}: {'met' if r.met else 'MISSED'})")
+    return lines
+
+
+def profile_summary(raw: str, top: int = 25) -> list[str]:
+    """py-spy's raw output (``frame;frame;... count`` per line) as the hottest frames, self and total.
+
+    Line numbers are dropped so that one function is one entry.
+    """
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rstrip().rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        samples += count
+        frames = [_LINE_NUMBER.sub(")", frame) for frame in stack.split(";")]
+        own[frames[-1]] += count
+        for frame in set(frames):
+            total[frame] += count
+    if not samples:
+        return ["(no samples)"]
+    lines = [f"{samples} samples", "self:"]
+    lines += [f"  {100 * n / samples:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    lines.append("total (the frame and what it calls):")
+    lines += [f"  {100 * n / samples:5.1f}%  {frame}" for frame, n in total.most_common(top)]
     return lines

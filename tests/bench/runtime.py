@@ -44,8 +44,11 @@ class BenchError(Exception):
 
 
 @contextlib.contextmanager
-def running(spec: servers.ServerSpec, log_path: Path) -> Iterator[None]:
-    """Start the server pinned to SERVER_CPU, wait until it is ready, stop it (its process group) after."""
+def running(spec: servers.ServerSpec, log_path: Path) -> Iterator[int]:
+    """Start the server pinned to SERVER_CPU, wait until it is ready, stop it (its process group) after.
+
+    Yields the server's pid (taskset execs the server in place).
+    """
     env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -58,7 +61,7 @@ def running(spec: servers.ServerSpec, log_path: Path) -> Iterator[None]:
         )
         try:
             _wait_ready(spec, process, log_path)
-            yield
+            yield process.pid
         finally:
             _stop(process)
 

@@ -109,3 +109,19 @@ def test_batching_cost_prefers_the_interleaved_runs() -> None:
     assert cost is not None
     assert cost.value == pytest.approx(0.05)
     assert cost.met and cost.label.startswith(label)
+
+
+def test_profile_summary_counts_self_and_total_per_function() -> None:
+    raw = "\n".join(
+        [
+            "main (app.py:1);handle (app.py:10);decode (codecs.py:5) 3",
+            "main (app.py:1);handle (app.py:12);predict (model.py:7) 5",
+            "main (app.py:2) 2",
+            "not a sample line",
+        ]
+    )
+    lines = harness.profile_summary(raw, top=3)
+    assert lines[0] == "10 samples"
+    assert lines[1:4] == ["self:", "   50.0%  predict (model.py)", "   30.0%  decode (codecs.py)"]
+    assert "  100.0%  main (app.py)" in lines
+    assert "   80.0%  handle (app.py)" in lines
