@@ -6,6 +6,8 @@ OPERATOR_PID := $(OPERATOR_DIR)/operator.pid
 OPERATOR_KUBECONFIG := $(OPERATOR_DIR)/kubeconfig
 OPERATOR_METRICS_PORT ?= 18480
 OPERATOR_HEALTH_PORT ?= 18481
+# The runtime image the operator defaults to: the one `make images` builds (override to pin another).
+OPERATOR_RUNTIME_IMAGE ?=
 
 .PHONY: install-crds
 install-crds: ## Install the ModelDeployment CRD and kopf's peering CRDs into the local cluster.
@@ -33,7 +35,7 @@ operator-kubeconfig: install-crds
 operator-up: operator-kubeconfig ## Run the operator on the host, in the background, against the local cluster (idempotent).
 	@if [ -f $(OPERATOR_PID) ] && kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null; then \
 	  echo "operator already running (pid $$(cat $(OPERATOR_PID))), log: $(OPERATOR_LOG)"; exit 0; fi; \
-	runtime_image=$$($(IMAGES_SH) ref runtime); \
+	runtime_image=$(or $(OPERATOR_RUNTIME_IMAGE),$$($(IMAGES_SH) ref runtime)); \
 	KUBECONFIG=$(OPERATOR_KUBECONFIG) MODELPLANE_RUNTIME_IMAGE=$$runtime_image \
 	  MODELPLANE_METRICS_PORT=$(OPERATOR_METRICS_PORT) MODELPLANE_HEALTH_PORT=$(OPERATOR_HEALTH_PORT) \
 	  setsid nohup $(VENV)/bin/modelplane run >> $(OPERATOR_LOG) 2>&1 < /dev/null & echo $$! > $(OPERATOR_PID); \
