@@ -115,6 +115,10 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
+            if self._max_rows > 1 and self._call_seconds >= self._config.inline_below:
+                # Let the loop first read what arrived while the model ran, so it joins this batch.
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             batch = self._take()
             if not batch:
                 continue
