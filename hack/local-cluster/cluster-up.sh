@@ -8,6 +8,24 @@ STAGE=${1:-all}
 mkdir -p "$LOG_DIR" "$RUN_DIR" "$CLUSTER_DIR/etcd" "$CONTAINERD_RUN"
 chmod 700 "$CLUSTER_DIR/etcd"
 
+# render TEMPLATE OUT sed-args...: writes OUT only when its content changes, because
+# kube-proxy exits and CoreDNS reloads when their configuration file is rewritten.
+render() {
+  local template=$1 out=$2; shift 2
+  sed "$@" "$template" > "$out.new"
+  if cmp -s "$out.new" "$out"; then rm -f "$out.new"; return 1; fi
+  mv "$out.new" "$out"
+}
+
+# restart_if_running NAME: a changed configuration takes effect only after a restart.
+restart_if_running() {
+  running "$1" || return 0
+  log "configuration of $1 changed: restarting it"
+  local pid; pid=$(cat "$RUN_DIR/$1.pid")
+  kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+  rm -f "$RUN_DIR/$1.pid"
+}
+
 running() { local pid; pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null; }
 
 # start NAME CMD...: starts a component in the background unless it is already running.
@@ -105,12 +123,13 @@ control_plane() {
 containerd_up() {
   local conf=$CLUSTER_DIR/containerd.toml
   mkdir -p "$CLUSTER_DIR/cni/net.d" "$CLUSTER_DIR/containerd/root"
-  sed -e "s|@ROOT@|$CLUSTER_DIR/containerd/root|; s|@STATE@|$CONTAINERD_RUN/state|" \
-      -e "s|@SOCK@|$CONTAINERD_SOCK|; s|@PAUSE@|$PAUSE_IMAGE|; s|@CNI_CONF@|$CLUSTER_DIR/cni/net.d|" \
-      "$HERE/containerd.toml.in" > "$conf"
-  sed -e "s|@BRIDGE@|$POD_BRIDGE|; s|@POD_CIDR@|$POD_CIDR|; s|@GATEWAY@|$POD_GATEWAY|" \
-      -e "s|@IPAM_DIR@|$CLUSTER_DIR/cni/ipam|" \
-      "$HERE/cni.conflist.in" > "$CLUSTER_DIR/cni/net.d/10-modelplane.conflist"
+  render "$HERE/containerd.toml.in" "$conf" \
+      -e "s|@ROOT@|$CLUSTER_DIR/containerd/root|; s|@STATE@|$CONTAINERD_RUN/state|" \
+      -e "s|@SOCK@|$CONTAINERD_SOCK|; s|@PAUSE@|$PAUSE_IMAGE|; s|@CNI_CONF@|$CLUSTER_DIR/cni/net.d|" &&
+    restart_if_running containerd
+  render "$HERE/cni.conflist.in" "$CLUSTER_DIR/cni/net.d/10-modelplane.conflist" \
+      -e "s|@BRIDGE@|$POD_BRIDGE|; s|@POD_CIDR@|$POD_CIDR|; s|@GATEWAY@|$POD_GATEWAY|" \
+      -e "s|@IPAM_DIR@|$CLUSTER_DIR/cni/ipam|" || true
   if ! running containerd; then
     # Left over from a session that ended: the pods' processes are gone, so their shims,
     # socket and IP allocations are stale. containerd cleans its own tasks up when it starts.
@@ -126,20 +145,22 @@ node() {
   host_network
   containerd_up
   local conf=$CLUSTER_DIR/kubelet.yaml
-  sed -e "s|@PKI@|$PKI_DIR|g; s|@SOCK@|$CONTAINERD_SOCK|; s|@DNS@|$DNS_SVC_IP|; s|@DOMAIN@|$CLUSTER_DOMAIN|" \
-      -e "s|@NODE_IP@|$NODE_IP|; s|@POD_CIDR@|$POD_CIDR|; s|@RESOLV@|$CLUSTER_DIR/resolv.conf|" \
-      "$HERE/kubelet.yaml.in" > "$conf"
+  render "$HERE/kubelet.yaml.in" "$conf" \
+      -e "s|@PKI@|$PKI_DIR|g; s|@SOCK@|$CONTAINERD_SOCK|; s|@DNS@|$DNS_SVC_IP|; s|@DOMAIN@|$CLUSTER_DOMAIN|" \
+      -e "s|@NODE_IP@|$NODE_IP|; s|@POD_CIDR@|$POD_CIDR|; s|@RESOLV@|$CLUSTER_DIR/resolv.conf|" &&
+    restart_if_running kubelet
   # Pods with dnsPolicy Default get this; there is no upstream resolver on this machine.
   echo "nameserver $NODE_IP" > "$CLUSTER_DIR/resolv.conf"
   mkdir -p "$CLUSTER_DIR/kubelet"
   start kubelet "$BIN_DIR/kubelet" --config "$conf" --kubeconfig "$PKI_DIR/kubelet.kubeconfig" \
     --hostname-override "$NODE_NAME" --node-ip "$NODE_IP" --root-dir "$CLUSTER_DIR/kubelet" \
     --v 1
-  sed -e "s|@KUBECONFIG@|$PKI_DIR/kube-proxy.kubeconfig|; s|@CLUSTER_CIDR@|$CLUSTER_CIDR|; s|@NODE@|$NODE_NAME|" \
-      "$HERE/kube-proxy.yaml.in" > "$CLUSTER_DIR/kube-proxy.yaml"
+  render "$HERE/kube-proxy.yaml.in" "$CLUSTER_DIR/kube-proxy.yaml" \
+      -e "s|@KUBECONFIG@|$PKI_DIR/kube-proxy.kubeconfig|; s|@CLUSTER_CIDR@|$CLUSTER_CIDR|; s|@NODE@|$NODE_NAME|" &&
+    restart_if_running kube-proxy
   start kube-proxy "$BIN_DIR/kube-proxy" --config "$CLUSTER_DIR/kube-proxy.yaml"
-  sed -e "s|@NODE_IP@|$NODE_IP|; s|@KUBECONFIG@|$PKI_DIR/coredns.kubeconfig|; s|@DOMAIN@|$CLUSTER_DOMAIN|" \
-      "$HERE/Corefile.in" > "$CLUSTER_DIR/Corefile"
+  render "$HERE/Corefile.in" "$CLUSTER_DIR/Corefile" \
+      -e "s|@NODE_IP@|$NODE_IP|; s|@KUBECONFIG@|$PKI_DIR/coredns.kubeconfig|; s|@DOMAIN@|$CLUSTER_DOMAIN|" || true
   start coredns "$BIN_DIR/coredns" -conf "$CLUSTER_DIR/Corefile"
   sed -e "s|@NODE_IP@|$NODE_IP|; s|@DNS_SVC_IP@|$DNS_SVC_IP|" "$HERE/manifests/kube-dns.yaml.in" |
     kubectl_ apply --server-side --field-manager modelplane-local-cluster -f - >/dev/null
