@@ -68,6 +68,14 @@ def http_get_json(url: str, timeout: float = 5) -> dict[str, Any]:
         return result
 
 
+def reachable(url: str) -> bool:
+    try:
+        http_get_json(url, timeout=2)
+    except OSError:
+        return False
+    return True
+
+
 def test_deployment_pods_service_dns_logs_exec_port_forward(
     cluster: Cluster, namespace: str, echo_image: str
 ) -> None:
@@ -81,8 +89,9 @@ def test_deployment_pods_service_dns_logs_exec_port_forward(
     ]
     assert len(running) == 3, [p["status"] for p in pods["items"]]
 
-    # From the host, through kube-proxy's rules for the ClusterIP.
+    # From the host, through kube-proxy's rules for the ClusterIP, once it has synced the endpoints.
     cluster_ip = cluster.get("service", "echo", namespace)["spec"]["clusterIP"]
+    wait_until("the Service to route", lambda: reachable(f"http://{cluster_ip}/probe"), timeout=60)
     seen = {http_get_json(f"http://{cluster_ip}/host")["pod"] for _ in range(30)}
     assert seen <= {p["metadata"]["name"] for p in running} and seen
 
@@ -98,30 +107,19 @@ def test_deployment_pods_service_dns_logs_exec_port_forward(
     assert "http-echo listening on 8080" in logs and "GET /in-pod" in logs
 
     # kubectl port-forward reaches a pod through the kubelet's streaming.
-    forward = subprocess.Popen(
-        [
-            str(cluster.bin_dir / "kubectl"),
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "port-forward",
-            "-n",
-            namespace,
-            "svc/echo",
-            ":80",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        assert forward.stdout is not None
-        line = forward.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        assert match, line
-        assert http_get_json(f"http://127.0.0.1:{match.group(1)}/forwarded")["path"] == "/forwarded"
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
+    port_forward = [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
+    port_forward += ["port-forward", "-n", namespace, "svc/echo", ":80"]
+    with subprocess.Popen(
+        port_forward, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    ) as forward:
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+)", line)
+            assert match, line
+            assert http_get_json(f"http://127.0.0.1:{match.group(1)}/forwarded")["path"] == "/forwarded"
+        finally:
+            forward.terminate()
 
 
 def test_restricted_pod_runs_and_privileged_pod_is_refused(
@@ -227,7 +225,7 @@ def test_crd_with_cel_rule_refuses_an_invalid_object(cluster: Cluster, namespace
 
 def test_every_image_on_the_node_and_in_pods_was_built_here(cluster: Cluster, echo_image: str) -> None:
     node = cluster.get("nodes", "modelplane-node")
-    node_images = [name for image in node["status"].get("images", []) for name in image.get("names", [])]
+    node_images = [name for image in node["status"].get("images") or [] for name in image.get("names") or []]
     pods = json.loads(cluster.kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
     pod_images = [
         ref
