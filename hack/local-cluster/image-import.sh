@@ -15,6 +15,9 @@ if [ -S "$CONTAINERD_SOCK" ]; then
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack=false "$archive" >/dev/null
   # Keep the image from the kubelet's garbage collector and from buildah's growing store.
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images label "$ref" io.cri-containerd.pinned=pinned >/dev/null || true
+  # Older builds of the same image are pinned too: drop them so the node's disk stays bounded.
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep "^${ref%:*}:" | grep -vx "$ref" |
+    xargs -r ctr --address "$CONTAINERD_SOCK" -n k8s.io images rm >/dev/null || true
 fi
 # The base image stays in buildah's store for the images built FROM it; others leave.
 [ "${KEEP_IN_BUILDAH:-0}" = 1 ] || "${BUILDAH[@]}" rmi "$ref" >/dev/null 2>&1 || true
