@@ -11,6 +11,7 @@ mkdir -p "$CACHE_DIR/images"
 archive="$CACHE_DIR/images/$(echo "$ref" | tr '/:' '__').oci.tar"
 rm -f "$archive"
 "${BUILDAH[@]}" push -q --disable-compression "$ref" "oci-archive:$archive:$ref"
+trap 'rm -f "$archive"' EXIT
 if [ -S "$CONTAINERD_SOCK" ]; then
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --no-unpack=false "$archive" >/dev/null
   # Keep the image from the kubelet's garbage collector and from buildah's growing store.
