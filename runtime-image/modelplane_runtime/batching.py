@@ -6,9 +6,10 @@ up to ``max_batch_size`` rows, and the batch keeps taking requests that are alre
 at most ``max_latency`` after its first, never waiting on an idle connection. The queue is
 bounded: past ``max_queue`` waiting requests, :class:`Overloaded` (503) instead of unbounded memory.
 
-Fast models (calls under ``inline_below`` seconds, as measured) run on the event loop itself, where
-a thread hop or a batch would cost more than the call; slower ones run on a thread so the loop
-keeps reading (and batching) requests, answering probes and timing out requests meanwhile.
+Fast models (calls under ``inline_below`` seconds: the shortest of the last few calls, first the
+warm-up's) run at once on the event loop, unbatched, where a thread hop or a batch would cost more
+than the call; slower ones run on a thread so the loop keeps reading (and batching) requests,
+answering probes and timing out requests meanwhile.
 
 The data plane composes the batcher; formats never see it.
 """
@@ -28,6 +29,7 @@ import numpy as np
 from modelplane_runtime.errors import InvalidInput, ModelError, Overloaded
 from modelplane_runtime.formats.base import Arrays
 
+RECENT_CALLS = 8
 PredictFn = Callable[[Arrays, tuple[str, ...]], Arrays]
 #: Called once per model call with its rows and how long each request in it waited.
 BatchObserver = Callable[[int, Sequence[float]], None]
@@ -61,7 +63,10 @@ class Batcher:
         expected_call_seconds: float = 0.0,
     ) -> None:
         self._predict = predict
-        self._call_seconds = expected_call_seconds  # moving average of model call durations
+        # How long a call takes: the shortest of the last few, so that a call the OS preempted on a
+        # busy machine does not send a fast model off the event loop.
+        self._recent_calls: deque[float] = deque([expected_call_seconds], maxlen=RECENT_CALLS)
+        self._call_seconds = expected_call_seconds
         self._config = config
         self._max_rows = config.max_batch_size if config.enabled else 1
         self._observe = observe
@@ -199,7 +204,8 @@ class Batcher:
             self._note_duration(time.perf_counter() - started)
 
     def _note_duration(self, seconds: float) -> None:
-        self._call_seconds = 0.8 * self._call_seconds + 0.2 * seconds
+        self._recent_calls.append(seconds)
+        self._call_seconds = min(self._recent_calls)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         live = [item for item in batch if not item.future.done()]
