@@ -39,6 +39,14 @@ class SlowModel:
         if marker.exists():
             self.seconds = float(marker.read_text())
 
+    def load(self) -> None:
+        """Sleeps for the seconds in ``load-seconds`` when the artifact has that file."""
+        marker = Path(self.model_dir) / "load-seconds"
+        if marker.exists():
+            time.sleep(float(marker.read_text()))
+
     def predict(self, inputs: dict[str, np.ndarray[Any, Any]]) -> dict[str, np.ndarray[Any, Any]]:
+        if (Path(self.model_dir) / "broken").exists():
+            raise RuntimeError("this model is broken")
         time.sleep(self.seconds)
         return {"sum": inputs["x"].sum(axis=1)}
