@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from tests.runtime.conftest import make_slow_model_dir
 from tests.runtime.serving import start_server
+from tests.support.cluster import wait_until
 
 REQUEST = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}
 GRACE_SECONDS = 15
@@ -55,3 +57,35 @@ def test_sigterm_drains_in_flight_requests_then_exits(tmp_path: Path) -> None:
         assert server.process.returncode == 0
     finally:
         server.stop()
+
+
+def test_a_worker_that_dies_is_replaced_and_serving_goes_on(tmp_path: Path) -> None:
+    model_dir = make_slow_model_dir(tmp_path / "model", 0.0)
+    server = start_server(
+        model_dir,
+        "custom",
+        tmp_path,
+        args=["--workers", "2"],
+        env={"MODELPLANE_CUSTOM_CLASS": "tests.runtime.models:SlowModel"},
+    )
+    try:
+        server.wait_ready()
+        before = server.worker_pids()
+        assert len(before) == 2
+        time.sleep(2.5)  # past the supervisor's "died right after starting" window
+        os.kill(before[0], signal.SIGKILL)
+        replaced = wait_until(
+            "a new worker in place of the killed one",
+            lambda: (lambda pids: pids if len(pids) == 2 and before[0] not in pids else None)(
+                server.worker_pids()
+            ),
+            timeout=60,
+            interval=0.2,
+        )
+        assert before[1] in replaced
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for _ in range(10):
+                response = client.post("/v2/models/model/infer", json=REQUEST)
+                assert response.status_code == 200
+    finally:
+        assert server.stop() == 0
