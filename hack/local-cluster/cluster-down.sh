@@ -7,7 +7,7 @@ source "$HERE/config.sh"
 stop() {
   local name=$1 pid
   pid=$(cat "$RUN_DIR/$name.pid" 2>/dev/null) || return 0
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$name"; then
     log "stopping $name"
     kill "$pid"; for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -9 "$pid" 2>/dev/null

@@ -5,8 +5,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/config.sh"
 rc=0
 for name in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns; do
-  pid=$(cat "$RUN_DIR/$name.pid" 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then state="running (pid $pid)"; else state="stopped"; rc=1; fi
+  if running "$name"; then state="running (pid $(cat "$RUN_DIR/$name.pid"))"; else state="stopped"; rc=1; fi
   printf '%-24s %-22s %s\n' "$name" "$state" "$LOG_DIR/$name.log"
 done
 printf '%-24s %-22s %s\n' audit-log "" "$LOG_DIR/audit.log"

@@ -26,8 +26,6 @@ restart_if_running() {
   rm -f "$RUN_DIR/$1.pid"
 }
 
-running() { local pid; pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) && kill -0 "$pid" 2>/dev/null; }
-
 # start NAME CMD...: starts a component in the background unless it is already running.
 start() {
   local name=$1; shift

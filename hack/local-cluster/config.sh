@@ -35,3 +35,11 @@ PAUSE_IMAGE=localhost/modelplane/pause:3.10
 
 log() { printf '[%s %s] %s\n' "$(basename "$0" .sh)" "$(date +%T)" "$*"; }
 kubectl_() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+# running NAME: the pid file names a live process that is still that component (after a
+# reboot a stale pid file may name some other process).
+running() {
+  local pid; pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
+}
+
