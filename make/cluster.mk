@@ -30,7 +30,13 @@ control-plane-up: host-packages ## Start etcd, kube-apiserver and the controller
 	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh control-plane
 
 .PHONY: cluster-up
-cluster-up: cluster-binaries ## Start the local cluster (reuses a running one) with a Ready node.
+cluster-up: host-packages ## Start the local cluster (reuses a running one) with a Ready node.
+	@# The control plane comes up as soon as its binaries exist; the node's follow.
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
+	  $(CLUSTER_HACK)/build-kubernetes.sh all
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh control-plane
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) COREDNS_VERSION=$(COREDNS_VERSION) BUILD_DIR=$(CACHE_DIR)/build \
+	  $(CLUSTER_HACK)/build-coredns.sh
 	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh all
 
 .PHONY: cluster-down
