@@ -9,7 +9,9 @@ mkdir -p "$BIN_DIR" "$BUILD_DIR"
 log() { printf '[build-kubernetes %s] %s\n' "$(date +%T)" "$*"; }
 
 build_etcd() {
-  [ -x "$BIN_DIR/etcd" ] && "$BIN_DIR/etcd" --version | grep -q "${ETCD_VERSION#v}" && return 0
+  # Read the whole output first: `| grep -q` under pipefail fails when grep closes the pipe early.
+  local have; have=$("$BIN_DIR/etcd" --version 2>/dev/null || true)
+  [[ "$have" == *"etcd Version: ${ETCD_VERSION#v}"* ]] && return 0
   log "etcd $ETCD_VERSION"
   local dir="$BUILD_DIR/etcd-$ETCD_VERSION"
   mkdir -p "$dir" && cd "$dir"
