@@ -50,6 +50,7 @@ def _positive_float(value: str) -> float:
 
 
 def serve_parser() -> argparse.ArgumentParser:
+    """Flags default to their environment variables (given as strings: argparse checks them too)."""
     parser = argparse.ArgumentParser(
         prog=f"{contract.RUNTIME_COMMAND} {contract.SERVE_SUBCOMMAND}",
         description="Load one model and serve it over KServe v1, OIP v2 REST and OIP v2 gRPC.",
@@ -71,13 +72,13 @@ def serve_parser() -> argparse.ArgumentParser:
     add(
         "--http-port",
         type=int,
-        default=int(_env(contract.ENV_HTTP_PORT, str(contract.HTTP_PORT)) or 0),
+        default=_env(contract.ENV_HTTP_PORT, str(contract.HTTP_PORT)),
         help=f"env {contract.ENV_HTTP_PORT}",
     )
     add(
         "--grpc-port",
         type=int,
-        default=int(_env(contract.ENV_GRPC_PORT, str(contract.GRPC_PORT)) or 0),
+        default=_env(contract.ENV_GRPC_PORT, str(contract.GRPC_PORT)),
         help=f"env {contract.ENV_GRPC_PORT}",
     )
     add(
@@ -88,43 +89,43 @@ def serve_parser() -> argparse.ArgumentParser:
     add(
         "--workers",
         type=_positive_int,
-        default=None,
+        default=_env(contract.ENV_WORKERS),
         help=f"worker processes; default: the CPUs given (env {contract.ENV_WORKERS})",
     )
     add(
         "--batching",
         type=_flag,
-        default=_flag(_env(contract.ENV_BATCHING, "true") or "true"),
+        default=_env(contract.ENV_BATCHING, "true"),
         help=f"env {contract.ENV_BATCHING}",
     )
     add(
         "--max-batch-size",
         type=_positive_int,
-        default=int(_env(contract.ENV_MAX_BATCH_SIZE, "64") or 64),
+        default=_env(contract.ENV_MAX_BATCH_SIZE, "64"),
         help=f"env {contract.ENV_MAX_BATCH_SIZE}",
     )
     add(
         "--max-latency-ms",
         type=float,
-        default=float(_env(contract.ENV_MAX_LATENCY_MS, "5") or 5),
+        default=_env(contract.ENV_MAX_LATENCY_MS, "5"),
         help=f"env {contract.ENV_MAX_LATENCY_MS}",
     )
     add(
         "--max-queue",
         type=_positive_int,
-        default=int(_env(contract.ENV_MAX_QUEUE, "256") or 256),
+        default=_env(contract.ENV_MAX_QUEUE, "256"),
         help=f"env {contract.ENV_MAX_QUEUE}",
     )
     add(
         "--request-timeout-seconds",
         type=_positive_float,
-        default=float(_env(contract.ENV_REQUEST_TIMEOUT_SECONDS, "60") or 60),
+        default=_env(contract.ENV_REQUEST_TIMEOUT_SECONDS, "60"),
         help=f"env {contract.ENV_REQUEST_TIMEOUT_SECONDS}",
     )
     add(
         "--max-body-bytes",
         type=_positive_int,
-        default=int(_env(contract.ENV_MAX_BODY_BYTES, str(16 * 1024 * 1024)) or 1),
+        default=_env(contract.ENV_MAX_BODY_BYTES, str(16 * 1024 * 1024)),
         help=f"env {contract.ENV_MAX_BODY_BYTES}",
     )
     add(
@@ -135,7 +136,7 @@ def serve_parser() -> argparse.ArgumentParser:
     add(
         "--allow-pickle",
         type=_flag,
-        default=_flag(_env(contract.ENV_ALLOW_PICKLE, "false") or "false"),
+        default=_env(contract.ENV_ALLOW_PICKLE, "false"),
         help=f"env {contract.ENV_ALLOW_PICKLE}",
     )
     add(
@@ -146,7 +147,7 @@ def serve_parser() -> argparse.ArgumentParser:
     add(
         "--shutdown-grace-seconds",
         type=_positive_float,
-        default=float(_env(contract.ENV_SHUTDOWN_GRACE_SECONDS, "25") or 25),
+        default=_env(contract.ENV_SHUTDOWN_GRACE_SECONDS, "25"),
         help=f"env {contract.ENV_SHUTDOWN_GRACE_SECONDS}",
     )
     return parser
@@ -169,7 +170,7 @@ def serve_main(argv: Sequence[str]) -> int:
     from modelplane_runtime.batching import BatchingConfig
     from modelplane_runtime.server import ServeConfig, available_cpus, serve
 
-    workers = args.workers or int(_env(contract.ENV_WORKERS, "0") or 0) or available_cpus()
+    workers = args.workers or available_cpus()
     config = ServeConfig(
         model_dir=Path(args.model_dir),
         format=args.format,
