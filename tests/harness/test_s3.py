@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
+from tests.harness.conftest import make
+from tests.support.cluster import Cluster, make_print
 from tests.support.s3 import S3Server, start_s3
 
 pytestmark = pytest.mark.e2e
@@ -55,3 +58,81 @@ def test_anonymous_read_is_refused(s3: S3Server, object_key: str) -> None:
     with pytest.raises(ClientError) as refused_listing:
         s3.client(signature_version=UNSIGNED).list_objects_v2(Bucket=s3.bucket)
     assert error_code(refused_listing.value) == "AccessDenied"
+
+
+# The same checks from inside a pod: real boto3 (mounted from the host, pinned like the runtime's)
+# in the cluster's small Python image, reaching the host's S3 server on the node IP.
+POD_SCRIPT = """
+import json, os, boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+def client(secret=None, **config):
+    return boto3.session.Session().client(
+        "s3", aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
+
+def refused(c, key):
+    try:
+        c.get_object(Bucket=bucket, Key=key)
+    except ClientError as e:
+        return e.response["Error"]["Code"]
+    return "allowed"
+
+bucket, key = os.environ["MODELPLANE_S3_BUCKET"], os.environ["KEY"]
+c = client()
+c.put_object(Bucket=bucket, Key=key, Body=b"hello from a pod")
+print(json.dumps({
+    "read": c.get_object(Bucket=bucket, Key=key)["Body"].read().decode(),
+    "listed": [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix=key)["Contents"]],
+    "wrong_secret": refused(client(secret="not-the-secret"), key),
+    "anonymous": refused(client(signature_version=UNSIGNED), key),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def python_image(cluster: Cluster) -> str:
+    """The cluster tests' small Python image (python3 only; boto3 comes from the mounted directory)."""
+    make("image", "NAME=http-echo")
+    return make_print("image-ref", "NAME=http-echo")
+
+
+def test_put_get_list_and_refusals_from_a_pod(
+    s3: S3Server, cluster: Cluster, namespace: str, python_image: str
+) -> None:
+    client_dir = make_print("s3-pod-client")
+    key = f"harness/{uuid.uuid4().hex}/from-pod.txt"
+    env = {**s3.env, "MODELPLANE_S3_BUCKET": s3.bucket, "KEY": key, "PYTHONPATH": "/opt/s3-client"}
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "s3-client"},
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [
+                    {
+                        "name": "client",
+                        "image": python_image,
+                        "command": ["python3", "-c", POD_SCRIPT],
+                        "env": [{"name": k, "value": v} for k, v in env.items()],
+                        "volumeMounts": [{"name": "client", "mountPath": "/opt/s3-client", "readOnly": True}],
+                    }
+                ],
+                "volumes": [{"name": "client", "hostPath": {"path": client_dir, "type": "Directory"}}],
+            },
+        },
+        namespace=namespace,
+    )
+    cluster.wait("pod/s3-client", "jsonpath={.status.phase}=Succeeded", namespace=namespace, timeout=120)
+    report = json.loads(cluster.kubectl("logs", "-n", namespace, "s3-client").stdout.strip().splitlines()[-1])
+    assert report == {
+        "read": "hello from a pod",
+        "listed": [key],
+        "wrong_secret": "SignatureDoesNotMatch",
+        "anonymous": "AccessDenied",
+    }
+    # Written from the pod, read back from the host: one server, one bucket.
+    assert s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read() == b"hello from a pod"
