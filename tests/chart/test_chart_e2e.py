@@ -1,0 +1,186 @@
+"""The chart on the local cluster: a real helm install of the operator image `make images` built, the
+operator pod Running and its Deployment Available, RBAC checked with `kubectl auth can-i --as`, the
+Prometheus Operator objects accepted by a server-side dry run, and helm uninstall cleaning up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.conftest import CHART, Helm, by_kind, documents, image_values
+from tests.support.cluster import Cluster, make_print, wait_until
+
+pytestmark = pytest.mark.e2e
+
+RELEASE = "mp"
+SERVICE_ACCOUNT = "mp-modelplane"
+MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
+# What the examples make the operator do in a watched namespace (resource, verb, subresource).
+NEEDED_IN_NAMESPACE = [
+    ("deployments.apps", "create", ""),
+    ("deployments.apps", "patch", ""),
+    ("deployments.apps", "delete", ""),
+    ("services", "create", ""),
+    ("horizontalpodautoscalers.autoscaling", "create", ""),
+    ("poddisruptionbudgets.policy", "create", ""),
+    ("scaledobjects.keda.sh", "create", ""),
+    ("modeldeployments.modelplane.io", "watch", ""),
+    ("modeldeployments.modelplane.io", "patch", "status"),
+    ("pods", "list", ""),
+    ("secrets", "get", ""),
+    ("events.events.k8s.io", "create", ""),
+]
+# Never: a Secret cache (list/watch), writes to ModelDeployments' spec, or anything cluster-admin-like.
+FORBIDDEN_IN_NAMESPACE = [
+    ("secrets", "list", ""),
+    ("secrets", "watch", ""),
+    ("secrets", "create", ""),
+    ("modeldeployments.modelplane.io", "patch", ""),
+    ("modeldeployments.modelplane.io", "delete", ""),
+    ("configmaps", "get", ""),
+    ("pods", "delete", ""),
+    ("roles.rbac.authorization.k8s.io", "create", ""),
+]
+
+
+def can_i(
+    cluster: Cluster, sa_namespace: str, verb: str, resource: str, subresource: str, *scope: str
+) -> bool:
+    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{sa_namespace}:{SERVICE_ACCOUNT}"]
+    if subresource:
+        args.append(f"--subresource={subresource}")
+    answer = cluster.kubectl(*args, *scope, check=False).stdout.strip()
+    assert answer in ("yes", "no"), f"kubectl auth can-i {verb} {resource}: {answer!r}"
+    return answer == "yes"
+
+
+def install(helm: Helm, namespace: str, values: dict[str, Any], tmp_path: Path, *extra: str) -> None:
+    values_file = tmp_path / "install-values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file), *extra)
+
+
+@pytest.fixture
+def operator_values(namespace: str) -> dict[str, Any]:
+    """Values for this cluster: the images `make images` built; only the test's namespace watched, and
+    the CRDs left as `make install-crds` put them (they are cluster-wide; other tests use them)."""
+    return {
+        "image": image_values("operator"),
+        "runtime": {"image": make_print("image-ref", "NAME=runtime")},
+        "watchNamespaces": [namespace],
+        "crds": {"enabled": False},
+    }
+
+
+def test_install_runs_the_operator_with_least_privilege_and_uninstall_cleans_up(
+    cluster: Cluster, cluster_helm: Helm, namespace: str, operator_values: dict[str, Any], tmp_path: Path
+) -> None:
+    install(cluster_helm, namespace, operator_values, tmp_path, "--wait", "--timeout", "5m")
+
+    cluster.wait(f"deployment/{SERVICE_ACCOUNT}", "condition=Available", namespace=namespace)
+    pods = cluster.kubectl(
+        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=mp", "-o", "json"
+    ).stdout
+    (pod,) = yaml.safe_load(pods)["items"]
+    assert pod["status"]["phase"] == "Running"
+    (status,) = pod["status"]["containerStatuses"]
+    assert status["ready"] and status["restartCount"] == 0, status
+    endpoints = cluster.get("endpoints", f"{SERVICE_ACCOUNT}-metrics", namespace=namespace)
+    assert endpoints["subsets"][0]["ports"][0]["port"] == 8080
+
+    in_namespace = ("-n", namespace)
+    for resource, verb, sub in NEEDED_IN_NAMESPACE:
+        assert can_i(cluster, namespace, verb, resource, sub, *in_namespace), (
+            f"cannot {verb} {resource} {sub}"
+        )
+    for resource, verb, sub in FORBIDDEN_IN_NAMESPACE:
+        assert not can_i(cluster, namespace, verb, resource, sub, *in_namespace), (
+            f"may {verb} {resource} {sub}"
+        )
+    # Watching one namespace grants nothing elsewhere, and never Secrets cluster-wide.
+    assert not can_i(cluster, namespace, "get", "secrets", "", "-n", "kube-system")
+    assert not can_i(cluster, namespace, "create", "deployments.apps", "", "-n", "default")
+    assert not can_i(cluster, namespace, "list", "secrets", "", "--all-namespaces")
+    assert can_i(cluster, namespace, "get", "customresourcedefinitions.apiextensions.k8s.io", "")
+
+    cluster_helm.run("uninstall", RELEASE, "-n", namespace, "--wait")
+    for kind in ("deployment", "serviceaccount", "service", "role", "rolebinding"):
+        leftovers = cluster.kubectl(
+            "get", kind, "-n", namespace, "-l", "app.kubernetes.io/instance=mp", "-o", "name"
+        )
+        assert leftovers.stdout.strip() == "", f"left after uninstall: {leftovers.stdout}"
+    assert cluster.kubectl("get", "clusterrole", SERVICE_ACCOUNT, check=False).returncode != 0
+
+
+def test_cluster_wide_install_reads_one_secret_at_a_time(
+    cluster: Cluster, cluster_helm: Helm, namespace: str, operator_values: dict[str, Any], tmp_path: Path
+) -> None:
+    """Watching every namespace (a ClusterRole): still get-only on Secrets. Replicas 0, so this operator
+    never runs next to the host operator; RBAC is what is checked."""
+    values = {**operator_values, "watchNamespaces": [], "replicas": 0}
+    install(cluster_helm, namespace, values, tmp_path)
+    try:
+        for resource, verb, sub in NEEDED_IN_NAMESPACE:
+            assert can_i(cluster, namespace, verb, resource, sub, "-n", "default"), (
+                f"cannot {verb} {resource}"
+            )
+        assert can_i(cluster, namespace, "get", "secrets", "", "-n", "kube-system")
+        assert not can_i(cluster, namespace, "list", "secrets", "", "--all-namespaces")
+        assert not can_i(cluster, namespace, "watch", "secrets", "", "--all-namespaces")
+        assert not can_i(cluster, namespace, "list", "secrets", "", "-n", namespace)
+        assert can_i(cluster, namespace, "create", "clusterkopfpeerings.kopf.dev", "")
+    finally:
+        cluster_helm.run("uninstall", RELEASE, "-n", namespace, "--wait")
+    wait_until(
+        "the release's ClusterRole to be deleted",
+        lambda: cluster.kubectl("get", "clusterrole", SERVICE_ACCOUNT, check=False).returncode != 0,
+        timeout=60,
+    )
+
+
+def test_monitoring_objects_pass_a_server_side_dry_run(
+    cluster: Cluster, helm: Helm, namespace: str, crd_dir: Path
+) -> None:
+    """ServiceMonitor, PodMonitor and PrometheusRule against the Prometheus Operator's own CRDs."""
+    for plural in MONITORING_CRDS:
+        cluster.kubectl(
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            str(crd_dir / f"monitoring.coreos.com_{plural}.yaml"),
+        )
+        cluster.wait(f"crd/{plural}.monitoring.coreos.com", "condition=Established", timeout=60)
+    values = {
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "podMonitor": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        }
+    }
+    docs = documents(helm.template(values, namespace=namespace))
+    monitoring = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert sorted(d["kind"] for d in monitoring) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    applied = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        "-o",
+        "json",
+        input=yaml.safe_dump_all(monitoring),
+    ).stdout
+    kinds = sorted(item["kind"] for item in yaml.safe_load(applied)["items"])
+    assert kinds == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    # A broken object is refused by the same dry run, so the check above has teeth.
+    (rule,) = by_kind(monitoring, "PrometheusRule")
+    rule["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    refused = cluster.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(rule), check=False
+    )
+    assert refused.returncode != 0 and "for" in refused.stderr
