@@ -52,3 +52,5 @@ addons-status: ## Show each cluster add-on's state and the log file it writes.
 	@$(ADDONS_SH) status
 
 e2e-prerequisites: helm prometheus crds addons
+# The add-ons talk to the cluster: stop them (and unregister the metrics API) before it goes.
+cluster-down cluster-purge: addons-down

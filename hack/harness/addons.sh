@@ -223,7 +223,12 @@ case "${1:-}" in
     metrics_server_up
     local_path_up
     status ;;
-  down) for name in "${ADDONS[@]}"; do stop "$name"; done ;;
+  down)
+    for name in "${ADDONS[@]}"; do stop "$name"; done
+    # An APIService without its server breaks discovery (and so namespace deletion): unregister it.
+    if kubectl_ get --raw /readyz >/dev/null 2>&1; then
+      kubectl_ delete apiservice v1beta1.metrics.k8s.io --ignore-not-found >/dev/null
+    fi ;;
   status) status ;;
   *) echo "usage: $0 up | down | status" >&2; exit 2 ;;
 esac
