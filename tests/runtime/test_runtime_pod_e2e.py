@@ -84,7 +84,11 @@ def runtime_pod(image: str, uri: str, digest: str, secret: str) -> dict[str, Any
                     },
                     "volumeMounts": mounts,
                     "securityContext": RESTRICTED,
-                    "resources": {"limits": {"cpu": "2", "memory": "1Gi"}},
+                    # A small request: the one node is shared by every e2e test.
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "256Mi"},
+                        "limits": {"memory": "1Gi"},
+                    },
                 }
             ],
             "volumes": [
