@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -157,3 +158,9 @@ def test_runtime_pod_pulls_from_s3_and_serves_sklearn_predictions(
 
     logs = cluster.kubectl("logs", "-n", namespace, "runtime", "-c", contract.PULL_CONTAINER_NAME).stdout
     assert digest in logs
+
+    # The server is PID 1 in its container: SIGTERM must still reach it and end it well within the
+    # pod's 30 s grace period (an init process ignores signals it has no handler for).
+    started = time.monotonic()
+    cluster.kubectl("delete", "pod", "runtime", "-n", namespace, "--wait=true", "--timeout=90s", timeout=120)
+    assert time.monotonic() - started < 20
