@@ -41,6 +41,8 @@ CHILD_KINDS: Final = (
     ("policy/v1", "PodDisruptionBudget"),
     ("keda.sh/v1alpha1", "ScaledObject"),
 )
+# Maps compared whole: the API treats them as atomic (and a superset selects other pods).
+ATOMIC_MAPS: Final = (".selector", ".matchLabels")
 EVENT_CONDITIONS: Final = ("Ready", "Degraded")  # a change of these posts an Event
 
 
@@ -282,6 +284,8 @@ def contains(desired: Any, live: Any, path: str = "") -> bool:
     if isinstance(desired, Mapping):
         if not isinstance(live, Mapping):
             return live is None and not desired
+        if path.endswith(ATOMIC_MAPS):
+            return dict(desired) == dict(live)  # an extra key changes what a selector selects
         return all(contains(value, live.get(key), f"{path}.{key}") for key, value in desired.items())
     if isinstance(desired, Sequence) and not isinstance(desired, str):
         if live is None:

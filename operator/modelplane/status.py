@@ -218,6 +218,9 @@ def _problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:
         if not _runs_model(pod, model) or pod.get("metadata", {}).get("deletionTimestamp"):
             continue
         problem = pod_problem(pod, model)
+        if problem is not None and problem.reason == "Unschedulable" and md.runtime.gpus:
+            gpus = f"each pod needs {md.runtime.gpus} nvidia.com/gpu (spec.runtime.gpus)"
+            problem = Problem(problem.reason, f"{problem.message} ({gpus})", problem.permanent)
         if problem is not None:
             found.append(problem)
     if not found:

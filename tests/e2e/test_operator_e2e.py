@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from tests.e2e.conftest import (
@@ -157,7 +158,8 @@ def test_examples_run_and_the_gpu_one_says_why_it_waits(
     wait_ready(cluster, namespace, "xgboost-http")
     sample = features[[0, 60, 120]].tolist()
     predictions = predict_v1(cluster, namespace, "xgboost-http", "xgboost-http", sample)
-    assert [int(p) for p in predictions] == booster.predict(features[[0, 60, 120]]).tolist()
+    # The runtime serves the saved Booster: class probabilities, as the classifier's predict_proba.
+    assert np.allclose(predictions, booster.predict_proba(features[[0, 60, 120]]), atol=1e-5), predictions
 
     gpu = wait_reason(cluster, namespace, "gpu-model", {"Unschedulable"}, timeout=60)
     ready = condition(gpu, "Ready")
@@ -529,8 +531,15 @@ def test_two_operators_never_reconcile_at_once(
     first_log = operator
     first_offset = first_log.stat().st_size
     second_log = tmp_path / "second-operator.log"
+    first_pid = (Path.home() / ".cache/modelplane/operator/operator.pid").read_text().strip()
+    first_env = dict(
+        item.split("=", 1)
+        for item in Path(f"/proc/{first_pid}/environ").read_text().split("\0")
+        if "=" in item
+    )
     env = {
         **os.environ,
+        "MODELPLANE_RUNTIME_IMAGE": first_env["MODELPLANE_RUNTIME_IMAGE"],  # the same children as the first
         "KUBECONFIG": str(Path.home() / ".cache/modelplane/operator/kubeconfig"),
         "MODELPLANE_PEERING_PRIORITY": "2000000",  # above any random default (at most 1000000)
         "MODELPLANE_METRICS_PORT": "0",

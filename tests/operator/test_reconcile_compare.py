@@ -84,3 +84,10 @@ def test_lists_must_match_in_length() -> None:
     assert not contains({"args": ["a"]}, {"args": ["a", "b"]})
     assert contains({"args": []}, {})
     assert contains({"flag": False}, {})
+
+
+def test_selectors_compare_whole() -> None:
+    service = next(m for m in rendered("sklearn-s3") if m["kind"] == "Service")
+    live = as_served(service)
+    live["spec"]["selector"]["app"] = "other"
+    assert needs_apply(service, live)
