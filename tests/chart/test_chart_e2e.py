@@ -4,6 +4,8 @@ Prometheus Operator objects accepted by a server-side dry run, and helm uninstal
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,7 @@ from tests.support.cluster import Cluster, make_print, wait_until
 
 pytestmark = pytest.mark.e2e
 
-RELEASE = "mp"
-SERVICE_ACCOUNT = "mp-modelplane"
+FIELD_MANAGER = "modelplane-chart-test"
 MONITORING_CRDS = ("servicemonitors", "podmonitors", "prometheusrules")
 # What the examples make the operator do in a watched namespace (resource, verb, subresource).
 NEEDED_IN_NAMESPACE = [
@@ -49,7 +50,13 @@ FORBIDDEN_IN_NAMESPACE = [
 def can_i(
     cluster: Cluster, sa_namespace: str, verb: str, resource: str, subresource: str, *scope: str
 ) -> bool:
-    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{sa_namespace}:{SERVICE_ACCOUNT}"]
+    args = [
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        f"--as=system:serviceaccount:{sa_namespace}:{release}-modelplane",
+    ]
     if subresource:
         args.append(f"--subresource={subresource}")
     answer = cluster.kubectl(*args, *scope, check=False).stdout.strip()
@@ -57,10 +64,76 @@ def can_i(
     return answer == "yes"
 
 
-def install(helm: Helm, namespace: str, values: dict[str, Any], tmp_path: Path, *extra: str) -> None:
+def install(
+    helm: Helm, release: str, namespace: str, values: dict[str, Any], tmp_path: Path, *extra: str
+) -> None:
     values_file = tmp_path / "install-values.yaml"
     values_file.write_text(yaml.safe_dump(values))
-    helm.run("install", RELEASE, str(CHART), "-n", namespace, "-f", str(values_file), *extra)
+    helm.run("install", release, str(CHART), "-n", namespace, "-f", str(values_file), *extra)
+
+
+def managers(obj: dict[str, Any]) -> set[tuple[str, str]]:
+    return {
+        (entry["manager"], entry.get("subresource", "")) for entry in obj["metadata"].get("managedFields", [])
+    }
+
+
+def get_with_managers(kind: str, namespace: str) -> tuple[str, ...]:
+    """kubectl get of the probe model's KIND with its managedFields (kubectl hides them by default)."""
+    return ("get", kind, "probe", "-n", namespace, "-o", "json", "--show-managed-fields")
+
+
+def assert_the_operator_reconciles(cluster: Cluster, namespace: str) -> None:
+    """A ModelDeployment in the watched namespace gets its Deployment and its status from the chart's
+    operator: its own field manager is on both (the host operator, if running, uses another)."""
+    cluster.apply(
+        {
+            "apiVersion": "modelplane.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "probe"},
+            "spec": {
+                "model": {
+                    "uri": "https://models.invalid/iris.joblib",
+                    "format": "sklearn",
+                    "allowPickle": True,
+                },
+                "replicas": 1,
+            },
+        },
+        namespace=namespace,
+    )
+    deployment = wait_until(
+        "the chart's operator to apply the model's Deployment",
+        lambda: (
+            json.loads(out.stdout)
+            if (
+                out := cluster.kubectl(
+                    "get", "deployment", "probe", "-n", namespace, "-o", "json", check=False
+                )
+            ).returncode
+            == 0
+            else None
+        ),
+        timeout=90,
+    )
+    assert (FIELD_MANAGER, "") in managers(deployment)
+    wait_until(
+        "the chart's operator to patch the ModelDeployment's status",
+        lambda: (
+            (FIELD_MANAGER, "status")
+            in managers(cluster.get("modeldeployment", "probe", namespace=namespace))
+        ),
+        timeout=90,
+    )
+    cluster.kubectl("delete", "modeldeployment", "probe", "-n", namespace, "--wait=true")
+
+
+@pytest.fixture
+def release(cluster_helm: Helm, namespace: str) -> Iterator[str]:
+    """A release name of the test's own (its ClusterRole is cluster-wide), uninstalled even on failure."""
+    name = f"mp-{namespace.rsplit('-', 1)[-1]}"
+    yield name
+    cluster_helm.run("uninstall", name, "-n", namespace, "--ignore-not-found", check=False)
 
 
 @pytest.fixture
@@ -72,71 +145,83 @@ def operator_values(namespace: str) -> dict[str, Any]:
         "runtime": {"image": make_print("image-ref", "NAME=runtime")},
         "watchNamespaces": [namespace],
         "crds": {"enabled": False},
+        "fieldManager": FIELD_MANAGER,
     }
 
 
 def test_install_runs_the_operator_with_least_privilege_and_uninstall_cleans_up(
-    cluster: Cluster, cluster_helm: Helm, namespace: str, operator_values: dict[str, Any], tmp_path: Path
+    cluster: Cluster,
+    cluster_helm: Helm,
+    namespace: str,
+    release: str,
+    operator_values: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
-    install(cluster_helm, namespace, operator_values, tmp_path, "--wait", "--timeout", "5m")
+    install(cluster_helm, release, namespace, operator_values, tmp_path, "--wait", "--timeout", "5m")
 
-    cluster.wait(f"deployment/{SERVICE_ACCOUNT}", "condition=Available", namespace=namespace)
+    cluster.wait(f"deployment/{release}-modelplane", "condition=Available", namespace=namespace)
     pods = cluster.kubectl(
-        "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/instance=mp", "-o", "json"
+        "get", "pods", "-n", namespace, "-l", f"app.kubernetes.io/instance={release}", "-o", "json"
     ).stdout
     (pod,) = yaml.safe_load(pods)["items"]
     assert pod["status"]["phase"] == "Running"
     (status,) = pod["status"]["containerStatuses"]
     assert status["ready"] and status["restartCount"] == 0, status
-    endpoints = cluster.get("endpoints", f"{SERVICE_ACCOUNT}-metrics", namespace=namespace)
+    endpoints = cluster.get("endpoints", f"{release}-modelplane-metrics", namespace=namespace)
     assert endpoints["subsets"][0]["ports"][0]["port"] == 8080
+    assert_the_operator_reconciles(cluster, namespace)
 
     in_namespace = ("-n", namespace)
     for resource, verb, sub in NEEDED_IN_NAMESPACE:
-        assert can_i(cluster, namespace, verb, resource, sub, *in_namespace), (
+        assert can_i(cluster, release, namespace, verb, resource, sub, *in_namespace), (
             f"cannot {verb} {resource} {sub}"
         )
     for resource, verb, sub in FORBIDDEN_IN_NAMESPACE:
-        assert not can_i(cluster, namespace, verb, resource, sub, *in_namespace), (
+        assert not can_i(cluster, release, namespace, verb, resource, sub, *in_namespace), (
             f"may {verb} {resource} {sub}"
         )
     # Watching one namespace grants nothing elsewhere, and never Secrets cluster-wide.
-    assert not can_i(cluster, namespace, "get", "secrets", "", "-n", "kube-system")
-    assert not can_i(cluster, namespace, "create", "deployments.apps", "", "-n", "default")
-    assert not can_i(cluster, namespace, "list", "secrets", "", "--all-namespaces")
-    assert can_i(cluster, namespace, "get", "customresourcedefinitions.apiextensions.k8s.io", "")
+    assert not can_i(cluster, release, namespace, "get", "secrets", "", "-n", "kube-system")
+    assert not can_i(cluster, release, namespace, "create", "deployments.apps", "", "-n", "default")
+    assert not can_i(cluster, release, namespace, "list", "secrets", "", "--all-namespaces")
+    assert can_i(cluster, release, namespace, "get", "customresourcedefinitions.apiextensions.k8s.io", "")
 
-    cluster_helm.run("uninstall", RELEASE, "-n", namespace, "--wait")
+    cluster_helm.run("uninstall", release, "-n", namespace, "--wait")
     for kind in ("deployment", "serviceaccount", "service", "role", "rolebinding"):
         leftovers = cluster.kubectl(
-            "get", kind, "-n", namespace, "-l", "app.kubernetes.io/instance=mp", "-o", "name"
+            "get", kind, "-n", namespace, "-l", f"app.kubernetes.io/instance={release}", "-o", "name"
         )
         assert leftovers.stdout.strip() == "", f"left after uninstall: {leftovers.stdout}"
-    assert cluster.kubectl("get", "clusterrole", SERVICE_ACCOUNT, check=False).returncode != 0
+    assert cluster.kubectl("get", "clusterrole", f"{release}-modelplane", check=False).returncode != 0
 
 
 def test_cluster_wide_install_reads_one_secret_at_a_time(
-    cluster: Cluster, cluster_helm: Helm, namespace: str, operator_values: dict[str, Any], tmp_path: Path
+    cluster: Cluster,
+    cluster_helm: Helm,
+    namespace: str,
+    release: str,
+    operator_values: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
     """Watching every namespace (a ClusterRole): still get-only on Secrets. Replicas 0, so this operator
     never runs next to the host operator; RBAC is what is checked."""
     values = {**operator_values, "watchNamespaces": [], "replicas": 0}
-    install(cluster_helm, namespace, values, tmp_path)
+    install(cluster_helm, release, namespace, values, tmp_path)
     try:
         for resource, verb, sub in NEEDED_IN_NAMESPACE:
-            assert can_i(cluster, namespace, verb, resource, sub, "-n", "default"), (
+            assert can_i(cluster, release, namespace, verb, resource, sub, "-n", "default"), (
                 f"cannot {verb} {resource}"
             )
-        assert can_i(cluster, namespace, "get", "secrets", "", "-n", "kube-system")
-        assert not can_i(cluster, namespace, "list", "secrets", "", "--all-namespaces")
-        assert not can_i(cluster, namespace, "watch", "secrets", "", "--all-namespaces")
-        assert not can_i(cluster, namespace, "list", "secrets", "", "-n", namespace)
-        assert can_i(cluster, namespace, "create", "clusterkopfpeerings.kopf.dev", "")
+        assert can_i(cluster, release, namespace, "get", "secrets", "", "-n", "kube-system")
+        assert not can_i(cluster, release, namespace, "list", "secrets", "", "--all-namespaces")
+        assert not can_i(cluster, release, namespace, "watch", "secrets", "", "--all-namespaces")
+        assert not can_i(cluster, release, namespace, "list", "secrets", "", "-n", namespace)
+        assert can_i(cluster, release, namespace, "create", "clusterkopfpeerings.kopf.dev", "")
     finally:
-        cluster_helm.run("uninstall", RELEASE, "-n", namespace, "--wait")
+        cluster_helm.run("uninstall", release, "-n", namespace, "--wait")
     wait_until(
         "the release's ClusterRole to be deleted",
-        lambda: cluster.kubectl("get", "clusterrole", SERVICE_ACCOUNT, check=False).returncode != 0,
+        lambda: cluster.kubectl("get", "clusterrole", f"{release}-modelplane", check=False).returncode != 0,
         timeout=60,
     )
 

@@ -94,7 +94,7 @@ def test_watch_namespaces_gives_a_role_per_namespace_and_no_cluster_wide_access(
     for role in roles:
         assert rules_for(role["rules"], "", "secrets") == {"get"}
         assert rules_for(role["rules"], "apps", "deployments") >= {"create", "patch", "delete"}
-    # The ClusterRole that remains reads CRDs only (cluster-scoped, so a Role cannot grant it).
+    # The ClusterRole that remains reads CRDs and namespaces only (cluster-scoped: a Role cannot grant them).
     (cluster_role,) = by_kind(docs, "ClusterRole")
     assert {res for rule in cluster_role["rules"] for res in rule["resources"]} == {
         "customresourcedefinitions"

@@ -74,15 +74,19 @@ never list or watch: no Secret cache); creates Events; keeps kopf's namespaced p
   verbs: [get, list, watch, create, patch]
 {{- end -}}
 
-{{/* Cluster-scoped reads: whether a CRD (KEDA's) is installed; namespaces and peering when watching all. */}}
+{{/*
+Cluster-scoped reads: whether a CRD (KEDA's) is installed; namespaces, which kopf lists and watches at
+startup even when given explicit namespaces (without it, its start stalls on retried 403s); and the
+cluster-wide peering object when watching every namespace.
+*/}}
 {{- define "modelplane.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [get, list, watch]
-{{- if not .Values.watchNamespaces }}
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [get, list, watch]
+{{- if not .Values.watchNamespaces }}
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
   verbs: [get, list, watch, create, patch]
