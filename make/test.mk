@@ -22,7 +22,8 @@ test-e2e: $(VENV_STAMP) ## End-to-end tests on the local cluster.
 	$(PYTEST) -m "e2e and not heavy" $(PYTEST_ARGS)
 
 .PHONY: test-heavy
-test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats).
+test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats; installs several GB).
+	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt -e './runtime-image[pytorch,huggingface]'
 	$(PYTEST) -m heavy $(PYTEST_ARGS)
 
 # Areas append what their e2e tests need built and started (cluster, images, s3, ...).
