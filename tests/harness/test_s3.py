@@ -10,7 +10,7 @@ from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
 from tests.harness.conftest import make
-from tests.support.cluster import Cluster, make_print
+from tests.support.cluster import Cluster, make_print, wait_until
 from tests.support.s3 import S3Server, start_s3
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +70,8 @@ from botocore.exceptions import ClientError
 
 def client(secret=None, **config):
     return boto3.session.Session().client(
-        "s3", aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
+        "s3", aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
         config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
 
 def refused(c, key):
@@ -126,8 +127,17 @@ def test_put_get_list_and_refusals_from_a_pod(
         },
         namespace=namespace,
     )
-    cluster.wait("pod/s3-client", "jsonpath={.status.phase}=Succeeded", namespace=namespace, timeout=120)
-    report = json.loads(cluster.kubectl("logs", "-n", namespace, "s3-client").stdout.strip().splitlines()[-1])
+    phase = wait_until(
+        "the s3-client pod to finish",
+        lambda: (
+            cluster.get("pod", "s3-client", namespace)["status"].get("phase") in ("Succeeded", "Failed")
+            and cluster.get("pod", "s3-client", namespace)["status"]["phase"]
+        ),
+        timeout=120,
+    )
+    logs = cluster.kubectl("logs", "-n", namespace, "s3-client").stdout
+    assert phase == "Succeeded", logs
+    report = json.loads(logs.strip().splitlines()[-1])
     assert report == {
         "read": "hello from a pod",
         "listed": [key],
