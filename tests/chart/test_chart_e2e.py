@@ -48,7 +48,7 @@ FORBIDDEN_IN_NAMESPACE = [
 
 
 def can_i(
-    cluster: Cluster, sa_namespace: str, verb: str, resource: str, subresource: str, *scope: str
+    cluster: Cluster, release: str, sa_namespace: str, verb: str, resource: str, subresource: str, *scope: str
 ) -> bool:
     args = [
         "auth",
@@ -78,9 +78,11 @@ def managers(obj: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
-def get_with_managers(kind: str, namespace: str) -> tuple[str, ...]:
-    """kubectl get of the probe model's KIND with its managedFields (kubectl hides them by default)."""
-    return ("get", kind, "probe", "-n", namespace, "-o", "json", "--show-managed-fields")
+def managers_of(cluster: Cluster, kind: str, namespace: str) -> set[tuple[str, str]]:
+    """The field managers of the probe model's KIND (kubectl hides managedFields by default)."""
+    args = ("get", kind, "probe", "-n", namespace, "-o", "json", "--show-managed-fields")
+    result = cluster.kubectl(*args, check=False)
+    return managers(json.loads(result.stdout)) if result.returncode == 0 else set()
 
 
 def assert_the_operator_reconciles(cluster: Cluster, namespace: str) -> None:
@@ -102,29 +104,12 @@ def assert_the_operator_reconciles(cluster: Cluster, namespace: str) -> None:
         },
         namespace=namespace,
     )
-    deployment = wait_until(
-        "the chart's operator to apply the model's Deployment",
-        lambda: (
-            json.loads(out.stdout)
-            if (
-                out := cluster.kubectl(
-                    "get", "deployment", "probe", "-n", namespace, "-o", "json", check=False
-                )
-            ).returncode
-            == 0
-            else None
-        ),
-        timeout=90,
-    )
-    assert (FIELD_MANAGER, "") in managers(deployment)
-    wait_until(
-        "the chart's operator to patch the ModelDeployment's status",
-        lambda: (
-            (FIELD_MANAGER, "status")
-            in managers(cluster.get("modeldeployment", "probe", namespace=namespace))
-        ),
-        timeout=90,
-    )
+    for kind, subresource in (("deployment", ""), ("modeldeployment", "status")):
+        wait_until(
+            f"{kind} {subresource} written by the chart's operator (field manager {FIELD_MANAGER})",
+            lambda: (FIELD_MANAGER, subresource) in managers_of(cluster, kind, namespace),  # noqa: B023
+            timeout=90,
+        )
     cluster.kubectl("delete", "modeldeployment", "probe", "-n", namespace, "--wait=true")
 
 

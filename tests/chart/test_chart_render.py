@@ -97,8 +97,10 @@ def test_watch_namespaces_gives_a_role_per_namespace_and_no_cluster_wide_access(
     # The ClusterRole that remains reads CRDs and namespaces only (cluster-scoped: a Role cannot grant them).
     (cluster_role,) = by_kind(docs, "ClusterRole")
     assert {res for rule in cluster_role["rules"] for res in rule["resources"]} == {
-        "customresourcedefinitions"
+        "customresourcedefinitions",
+        "namespaces",
     }
+    assert all(set(rule["verbs"]) <= {"get", "list", "watch"} for rule in cluster_role["rules"])
     (deployment,) = by_kind(docs, "Deployment")
     env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODELPLANE_WATCH_NAMESPACES"] == "team-a,team-b"
