@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +134,6 @@ def test_sklearn_from_s3_end_to_end(
 
 def _operator_metrics() -> dict[str, float]:
     """The host operator's metrics endpoint (make operator-up serves it on OPERATOR_METRICS_PORT)."""
-    import urllib.request
 
     with urllib.request.urlopen("http://127.0.0.1:18480/metrics", timeout=5) as response:
         text = response.read().decode()
@@ -456,16 +458,19 @@ def test_cpu_autoscaler_scales_up_under_load(
     wait_ready(cluster, namespace, "iris-autoscaled")
     cluster_ip = cluster.get("service", "iris-autoscaled", namespace)["spec"]["clusterIP"]
     url = f"http://{cluster_ip}/v1/models/iris-autoscaled:predict"
-    body = json.dumps({"instances": v1.sample * 64})
-    # A bounded load: a few concurrent request loops from the host for at most 4 minutes.
-    load = subprocess.Popen(
-        [
-            "bash",
-            "-c",
-            f"end=$((SECONDS+240)); for w in 1 2 3 4; do (while [ $SECONDS -lt $end ]; do "
-            f"curl -s -o /dev/null -H 'Content-Type: application/json' -d '{body}' {url}; done) & done; wait",
-        ]
-    )
+    body = json.dumps({"instances": v1.sample * 64}).encode()
+    stop = threading.Event()
+    deadline = time.monotonic() + 240  # the load is bounded in time whatever happens
+
+    def load() -> None:
+        while not stop.is_set() and time.monotonic() < deadline:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+
+    workers = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+    for worker in workers:
+        worker.start()
     try:
         hpa = eventually(
             lambda: (
@@ -484,8 +489,9 @@ def test_cpu_autoscaler_scales_up_under_load(
             "the Deployment scaled up",
         )
     finally:
-        load.terminate()
-        load.wait(timeout=30)
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
     obj = md(cluster, namespace, "iris-autoscaled")
     assert obj["status"]["desiredReplicas"] > 1
 
