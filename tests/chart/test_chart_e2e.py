@@ -13,7 +13,9 @@ import pytest
 import yaml
 
 from tests.chart.conftest import CHART, Helm, by_kind, documents, image_values
+from tests.harness.conftest import make
 from tests.support.cluster import Cluster, make_print, wait_until
+from tests.support.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.e2e
 
@@ -114,6 +116,15 @@ def assert_the_operator_reconciles(cluster: Cluster, namespace: str) -> None:
 
 
 @pytest.fixture
+def no_host_operator(cluster: Cluster) -> Iterator[None]:
+    """The operator `make operator-up` runs on the host watches every namespace: stopped while the chart's
+    operator is under test (so what reconciles the test's models is the chart's), started again after."""
+    make("operator-down")
+    yield
+    make("operator-up")
+
+
+@pytest.fixture
 def release(cluster_helm: Helm, namespace: str) -> Iterator[str]:
     """A release name of the test's own (its ClusterRole is cluster-wide), uninstalled even on failure."""
     name = f"mp-{namespace.rsplit('-', 1)[-1]}"
@@ -139,6 +150,7 @@ def test_install_runs_the_operator_with_least_privilege_and_uninstall_cleans_up(
     cluster_helm: Helm,
     namespace: str,
     release: str,
+    no_host_operator: None,
     operator_values: dict[str, Any],
     tmp_path: Path,
 ) -> None:
@@ -254,3 +266,64 @@ def test_monitoring_objects_pass_a_server_side_dry_run(
         "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(rule), check=False
     )
     assert refused.returncode != 0 and "for" in refused.stderr
+
+
+def annotated_pod_targets(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    """file_sd targets of NAMESPACE's pods that ask to be scraped, by their prometheus.io/* annotations
+    (the chart's for the operator, the operator's for model pods). Debian's Prometheus is built without
+    kubernetes_sd_configs, so the test reads the pods from the API itself."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
+    targets = []
+    for pod in pods:
+        annotations = pod["metadata"].get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true" or not pod["status"].get("podIP"):
+            continue
+        targets.append(
+            {
+                "targets": [f"{pod['status']['podIP']}:{annotations['prometheus.io/port']}"],
+                "labels": {
+                    "__metrics_path__": annotations.get("prometheus.io/path", "/metrics"),
+                    "namespace": namespace,
+                    "pod": pod["metadata"]["name"],
+                },
+            }
+        )
+    return targets
+
+
+def scrape_config(targets_file: Path) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "scrape_configs": [
+            {"job_name": "kubernetes-pods", "file_sd_configs": [{"files": [str(targets_file)]}]}
+        ],
+    }
+
+
+def test_prometheus_scrapes_the_operator_pod_by_its_annotations(
+    cluster: Cluster,
+    cluster_helm: Helm,
+    namespace: str,
+    release: str,
+    no_host_operator: None,
+    operator_values: dict[str, Any],
+    prometheus_bin_dir: Path,
+    tmp_path: Path,
+) -> None:
+    """Debian's Prometheus on the host scrapes the chart's operator pod where its annotations say; after a
+    reconcile, the operator's series are there."""
+    install(cluster_helm, release, namespace, operator_values, tmp_path, "--wait", "--timeout", "5m")
+    cluster.wait(f"deployment/{release}-modelplane", "condition=Available", namespace=namespace)
+    assert_the_operator_reconciles(cluster, namespace)
+
+    targets_file = tmp_path / "targets.json"
+    targets_file.write_text(json.dumps(annotated_pod_targets(cluster, namespace)))
+    with PrometheusServer.start(
+        prometheus_bin_dir, scrape_config(targets_file), tmp_path / "prometheus"
+    ) as prometheus:
+        selector = f'namespace="{namespace}", pod=~"{release}-modelplane-.*"'
+        (up,) = prometheus.wait_for_series(f"up{{{selector}}} == 1")
+        assert up["metric"]["job"] == "kubernetes-pods"
+        reconciles = prometheus.wait_for_series(f"modelplane_operator_reconciles_total{{{selector}}}")
+        assert sum(float(sample["value"][1]) for sample in reconciles) >= 1
+        prometheus.wait_for_series(f"modelplane_operator_reconcile_duration_seconds_count{{{selector}}}")
