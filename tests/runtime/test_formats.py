@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -269,7 +270,10 @@ def test_a_sample_request_beside_the_model_is_the_warm_up(tmp_path: Path) -> Non
 def test_pytorch_torchscript(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
-    torch.jit.save(torch.jit.script(module), str(tmp_path / "model.pt"))
+    with warnings.catch_warnings():
+        # torch 2.9+ deprecates TorchScript in favour of torch.export; the format serves what users have.
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(module), str(tmp_path / "model.pt"))
     sample = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     (tmp_path / contract.WARMUP_REQUEST_FILE).write_text(json.dumps(sample))
     _, app = serve_in_process(tmp_path, "pytorch")

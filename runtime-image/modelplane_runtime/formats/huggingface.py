@@ -7,6 +7,7 @@ result for each text, JSON-encoded.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,31 @@ import orjson
 
 from modelplane_runtime.errors import ModelLoadError
 from modelplane_runtime.formats.base import Arrays, Model, TensorSpec
+
+# Architecture name suffix -> pipeline task. Without a task, transformers asks the hub, which a
+# pod never reaches; the saved config names the head, which decides the task.
+TASKS_BY_HEAD = (
+    ("ForSequenceClassification", "text-classification"),
+    ("ForTokenClassification", "token-classification"),
+    ("ForQuestionAnswering", "question-answering"),
+    ("ForMaskedLM", "fill-mask"),
+    ("ForCausalLM", "text-generation"),
+    ("ForConditionalGeneration", "text2text-generation"),
+    ("ForSeq2SeqLM", "text2text-generation"),
+    ("Model", "feature-extraction"),
+)
+
+
+def task_from_config(config_path: Path) -> str:
+    architectures = orjson.loads(config_path.read_bytes()).get("architectures") or []
+    for architecture in architectures:
+        for suffix, task in TASKS_BY_HEAD:
+            if str(architecture).endswith(suffix):
+                return task
+    raise ModelLoadError(
+        f"cannot tell the pipeline task from architectures {architectures} in {config_path}: "
+        "save a model with a task head (for example BertForSequenceClassification) with save_pretrained"
+    )
 
 
 class HuggingFaceModel(Model):
@@ -29,7 +55,7 @@ class HuggingFaceModel(Model):
         model_dir = self.options.model_dir
         if not (model_dir / "config.json").is_file():
             raise ModelLoadError(f"{model_dir} has no config.json: save the model with save_pretrained")
-        task = self.options.extra.get("task") or None
+        task = task_from_config(model_dir / "config.json")
         try:
             self._pipeline = transformers.pipeline(task=task, model=str(model_dir), device="cpu")
         except Exception as error:

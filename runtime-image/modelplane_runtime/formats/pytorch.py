@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +23,10 @@ class PyTorchModel(Model):
         path = find_artifact(self.options.model_dir, (".pt", ".pth", ".torchscript"), "TorchScript model")
         torch.set_num_threads(self.options.threads)
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():
+                # torch 2.9+ deprecates TorchScript; serving the artifacts users have is the point.
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as error:
             raise ModelLoadError(
                 f"cannot load {path.name} as TorchScript (save it with torch.jit.save): {error}"
