@@ -6,6 +6,7 @@ result for each text, JSON-encoded.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,8 @@ class HuggingFaceModel(Model):
 
     def load(self) -> None:
         try:
-            import transformers
+            # Typed as Any: the extra is optional, and its stubs are there only where it is installed.
+            transformers: Any = importlib.import_module("transformers")
         except ImportError as error:
             raise ModelLoadError(
                 "format huggingface needs transformers and torch: install modelplane-runtime[huggingface]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,7 +18,8 @@ class PyTorchModel(Model):
 
     def load(self) -> None:
         try:
-            import torch
+            # Typed as Any: the extra is optional, and its stubs are there only where it is installed.
+            torch: Any = importlib.import_module("torch")
         except ImportError as error:
             raise ModelLoadError("format pytorch needs torch: install modelplane-runtime[pytorch]") from error
         path = find_artifact(self.options.model_dir, (".pt", ".pth", ".torchscript"), "TorchScript model")
