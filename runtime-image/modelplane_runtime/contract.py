@@ -82,6 +82,8 @@ REASON_UNSUPPORTED: Final = "UnsupportedArtifact"
 REASON_INVALID_URI: Final = "InvalidURI"
 REASON_INVALID_ARGUMENT: Final = "InvalidArgument"
 REASON_TRANSIENT: Final = "TransientPullError"
+# On success `pull` writes "Pulled: <uri> <sha256:...> (<N> bytes)": the operator reports the digest served.
+REASON_PULLED: Final = "Pulled"
 PERMANENT_REASONS: Final = frozenset(
     {
         REASON_NOT_FOUND,

@@ -160,15 +160,19 @@ def write_record(tree: Path, record: PullRecord) -> None:
     (tree / contract.PULL_RECORD_FILE).write_text(json.dumps(record.as_json()) + "\n")
 
 
-def report_failure(failure: PullError, termination_log: Path) -> int:
-    line = contract.format_termination_message(failure.reason, failure.message)
-    print(line, file=sys.stderr)
+def write_termination_message(line: str, termination_log: Path) -> None:
     # The kubelet creates the file; elsewhere (a laptop, a test) there is nothing to write to.
     if termination_log.exists():
         try:
             termination_log.write_text(line + "\n")
         except OSError as error:
             log.warning("could not write %s: %s", termination_log, error)
+
+
+def report_failure(failure: PullError, termination_log: Path) -> int:
+    line = contract.format_termination_message(failure.reason, failure.message)
+    print(line, file=sys.stderr)
+    write_termination_message(line, termination_log)
     return contract.EXIT_PERMANENT if failure.permanent else contract.EXIT_TRANSIENT
 
 
@@ -271,13 +275,19 @@ def run(args: argparse.Namespace) -> int:
                 contract.REASON_INVALID_ARGUMENT,
                 "stall seconds and concurrency must be > 0, retries and backoff seconds >= 0",
             )
-        pull(
+        record = pull(
             args.uri,
             Path(args.dest),
             expected,
             Settings(stall_seconds=stall),
             RetryPolicy(retries, backoff),
             concurrency,
+        )
+        write_termination_message(
+            contract.format_termination_message(
+                contract.REASON_PULLED, f"{record.uri} {record.digest} ({record.bytes} bytes)"
+            ),
+            args.termination_log,
         )
     except PullError as failure:
         return report_failure(failure, args.termination_log)

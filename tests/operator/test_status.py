@@ -251,7 +251,18 @@ def test_served_digest_from_a_successful_pull() -> None:
     model = md()
     digest = "sha256:" + "cd" * 32
     done = pod(
-        model, init={"state": {"terminated": {"exitCode": 0, "message": f"Pulled: {digest} 1234 bytes"}}}
+        model,
+        init={
+            "state": {
+                "terminated": {
+                    "exitCode": 0,
+                    # What `modelplane-runtime pull` writes on success (tests/runtime/pull checks that side).
+                    "message": contract.format_termination_message(
+                        contract.REASON_PULLED, f"s3://models/iris/model.skops {digest} (1234 bytes)"
+                    ),
+                }
+            }
+        },
     )
     result = status.compute(
         model, status.Observed(deployments={"stable": deployment(2, 2)}, pods=[done]), {}, NOW

@@ -51,7 +51,8 @@ def test_file_lands_in_dest_with_its_record(tmp_path: Path, run_pull: PullRunner
     assert result.code == contract.EXIT_OK, result.stderr
     assert (result.dest / "model.ubj").read_bytes() == source.read_bytes()
     assert result.record() == {"uri": str(source), "digest": sha256(source.read_bytes()), "bytes": 13000}
-    assert result.termination_log == ""
+    # The operator reads the digest served from the successful pull's termination message.
+    assert result.termination_log == f"Pulled: {source} {sha256(source.read_bytes())} (13000 bytes)"
 
 
 def test_file_uri_and_matching_digest(tmp_path: Path, run_pull: PullRunner) -> None:
