@@ -113,7 +113,10 @@ up() {
   fi
   local deadline=$((SECONDS + 90)) code
   until bucket_ready; do
-    if ! running; then log "weed exited; last log lines:"; tail -n 20 "$S3_DIR/weed.log" >&2; exit 1; fi
+    # kill -0, not `running`: just after the fork the child's cmdline is still the shell's.
+    if ! kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
+      log "weed exited; last log lines:"; tail -n 20 "$S3_DIR/weed.log" >&2; exit 1
+    fi
     # The bucket flag creates it at start-up; create it here if that has not happened.
     code=$(signed_curl -X PUT "$ENDPOINT/$S3_BUCKET" 2>/dev/null || true)
     if [ $SECONDS -ge $deadline ]; then
