@@ -74,13 +74,17 @@ class Model(ABC):
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         """Run the model on a batch; ``outputs`` names which outputs to compute (never empty)."""
 
-    @property
-    @abstractmethod
-    def inputs(self) -> list[TensorSpec]: ...
+    # Each format sets these in load(), from the artifact's own signature.
+    _inputs: list[TensorSpec]
+    _outputs: list[TensorSpec]
 
     @property
-    @abstractmethod
-    def outputs(self) -> list[TensorSpec]: ...
+    def inputs(self) -> list[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        return self._outputs
 
     @property
     def default_outputs(self) -> tuple[str, ...]:

@@ -77,14 +77,6 @@ class CustomModel(Model):
         self._inputs = _specs(getattr(instance, "inputs", None), DEFAULT_INPUTS, "inputs")
         self._outputs = _specs(getattr(instance, "outputs", None), DEFAULT_OUTPUTS, "outputs")
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         result = self._instance.predict(dict(inputs))
         if not isinstance(result, Mapping):

@@ -65,14 +65,6 @@ class HuggingFaceModel(Model):
         self._inputs = [TensorSpec("text", "BYTES", (-1,))]
         self._outputs = [TensorSpec("predict", "BYTES", (-1,))]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         texts = [
             item.decode() if isinstance(item, bytes) else str(item)

@@ -28,14 +28,6 @@ class LightGBMModel(Model):
             TensorSpec("predict", "FP64", (-1, -1) if booster.num_model_per_iteration() > 1 else (-1,))
         ]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))
         return {"predict": np.asarray(self._booster.predict(features, num_threads=self.options.threads))}

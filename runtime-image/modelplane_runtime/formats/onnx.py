@@ -64,14 +64,6 @@ class OnnxModel(Model):
         self._session = session
 
     @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
-    @property
     def default_outputs(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self._outputs)
 

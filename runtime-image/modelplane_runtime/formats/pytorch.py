@@ -40,14 +40,6 @@ class PyTorchModel(Model):
         self._inputs = [TensorSpec("input-0", "FP32", (-1, -1))]
         self._outputs = [TensorSpec("predict", "FP32", (-1, -1))]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         tensors = [self._torch.from_numpy(np.ascontiguousarray(array)) for array in inputs.values()]
         with self._torch.inference_mode():

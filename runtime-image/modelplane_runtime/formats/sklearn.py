@@ -56,14 +56,6 @@ class SklearnModel(Model):
         # Requests carry no column names; the estimator's check would warn on every call.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))
         fast = self._fast

@@ -28,14 +28,6 @@ class XGBoostModel(Model):
         self._inputs = [TensorSpec("input-0", "FP32", (-1, booster.num_features()))]
         self._outputs = [TensorSpec("predict", "FP32", (-1,))]
 
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        return self._inputs
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        return self._outputs
-
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))
         # inplace_predict skips building a DMatrix; same trees, same results as Booster.predict.
