@@ -10,3 +10,8 @@ chart-crds: ## Copy crds/*.yaml into the chart (charts/modelplane/files/crds), t
 .PHONY: chart-lint
 chart-lint: helm ## helm lint the chart.
 	@$(BIN_DIR)/helm lint --strict $(CHART_DIR)
+
+# The CRD's other generated copy: the field reference (tests/docs checks it matches the CRD).
+.PHONY: crd-reference
+crd-reference: $(VENV_STAMP) ## Write docs/crd-reference.md from crds/ and hack/crd-reference-examples.yaml.
+	@$(PYTHON) $(REPO_ROOT)/hack/crd-reference.py
