@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.support.cluster import REPO_ROOT, Cluster, make_print
+from tests.support.cluster import Cluster, make, make_print
+from tests.support.helm import cluster_helm, helm
+from tests.support.images import echo_image
 
-
-def make(*targets: str) -> None:
-    """Runs `make TARGETS` (each target is cached and idempotent), failing the test with its output."""
-    result = subprocess.run(
-        ["make", "--no-print-directory", *targets], cwd=REPO_ROOT, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"make {' '.join(targets)} failed:\n{result.stdout}\n{result.stderr}")
+# `make` stays importable from here (tests/chart and tests/harness import it); the fixtures are
+# registered for this area.
+__all__ = ["cluster_helm", "echo_image", "helm", "make"]
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +42,3 @@ def addons(cluster: Cluster) -> Cluster:
     """The cluster with metrics-server and the default StorageClass running (`make addons`)."""
     make("addons")
     return cluster
-
-
-@pytest.fixture(scope="session")
-def echo_image(cluster: Cluster) -> str:
-    """The cluster tests' small HTTP server image (Debian base with python3 and sh), built into the node."""
-    make("image", "NAME=http-echo")
-    return make_print("image-ref", "NAME=http-echo")

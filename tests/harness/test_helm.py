@@ -11,36 +11,21 @@ import pytest
 import yaml
 
 from tests.support.cluster import REPO_ROOT, Cluster, make_print, wait_until
+from tests.support.helm import Helm
 
 pytestmark = pytest.mark.e2e
 
 CHART = REPO_ROOT / "tests" / "harness" / "data" / "trivial-chart"
 
 
-def run_helm(helm: Path, home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    # helm's cache/config/data stay in the test's own directory, never the user's.
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    result = subprocess.run([str(helm), *args], capture_output=True, text=True, env=env, timeout=300)
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return result
-
-
-def test_helm_version_is_the_built_one(helm_bin: Path, tmp_path: Path) -> None:
+def test_helm_version_is_the_built_one(helm: Helm) -> None:
     expected = make_print("helm-version")
     assert expected.startswith("v3.")
-    assert run_helm(helm_bin, tmp_path, "version", "--template", "{{.Version}}").stdout == expected
-    assert run_helm(helm_bin, tmp_path, "version", "--template", "{{.GitTreeState}}").stdout == "clean"
+    assert helm.run("version", "--template", "{{.Version}}").stdout == expected
+    assert helm.run("version", "--template", "{{.GitTreeState}}").stdout == "clean"
 
 
-def test_helm_template_assumes_the_cluster_kubernetes_version(
-    helm_bin: Path, bin_dir: Path, tmp_path: Path
-) -> None:
+def test_helm_template_assumes_the_cluster_kubernetes_version(helm: Helm, bin_dir: Path) -> None:
     """Offline, helm falls back to its built-in Kubernetes version: the cluster's, not helm's default 1.20
     (the chart's kubeVersion constraint would refuse 1.20)."""
     kubectl = subprocess.run(
@@ -50,25 +35,25 @@ def test_helm_template_assumes_the_cluster_kubernetes_version(
         check=True,
     )
     client = json.loads(kubectl.stdout)["clientVersion"]
-    out = run_helm(helm_bin, tmp_path, "template", "demo", str(CHART)).stdout
+    out = helm.run("template", "demo", str(CHART)).stdout
     configmap = yaml.safe_load(out)
     assert configmap["data"]["kubeVersion"] == f"v{client['major']}.{client['minor']}.0"
-    linted = run_helm(helm_bin, tmp_path, "lint", str(CHART))
+    linted = helm.run("lint", str(CHART))
     assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
 
 
-def test_helm_install_and_uninstall(helm_bin: Path, cluster: Cluster, namespace: str, tmp_path: Path) -> None:
-    kube = ["--kubeconfig", str(cluster.kubeconfig), "--namespace", namespace]
-    run_helm(helm_bin, tmp_path, "install", "demo", str(CHART), *kube, "--set", "greeting=hi", "--wait")
+def test_helm_install_and_uninstall(cluster_helm: Helm, cluster: Cluster, namespace: str) -> None:
+    namespaced = ["--namespace", namespace]
+    cluster_helm.run("install", "demo", str(CHART), *namespaced, "--set", "greeting=hi", "--wait")
 
     configmap = cluster.get("configmap", "demo-settings", namespace=namespace)
     assert configmap["data"]["greeting"] == "hi"
     server_version = cluster.kubectl("version", "-o", "yaml").stdout
     assert configmap["data"]["kubeVersion"] == yaml.safe_load(server_version)["serverVersion"]["gitVersion"]
-    status = run_helm(helm_bin, tmp_path, "status", "demo", *kube, "-o", "yaml").stdout
+    status = cluster_helm.run("status", "demo", *namespaced, "-o", "yaml").stdout
     assert yaml.safe_load(status)["info"]["status"] == "deployed"
 
-    uninstalled = run_helm(helm_bin, tmp_path, "uninstall", "demo", *kube, "--wait")
+    uninstalled = cluster_helm.run("uninstall", "demo", *namespaced, "--wait")
     assert 'release "demo" uninstalled' in uninstalled.stdout
     wait_until(
         "the release's ConfigMap to be deleted",
@@ -77,5 +62,5 @@ def test_helm_install_and_uninstall(helm_bin: Path, cluster: Cluster, namespace:
         ),
         timeout=60,
     )
-    listed = run_helm(helm_bin, tmp_path, "list", "--all", *kube, "-q").stdout
+    listed = cluster_helm.run("list", "--all", *namespaced, "-q").stdout
     assert listed.strip() == ""

@@ -30,6 +30,15 @@ def make_print(target: str, *variables: str) -> str:
     return result.stdout.strip()
 
 
+def make(*targets: str) -> None:
+    """Runs `make TARGETS` (each target is cached and idempotent), failing the test with its output."""
+    result = subprocess.run(
+        ["make", "--no-print-directory", *targets], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"make {' '.join(targets)} failed:\n{result.stdout}\n{result.stderr}")
+
+
 @dataclass(frozen=True)
 class Cluster:
     kubeconfig: Path
