@@ -8,6 +8,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/../local-cluster/config.sh"
+source "$HERE/../local-cluster/lib-pki.sh"
 ADDONS_DIR=${ADDONS_DIR:-$CACHE_DIR/addons}
 ADDON_PKI=$ADDONS_DIR/pki
 ADDON_RUN=$ADDONS_DIR/run
@@ -82,42 +83,14 @@ wait_for() {
 # --- certificates ----------------------------------------------------------------------------
 # cert NAME SUBJECT USAGE [SANS]: a key pair signed by the cluster CA; remade if the CA changed.
 cert() {
-  local name=$1 subj=$2 usage=$3 sans=${4:-}
-  local crt=$ADDON_PKI/$name.crt key=$ADDON_PKI/$name.key
+  local crt=$ADDON_PKI/$1.crt
   if [ -f "$crt" ] && openssl verify -CAfile "$PKI_DIR/ca.crt" "$crt" >/dev/null 2>&1; then return 0; fi
-  local ext; ext=$(mktemp)
-  { echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$usage"
-    [ -n "$sans" ] && echo "subjectAltName=$sans"; } > "$ext"
-  openssl req -newkey rsa:2048 -nodes -keyout "$key" -out "$ADDON_PKI/$name.csr" -subj "$subj" 2>/dev/null
-  openssl x509 -req -in "$ADDON_PKI/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" \
-    -CAcreateserial -CAserial "$ADDON_PKI/ca.srl" -out "$crt" -days 3650 -extfile "$ext" 2>/dev/null
-  rm -f "$ADDON_PKI/$name.csr" "$ext"
-  chmod 600 "$key"
+  sign_cert "$PKI_DIR/ca" "$ADDON_PKI/$1" "$2" "$3" "${4:-}" "$ADDON_PKI/ca.srl"
+  chmod 600 "$ADDON_PKI/$1.key"
 }
 
 kubeconfig_for() {  # NAME: a kubeconfig using the client certificate NAME
-  local file=$ADDON_PKI/$1.kubeconfig
-  cat > "$file.tmp" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: modelplane-local
-  cluster:
-    server: https://$NODE_IP:$APISERVER_PORT
-    certificate-authority: $PKI_DIR/ca.crt
-users:
-- name: $1
-  user:
-    client-certificate: $ADDON_PKI/$1.crt
-    client-key: $ADDON_PKI/$1.key
-contexts:
-- name: modelplane-local
-  context: {cluster: modelplane-local, user: $1}
-current-context: modelplane-local
-KC
-  mv "$file.tmp" "$file"
+  write_kubeconfig "$ADDON_PKI/$1.kubeconfig" "$1" "$ADDON_PKI/$1"
 }
 
 render() {  # MANIFEST.in: substitute @VARS@ and apply server-side

@@ -2,6 +2,7 @@
 # Generates the cluster's CAs, certificates, service-account keys and kubeconfigs (once).
 set -euo pipefail
 source "$(dirname "$0")/config.sh"
+source "$(dirname "$0")/lib-pki.sh"
 mkdir -p "$PKI_DIR"
 cd "$PKI_DIR"
 
@@ -13,17 +14,8 @@ new_ca() { # name CN
 }
 
 new_cert() { # ca name subject usage [sans]
-  local ca=$1 name=$2 subj=$3 usage=$4 sans=${5:-}
-  [ -f "$name.crt" ] && return 0
-  local ext; ext=$(mktemp)
-  { echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    echo "extendedKeyUsage=$usage"
-    [ -n "$sans" ] && echo "subjectAltName=$sans"; } > "$ext"
-  openssl req -newkey rsa:2048 -nodes -keyout "$name.key" -out "$name.csr" -subj "$subj" 2>/dev/null
-  openssl x509 -req -in "$name.csr" -CA "$ca.crt" -CAkey "$ca.key" -CAcreateserial \
-    -out "$name.crt" -days 3650 -extfile "$ext" 2>/dev/null
-  rm -f "$name.csr" "$ext"
+  [ -f "$2.crt" ] && return 0
+  sign_cert "$@"
 }
 
 new_ca ca modelplane-local-ca
@@ -46,26 +38,8 @@ new_cert ca coredns "/CN=system:coredns" clientAuth
 [ -f sa.key ] || { openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null; }
 
 kubeconfig() { # file user cert
-  local file=$1 user=$2 cert=$3
-  [ -f "$file" ] && return 0
-  cat > "$file" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: modelplane-local
-  cluster:
-    server: https://$NODE_IP:$APISERVER_PORT
-    certificate-authority: $PKI_DIR/ca.crt
-users:
-- name: $user
-  user:
-    client-certificate: $PKI_DIR/$cert.crt
-    client-key: $PKI_DIR/$cert.key
-contexts:
-- name: modelplane-local
-  context: {cluster: modelplane-local, user: $user}
-current-context: modelplane-local
-KC
+  [ -f "$1" ] && return 0
+  write_kubeconfig "$1" "$2" "$PKI_DIR/$3"
 }
 kubeconfig "$KUBECONFIG_PATH" admin admin
 kubeconfig controller-manager.kubeconfig controller-manager controller-manager
