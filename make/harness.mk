@@ -8,9 +8,11 @@ HELM_VERSION ?= v3.22.0
 helm: ## Build helm from its Go module into the bin dir (cached, stamped with the cluster's Kubernetes version).
 	@$(TIMED) helm $(HARNESS_ENV) HELM_VERSION=$(HELM_VERSION) K8S_VERSION=$(K8S_VERSION) $(HARNESS_HACK)/build-helm.sh
 
+PROMETHEUS_VERSION ?= v0.316.0
+
 .PHONY: prometheus
-prometheus: ## Unpack Debian's prometheus and promtool into the cache (no system service); tests start their own.
-	@$(TIMED) prometheus $(HARNESS_ENV) $(HARNESS_HACK)/fetch-prometheus.sh
+prometheus: ## Build prometheus (Kubernetes discovery only) and promtool from their Go module; tests start their own.
+	@$(TIMED) prometheus $(HARNESS_ENV) PROMETHEUS_VERSION=$(PROMETHEUS_VERSION) $(HARNESS_HACK)/build-prometheus.sh
 
 KEDA_VERSION ?= v2.21.0
 PROMETHEUS_OPERATOR_VERSION ?= v0.85.0

@@ -111,7 +111,8 @@ class Reconciler:
         try:
             md = specs.parse(body)
         except specs.SpecError as error:
-            return self._invalid(body, previous, str(error))
+            written = self._not_ready(body, previous, "InvalidSpec", str(error))
+            return Outcome("invalid", status_written=written)
 
         secret_found, secret_keys = self._credentials(md)
         keda = md.autoscaling is not None and md.autoscaling.uses_keda and self._kube.crd_installed(KEDA_CRD)
@@ -134,7 +135,13 @@ class Reconciler:
             elif current is None and previous.get("observedGeneration") == md.generation:
                 metrics.DRIFT_CORRECTIONS.labels(kind=manifest["kind"]).inc()
                 log.info("%s %s/%s was deleted: recreating it", key[0], namespace, key[1])
-            self._kube.apply(manifest)
+            try:
+                self._kube.apply(manifest)
+            except KubeError as error:
+                if refused_for_good(error):
+                    # Quota, admission or validation said no: say so in status (the retry goes on).
+                    self._not_ready(body, previous, "ApplyFailed", str(error))
+                raise
             applied.append(f"{key[0]}/{key[1]}")
         wanted = {(m["kind"], m["metadata"]["name"]) for m in desired}
         pruned = []
@@ -195,26 +202,30 @@ class Reconciler:
                     result[(kind, obj["metadata"]["name"])] = obj
         return result
 
-    def _invalid(self, body: Mapping[str, Any], previous: Mapping[str, Any], message: str) -> Outcome:
+    def _not_ready(
+        self, body: Mapping[str, Any], previous: Mapping[str, Any], reason: str, message: str
+    ) -> bool:
+        """Ready=False with REASON when the spec cannot be rendered or its children cannot be applied."""
         meta = body["metadata"]
         condition = {
             "type": "Ready",
             "status": "False",
-            "reason": "InvalidSpec",
+            "reason": reason,
             "message": message,
             "observedGeneration": meta.get("generation", 0),
         }
         old = status.condition(previous, "Ready")
         if old and all(old.get(k) == v for k, v in condition.items()):
-            return Outcome("invalid")
-        condition["lastTransitionTime"] = self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+            return False
+        unchanged = old and old.get("status") == "False" and old.get("lastTransitionTime")
+        condition["lastTransitionTime"] = unchanged or self._clock().strftime("%Y-%m-%dT%H:%M:%SZ")
         self._kube.patch_status(
             meta["namespace"],
             meta["name"],
             {"observedGeneration": meta.get("generation", 0), "conditions": [condition]},
         )
         metrics.record_ready(meta["namespace"], meta["name"], "False")
-        return Outcome("invalid", status_written=True)
+        return True
 
     def _write_status(
         self, md: specs.ModelDeployment, previous: Mapping[str, Any], new: Mapping[str, Any]
@@ -261,6 +272,11 @@ class Reconciler:
             )
         except KubeError as error:  # an Event is informative; losing one must not fail the reconcile
             log.warning("could not post an event: %s", error)
+
+
+def refused_for_good(error: KubeError) -> bool:
+    """A 4xx that retrying alone will not fix (a conflict or throttling will pass on their own)."""
+    return 400 <= error.status < 500 and error.status not in (409, 429)
 
 
 def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:

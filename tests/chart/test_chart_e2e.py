@@ -15,7 +15,11 @@ import yaml
 from tests.chart.conftest import CHART, Helm, by_kind, documents, image_values
 from tests.harness.conftest import make
 from tests.support.cluster import Cluster, make_print, wait_until
+from tests.support.examples import credentials_secret
+from tests.support.modeldeployments import condition, predict_v1, wait_ready, wait_reason
+from tests.support.models import SklearnModel
 from tests.support.prometheus import PrometheusServer
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -268,39 +272,46 @@ def test_monitoring_objects_pass_a_server_side_dry_run(
     assert refused.returncode != 0 and "for" in refused.stderr
 
 
-def annotated_pod_targets(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    """file_sd targets of NAMESPACE's pods that ask to be scraped, by their prometheus.io/* annotations
-    (the chart's for the operator, the operator's for model pods). Debian's Prometheus is built without
-    kubernetes_sd_configs, so the test reads the pods from the API itself."""
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
-    targets = []
-    for pod in pods:
-        annotations = pod["metadata"].get("annotations") or {}
-        if annotations.get("prometheus.io/scrape") != "true" or not pod["status"].get("podIP"):
-            continue
-        targets.append(
-            {
-                "targets": [f"{pod['status']['podIP']}:{annotations['prometheus.io/port']}"],
-                "labels": {
-                    "__metrics_path__": annotations.get("prometheus.io/path", "/metrics"),
-                    "namespace": namespace,
-                    "pod": pod["metadata"]["name"],
-                },
-            }
-        )
-    return targets
-
-
-def scrape_config(targets_file: Path) -> dict[str, Any]:
+def prometheus_config(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The chart's own scrape job (files/scrape-config.yaml: Kubernetes discovery of pods, following their
+    prometheus.io/* annotations), pointed at the local cluster and the test's namespace, and the chart's
+    alerting rules."""
+    jobs = yaml.safe_load((CHART / "files" / "scrape-config.yaml").read_text())
+    for job in jobs:
+        for discovery in job["kubernetes_sd_configs"]:
+            discovery["kubeconfig_file"] = str(cluster.kubeconfig)
+            discovery["namespaces"] = {"names": [namespace]}
     return {
         "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "scrape_configs": [
-            {"job_name": "kubernetes-pods", "file_sd_configs": [{"files": [str(targets_file)]}]}
-        ],
+        "rule_files": [str(CHART / "files" / "alerts.yaml")],
+        "scrape_configs": jobs,
     }
 
 
-def test_prometheus_scrapes_the_operator_pod_by_its_annotations(
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel of the chart's Grafana dashboard."""
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
+
+
+def iris_model(name: str, model: SklearnModel) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {
+                "uri": model.uri,
+                "format": "sklearn",
+                "digest": model.digest,
+                "credentialsSecret": "s3-credentials",
+            },
+            "replicas": 1,
+        },
+    }
+
+
+def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_data(
     cluster: Cluster,
     cluster_helm: Helm,
     namespace: str,
@@ -308,22 +319,69 @@ def test_prometheus_scrapes_the_operator_pod_by_its_annotations(
     no_host_operator: None,
     operator_values: dict[str, Any],
     prometheus_bin_dir: Path,
+    s3: S3Server,
+    iris_models: dict[str, SklearnModel],
     tmp_path: Path,
 ) -> None:
-    """Debian's Prometheus on the host scrapes the chart's operator pod where its annotations say; after a
-    reconcile, the operator's series are there."""
+    """Prometheus with Kubernetes service discovery (the chart's scrape job) finds the chart's operator pod
+    and a model pod by their annotations; after real predictions the request counter and latency histogram
+    are there, every dashboard panel's query returns series, and the chart's alert rules evaluate (the
+    not-ready one pending for a model that a ResourceQuota keeps from being deployed)."""
     install(cluster_helm, release, namespace, operator_values, tmp_path, "--wait", "--timeout", "5m")
     cluster.wait(f"deployment/{release}-modelplane", "condition=Available", namespace=namespace)
-    assert_the_operator_reconciles(cluster, namespace)
+    # The operator's Deployment and one model's fit the quota: the second model's apply is refused, a
+    # real API error for the operator's metrics, and a ModelDeployment that is not Ready for the alert.
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "two-deployments"},
+            "spec": {"hard": {"count/deployments.apps": "2"}},
+        },
+        namespace=namespace,
+    )
+    iris = iris_models["v1"]
+    cluster.apply([credentials_secret(s3), iris_model("iris", iris)], namespace=namespace)
+    wait_ready(cluster, namespace, "iris")
+    cluster.apply(iris_model("over-quota", iris), namespace=namespace)
+    over_quota = wait_reason(cluster, namespace, "over-quota", {"ApplyFailed"}, timeout=90)
+    assert "exceeded quota" in condition(over_quota, "Ready")["message"]
 
-    targets_file = tmp_path / "targets.json"
-    targets_file.write_text(json.dumps(annotated_pod_targets(cluster, namespace)))
+    requests = 20
+    for _ in range(requests):
+        assert predict_v1(cluster, namespace, "iris", "iris", iris.sample) == iris.expected()
+
     with PrometheusServer.start(
-        prometheus_bin_dir, scrape_config(targets_file), tmp_path / "prometheus"
+        prometheus_bin_dir, prometheus_config(cluster, namespace), tmp_path / "prometheus"
     ) as prometheus:
-        selector = f'namespace="{namespace}", pod=~"{release}-modelplane-.*"'
-        (up,) = prometheus.wait_for_series(f"up{{{selector}}} == 1")
-        assert up["metric"]["job"] == "kubernetes-pods"
-        reconciles = prometheus.wait_for_series(f"modelplane_operator_reconciles_total{{{selector}}}")
-        assert sum(float(sample["value"][1]) for sample in reconciles) >= 1
-        prometheus.wait_for_series(f"modelplane_operator_reconcile_duration_seconds_count{{{selector}}}")
+        operator_pod = f'namespace="{namespace}", pod=~"{release}-modelplane-.*"'
+        model_pod = f'namespace="{namespace}", pod=~"iris-.*"'
+        for selector in (operator_pod, model_pod):
+            (up,) = prometheus.wait_for_series(f"up{{{selector}}} == 1")
+            assert up["metric"]["job"] == "kubernetes-pods"
+
+        served = prometheus.wait_for_series(
+            f'sum(modelplane_requests_total{{{model_pod}, model="iris", code="200"}}) >= {requests}'
+        )
+        assert float(served[0]["value"][1]) >= requests
+        prometheus.wait_for_series(
+            f'sum(modelplane_request_duration_seconds_count{{{model_pod}, model="iris"}}) >= {requests}'
+        )
+        refused = prometheus.wait_for_series(
+            f'modelplane_operator_api_errors_total{{{operator_pod}, verb="apply", code="403"}}'
+        )
+        assert float(refused[0]["value"][1]) >= 1
+        # rate() needs two samples of a counter after it moved: predict again while Prometheus watches.
+        for _ in range(requests):
+            predict_v1(cluster, namespace, "iris", "iris", iris.sample)
+        for title, query in dashboard_queries():
+            assert prometheus.wait_for_series(query, timeout=60), title
+
+        pending = prometheus.wait_for_series(
+            f'ALERTS{{alertname="ModelplaneModelNotReady", namespace="{namespace}", alertstate="pending"}}'
+        )
+        assert pending
+        rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
+        assert rules and all(rule["health"] == "ok" for rule in rules), [
+            (rule["name"], rule["health"], rule.get("lastError")) for rule in rules
+        ]

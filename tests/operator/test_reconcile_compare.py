@@ -5,7 +5,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelplane.reconcile import contains, needs_apply
+import pytest
+from kubernetes.client.exceptions import ApiException
+from modelplane.kube import KubeError
+from modelplane.reconcile import contains, needs_apply, refused_for_good
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
 
 from tests.operator.test_render import rendered
@@ -91,3 +94,13 @@ def test_selectors_compare_whole() -> None:
     live = as_served(service)
     live["spec"]["selector"]["app"] = "other"
     assert needs_apply(service, live)
+
+
+@pytest.mark.parametrize(
+    ("code", "for_good"),
+    [(403, True), (422, True), (400, True), (409, False), (429, False), (500, False), (503, False)],
+)
+def test_only_refusals_that_retries_cannot_fix_become_apply_failed(code: int, for_good: bool) -> None:
+    """A quota or admission refusal is written to status as ApplyFailed; conflicts and 5xx are retried."""
+    error = KubeError("apply", "Deployment ns/iris", ApiException(status=code, reason="x"))
+    assert refused_for_good(error) is for_good

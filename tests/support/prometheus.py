@@ -1,4 +1,4 @@
-"""A Prometheus of the test's own (Debian's build, unpacked by `make prometheus`) and its HTTP API.
+"""A Prometheus of the test's own (built from its Go module by `make prometheus`) and its HTTP API.
 
 with PrometheusServer.start(bin_dir, config, workdir) as prom:
     series = prom.wait_for_series('up{job="app"}')
