@@ -36,6 +36,7 @@ NEEDED_IN_NAMESPACE = [
     ("scaledobjects.keda.sh", "create", ""),
     ("modeldeployments.modelplane.io", "watch", ""),
     ("modeldeployments.modelplane.io", "patch", "status"),
+    ("modeldeployments.modelplane.io", "update", "finalizers"),
     ("pods", "list", ""),
     ("secrets", "get", ""),
     ("events.events.k8s.io", "create", ""),

@@ -45,6 +45,12 @@ never list or watch: no Secret cache); creates Events; keeps kopf's namespaced p
 - apiGroups: [modelplane.io]
   resources: [modeldeployments/status]
   verbs: [get, patch]
+# Children's ownerReferences set blockOwnerDeletion; clusters with the
+# OwnerReferencesPermissionEnforcement admission plugin (OpenShift, hardened clusters) accept that
+# only from a client that may update the owner's finalizers.
+- apiGroups: [modelplane.io]
+  resources: [modeldeployments/finalizers]
+  verbs: [update]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
