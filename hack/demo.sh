@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
-# The operator part of `make demo` (the lead's demo target builds the cluster and the images first):
-# CRDs, the host operator, a small sklearn model uploaded to the local S3 server, the sklearn-s3
-# example pointing at it with its digest, Ready, `kubectl get md`, and one prediction.
+# The model part of `make demo` (make/demo.mk builds the cluster and the images first): the Helm chart
+# installed as a user would (`helm upgrade --install`, so a second run changes nothing), a small sklearn
+# model uploaded to the local S3 server, the sklearn-s3 example pointing at it with its digest, Ready,
+# `kubectl get md`, and one prediction through `kubectl port-forward`, as the README's own-cluster path.
+#
+# The host operator (`make operator-up`, which the e2e tests use) watches every namespace, so it is
+# stopped here: otherwise two operators would reconcile the demo's model. The chart's operator watches
+# only the demo namespace (a Role there, no cluster-wide rights); when the host operator is started again
+# it shares that one namespace, never the tests' namespaces. `make demo-down` removes the demo.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 MAKE="make -s --no-print-directory"
-KUBECTL="$($MAKE bin-dir)/kubectl --kubeconfig $($MAKE kubeconfig)"
+BIN_DIR=$($MAKE bin-dir)
+KUBECONFIG_FILE=$($MAKE kubeconfig)
+KUBECTL="$BIN_DIR/kubectl --kubeconfig $KUBECONFIG_FILE"
+HELM="$BIN_DIR/helm --kubeconfig $KUBECONFIG_FILE"
 NAMESPACE=${DEMO_NAMESPACE:-modelplane-demo}
+RELEASE=${DEMO_RELEASE:-modelplane}
+RELEASE_NAMESPACE=${DEMO_RELEASE_NAMESPACE:-modelplane-system}
 PYTHON=$REPO/.venv/bin/python
 
-$MAKE install-crds
+$MAKE helm
 $MAKE s3
-$MAKE operator-up
+# The CRDs are cluster-wide and shared with the tests, so `make install-crds` keeps them and the release
+# is installed with crds.enabled=false (helm would refuse to adopt CRDs it did not create).
+$MAKE install-crds
+$MAKE operator-down
+
+OPERATOR_IMAGE=$($MAKE image-ref NAME=operator)
+RUNTIME_IMAGE=$($MAKE image-ref NAME=runtime)
+for ns in "$RELEASE_NAMESPACE" "$NAMESPACE"; do
+  $KUBECTL get namespace "$ns" >/dev/null 2>&1 || $KUBECTL create namespace "$ns" >/dev/null
+done
+echo "==> helm upgrade --install $RELEASE charts/modelplane -n $RELEASE_NAMESPACE (operator $OPERATOR_IMAGE)"
+$HELM upgrade --install "$RELEASE" charts/modelplane -n "$RELEASE_NAMESPACE" --wait --timeout 5m \
+  --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" \
+  --set runtime.image="$RUNTIME_IMAGE" --set "watchNamespaces={$NAMESPACE}" --set crds.enabled=false
 
 # The S3 endpoint and credentials of the local server, as AWS_* lines.
 S3_ENV=$($MAKE s3-env)
@@ -35,7 +59,6 @@ PY
 )
 echo "    digest $DIGEST"
 
-$KUBECTL create namespace "$NAMESPACE" --dry-run=client -o yaml | $KUBECTL apply -f - >/dev/null
 $KUBECTL -n "$NAMESPACE" create secret generic s3-credentials --dry-run=client -o yaml \
   --from-literal=AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" --from-literal=AWS_REGION="${AWS_REGION:-us-east-1}" \
   --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
@@ -54,8 +77,21 @@ if ! $KUBECTL -n "$NAMESPACE" wait --for=condition=Ready md/iris --timeout=300s 
 fi
 $KUBECTL -n "$NAMESPACE" get md -o wide
 
-CLUSTER_IP=$($KUBECTL -n "$NAMESPACE" get service iris -o jsonpath='{.spec.clusterIP}')
+# kubectl picks a free local port (":80") and says which; the forward ends with the script.
+FORWARD_LOG=$(mktemp)
+$KUBECTL -n "$NAMESPACE" port-forward service/iris :80 >"$FORWARD_LOG" 2>&1 &
+FORWARD_PID=$!
+trap 'kill $FORWARD_PID 2>/dev/null; rm -f "$FORWARD_LOG"' EXIT
+PORT=
+for _ in $(seq 100); do
+  PORT=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$FORWARD_LOG")
+  [ -n "$PORT" ] && break
+  kill -0 $FORWARD_PID 2>/dev/null || { cat "$FORWARD_LOG"; exit 1; }
+  sleep 0.1
+done
+[ -n "$PORT" ] || { echo "kubectl port-forward did not start:" >&2; cat "$FORWARD_LOG" >&2; exit 1; }
 REQUEST='{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
-echo "==> POST http://iris.$NAMESPACE.svc/v1/models/iris:predict $REQUEST"
-curl -fsS -H 'Content-Type: application/json' -d "$REQUEST" "http://$CLUSTER_IP/v1/models/iris:predict"
+echo "==> kubectl -n $NAMESPACE port-forward service/iris $PORT:80"
+echo "==> POST http://localhost:$PORT/v1/models/iris:predict $REQUEST"
+curl -fsS -H 'Content-Type: application/json' -d "$REQUEST" "http://localhost:$PORT/v1/models/iris:predict"
 echo

@@ -1,9 +1,18 @@
-# `make demo`: the main job on the local cluster. The operator area's hack/demo.sh deploys a model
-# and prints a prediction; until it exists, the demo shows the cluster running real pods.
+# `make demo`: the main job on the local cluster. hack/demo.sh installs the Helm chart (the operator image
+# built here), deploys examples/sklearn-s3.yaml against the local S3 server and prints a prediction.
+DEMO_NAMESPACE ?= modelplane-demo
+DEMO_RELEASE ?= modelplane
+DEMO_RELEASE_NAMESPACE ?= modelplane-system
+
 .PHONY: demo
-demo: ## Bring up the local cluster, deploy a model and print a prediction.
+demo: ## Bring up the local cluster, helm install the operator, deploy a model and print a prediction.
 	@$(TIMED) venv $(MAKE) --no-print-directory venv
 	@$(TIMED) cluster-up $(MAKE) --no-print-directory cluster-up
 	@$(TIMED) images $(MAKE) --no-print-directory images
-	@if [ -x hack/demo.sh ]; then $(TIMED) demo hack/demo.sh; \
-	else $(KUBECTL) get nodes -o wide; $(KUBECTL) get pods -A -o wide; fi
+	@$(TIMED) demo env DEMO_NAMESPACE=$(DEMO_NAMESPACE) DEMO_RELEASE=$(DEMO_RELEASE) \
+	  DEMO_RELEASE_NAMESPACE=$(DEMO_RELEASE_NAMESPACE) hack/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Remove what `make demo` installed: its Helm release and its namespace (the host operator stays stopped).
+	@$(BIN_DIR)/helm --kubeconfig $(KUBECONFIG_PATH) uninstall $(DEMO_RELEASE) -n $(DEMO_RELEASE_NAMESPACE) --ignore-not-found --wait
+	@$(KUBECTL) delete namespace $(DEMO_NAMESPACE) --ignore-not-found --wait=false

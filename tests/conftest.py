@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import REPO_ROOT, Cluster, make_print, namespace_name
+from tests.support.models import http_models, iris_models, onnx_model, s3, xgboost_model
+
+# Registered here, once, so that every area shares one session instance (one HTTP server on its port).
+__all__ = ["http_models", "iris_models", "onnx_model", "s3", "xgboost_model"]
 
 
 @pytest.fixture(scope="session")

@@ -14,24 +14,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import (
-    OPERATOR_USER,
-    S3,
-    ZERO_DIGEST,
-    SklearnModel,
+from tests.e2e.conftest import OPERATOR_USER, eventually, make
+from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.examples import ZERO_DIGEST, credentials_secret, example, with_local_credentials
+from tests.support.modeldeployments import (
+    assert_waits_for_a_gpu,
     children,
     condition,
-    credentials_secret,
-    eventually,
-    example,
-    make,
     md,
     predict_v1,
     wait_ready,
     wait_reason,
-    with_local_credentials,
 )
-from tests.support.cluster import REPO_ROOT, Cluster
+from tests.support.models import SklearnModel, XGBoostModel
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +99,7 @@ def test_invalid_specs_are_rejected_naming_the_field(cluster: Cluster, namespace
 
 
 def test_sklearn_from_s3_end_to_end(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1 = iris_models["v1"]
     docs = with_local_credentials(example("sklearn-s3.yaml", **{ZERO_DIGEST: v1.digest}), s3)
@@ -145,33 +141,19 @@ def _operator_metrics() -> dict[str, float]:
 
 
 def test_examples_run_and_the_gpu_one_says_why_it_waits(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, http_models: Path
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, xgboost_model: XGBoostModel
 ) -> None:
-    import xgboost
-    from sklearn.datasets import load_iris
-
-    features, labels = load_iris(return_X_y=True)
-    booster = xgboost.XGBClassifier(n_estimators=8, max_depth=3).fit(features, labels)
-    (http_models / "xgboost").mkdir(exist_ok=True)
-    booster.save_model(str(http_models / "xgboost" / "model.json"))
     cluster.apply(example("xgboost-http.yaml"), namespace)
     cluster.apply([credentials_secret(s3), *example("gpu.yaml")], namespace)
 
     wait_ready(cluster, namespace, "xgboost-http")
-    sample = features[[0, 60, 120]].tolist()
-    predictions = predict_v1(cluster, namespace, "xgboost-http", "xgboost-http", sample)
-    # The runtime serves the saved Booster: class probabilities, as the classifier's predict_proba.
-    assert np.allclose(predictions, booster.predict_proba(features[[0, 60, 120]]), atol=1e-5), predictions
-
-    gpu = wait_reason(cluster, namespace, "gpu-model", {"Unschedulable"}, timeout=60)
-    ready = condition(gpu, "Ready")
-    assert ready["status"] == "False" and "nvidia.com/gpu" in ready["message"], ready
-    [pod] = children(cluster, namespace, "gpu-model", "pod")
-    assert pod["status"]["phase"] == "Pending"
+    predictions = predict_v1(cluster, namespace, "xgboost-http", "xgboost-http", xgboost_model.sample)
+    assert np.allclose(predictions, xgboost_model.expected(), atol=1e-5), predictions
+    assert_waits_for_a_gpu(cluster, namespace, "gpu-model")
 
 
 def test_uri_change_rolls_the_deployment_and_records_history(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1, v2 = iris_models["v1"], iris_models["v2"]
     cluster.apply([credentials_secret(s3), iris_md("roll", v1)], namespace)
@@ -198,14 +180,17 @@ def _replicas(cluster: Cluster, namespace: str, name: str) -> dict[str, int]:
 
 
 def test_canary_warms_up_before_the_stable_track_shrinks_then_rollback_and_promote(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1, v2 = iris_models["v1"], iris_models["v2"]
     missing = SklearnModel("examples/does-not-exist/model.joblib", v2.digest, v2.estimator, v2.sample)
-    canary_spec = lambda model: {  # noqa: E731
-        "strategy": "Canary",
-        "canary": {"trafficPercent": 20, "model": iris_md("x", model)["spec"]["model"]},
-    }
+
+    def canary_spec(model: SklearnModel) -> dict[str, Any]:
+        return {
+            "strategy": "Canary",
+            "canary": {"trafficPercent": 20, "model": iris_md("x", model)["spec"]["model"]},
+        }
+
     cluster.apply(
         [credentials_secret(s3), iris_md("cn", v1, replicas=5, rollout=canary_spec(missing))], namespace
     )
@@ -250,7 +235,7 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 
 
 def test_deleted_or_edited_children_are_put_back(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     cluster.apply([credentials_secret(s3), iris_md("drift", iris_models["v1"])], namespace)
     wait_ready(cluster, namespace, "drift")
@@ -302,7 +287,7 @@ def test_deleted_or_edited_children_are_put_back(
 
 
 def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1 = iris_models["v1"]
     missing = SklearnModel("examples/missing/model.joblib", v1.digest, v1.estimator, v1.sample)
@@ -326,7 +311,7 @@ def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
 
 
 def test_deleting_the_model_deployment_removes_every_child(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     autoscaled = iris_md("gone", iris_models["v1"], autoscaling={"minReplicas": 1, "maxReplicas": 2})
     cluster.apply([credentials_secret(s3), autoscaled], namespace)
@@ -340,7 +325,7 @@ def test_deleting_the_model_deployment_removes_every_child(
 
 
 def test_operator_restart_mid_rollout_converges_without_duplicates(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1, v2 = iris_models["v1"], iris_models["v2"]
     cluster.apply([credentials_secret(s3), iris_md("restart", v1, replicas=2)], namespace)
@@ -400,7 +385,7 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 def test_steady_state_writes_nothing_and_secrets_are_never_listed(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     audit_log = Path.home() / ".cache/modelplane/cluster/logs/audit.log"
     assert audit_log.exists(), "the cluster writes no audit log"
@@ -449,7 +434,7 @@ def test_steady_state_writes_nothing_and_secrets_are_never_listed(
 
 
 def test_cpu_autoscaler_scales_up_under_load(
-    cluster: Cluster, namespace: str, operator: Path, s3: S3, iris_models: dict[str, SklearnModel]
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     make("addons")  # metrics-server
     v1 = iris_models["v1"]

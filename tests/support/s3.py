@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,11 @@ class S3Server:
             region_name=self.region,
             config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
         )
+
+    def upload(self, key: str, data: bytes) -> str:
+        """Put an object into the bucket; its sha256 digest, as a ModelDeployment pins it."""
+        self.client().put_object(Bucket=self.bucket, Key=key, Body=data)
+        return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def start_s3() -> S3Server:

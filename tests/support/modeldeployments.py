@@ -1,0 +1,87 @@
+"""Reading a ModelDeployment on the local cluster: its conditions, its children, waits on its own state
+(never a bare sleep) and requests to its Service's ClusterIP (kube-proxy's rules reach it from the host)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from typing import Any
+
+from tests.support.cluster import Cluster, wait_until
+
+
+def md(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return cluster.get("modeldeployment", name, namespace)
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item["type"] == kind:
+            result: dict[str, Any] = item
+            return result
+    return {}
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 240) -> dict[str, Any]:
+    """Ready=True for the current generation."""
+
+    def ready() -> dict[str, Any] | None:
+        obj = md(cluster, namespace, name)
+        status = obj.get("status") or {}
+        if status.get("observedGeneration") != obj["metadata"]["generation"]:
+            return None
+        return obj if condition(obj, "Ready").get("status") == "True" else None
+
+    try:
+        return wait_until(f"md/{name} Ready", ready, timeout=timeout)
+    except AssertionError:
+        print(cluster.kubectl("get", "md,deploy,pods", "-n", namespace, "-o", "wide", check=False).stdout)
+        print(json.dumps(md(cluster, namespace, name).get("status"), indent=1))
+        raise
+
+
+def wait_reason(
+    cluster: Cluster, namespace: str, name: str, reasons: set[str], timeout: float = 180
+) -> dict[str, Any]:
+    def reason() -> dict[str, Any] | None:
+        obj = md(cluster, namespace, name)
+        return obj if condition(obj, "Ready").get("reason") in reasons else None
+
+    return wait_until(f"md/{name} Ready reason in {reasons}", reason, timeout=timeout)
+
+
+def children(cluster: Cluster, namespace: str, name: str, kind: str) -> list[dict[str, Any]]:
+    out = cluster.kubectl(
+        "get", kind, "-n", namespace, "-l", f"modelplane.io/name={name}", "-o", "json"
+    ).stdout
+    items: list[dict[str, Any]] = json.loads(out)["items"]
+    return items
+
+
+def service_url(cluster: Cluster, namespace: str, service: str) -> str:
+    return f"http://{cluster.get('service', service, namespace)['spec']['clusterIP']}"
+
+
+def request_json(url: str, body: Any | None = None) -> Any:
+    """GET (or POST BODY as JSON to) URL; the decoded answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def predict_v1(cluster: Cluster, namespace: str, service: str, model: str, instances: list[Any]) -> list[Any]:
+    """A v1 prediction through the Service's ClusterIP."""
+    url = f"{service_url(cluster, namespace, service)}/v1/models/{model}:predict"
+    predictions: list[Any] = request_json(url, {"instances": instances})["predictions"]
+    return predictions
+
+
+def assert_waits_for_a_gpu(cluster: Cluster, namespace: str, name: str) -> None:
+    """On a node without GPUs the model stays Pending, and its Ready condition says why, naming the
+    resource it cannot get."""
+    obj = wait_reason(cluster, namespace, name, {"Unschedulable"}, timeout=90)
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and "nvidia.com/gpu" in ready["message"], ready
+    pods = children(cluster, namespace, name, "pod")
+    assert pods and all(pod["status"]["phase"] == "Pending" for pod in pods), [pod["status"] for pod in pods]
