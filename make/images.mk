@@ -10,6 +10,10 @@ images: cluster-up ## Build every image of the repo (tagged by content hash) int
 image: cluster-up ## Build one image: make image NAME=runtime
 	@$(IMAGES_LOCK) env $(IMAGES_SH) build $(NAME)
 
+.PHONY: image-inputs
+image-inputs: host-packages ## Make the base image and the wheelhouses (no cluster needed; cached).
+	@$(TIMED) image-inputs $(IMAGES_LOCK) env $(IMAGES_SH) inputs
+
 .PHONY: image-ref
 image-ref: ## Print the current reference of an image: make -s image-ref NAME=runtime
 	@$(IMAGES_SH) ref $(NAME)

@@ -10,6 +10,7 @@ test-phases:
 	@$(TIMED) venv $(MAKE) --no-print-directory venv
 	@$(TIMED) lint $(MAKE) --no-print-directory lint
 	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
+	@$(TIMED) builds $(MAKE) --no-print-directory builds
 	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory e2e-prerequisites
 	@$(TIMED) e2e-tests $(MAKE) --no-print-directory test-e2e
 
@@ -25,6 +26,13 @@ test-e2e: $(VENV_STAMP) ## End-to-end tests on the local cluster.
 test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats; installs several GB).
 	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt -e './runtime-image[pytorch,huggingface]'
 	$(PYTEST) -m heavy $(PYTEST_ARGS)
+
+# Everything cached that a cold machine must build, two at a time: the base image's debootstrap and
+# the wheel downloads wait on the network while the Go builds use the CPU. Warm, each is a no-op.
+.PHONY: builds
+builds: ## Build (or find cached) the cluster, harness and image inputs, two jobs at a time.
+	@$(MAKE) --no-print-directory -j2 -Oline image-inputs cluster-binaries helm prometheus crds \
+	  addon-binaries fake-gcs-server
 
 # Areas append what their e2e tests need built and started (cluster, images, s3, ...).
 .PHONY: e2e-prerequisites

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# images.sh base | build NAME... | ref NAME | list
+# images.sh base | inputs | build NAME... | ref NAME | list
 # Every image a pod runs here is built on this machine: a Debian base made with debootstrap from
 # the apt mirror this machine is configured with, and each image of ours FROM it. Tags are a
 # content hash of the image's inputs, so a rebuilt image gets a new tag and rolls out.
@@ -77,9 +77,15 @@ wheelhouse() { # name -> directory with every wheel the image's pip install need
   dir=$WHEELS_ROOT/$name
   mkdir -p "$dir"
   [ -n "$reqs" ] || { echo "$dir"; return 0; }
+  # pip wheel takes minutes even with every wheel present: skip it while its inputs are unchanged.
+  local key r
+  key=$(cd "$REPO" && { echo "$reqs"; cat "$constraints"; for r in $reqs; do cat "${r%%\[*}/pyproject.toml"; done; } \
+    | sha256sum | cut -c1-12)
+  [ -f "$dir/.complete-$key" ] && { echo "$dir"; return 0; }
   local args=(); for r in $reqs; do args+=("$r"); done
   (cd "$REPO" && python3 -m pip wheel -q --disable-pip-version-check -w "$dir" \
       ${constraints:+-c "$constraints"} "${args[@]}" setuptools wheel pip >&2)
+  rm -f "$dir"/.complete-*; touch "$dir/.complete-$key"
   echo "$dir"
 }
 
@@ -99,9 +105,11 @@ build_image() {
 
 case "${1:-}" in
   base) build_base ;;
+  # What every build needs but the cluster does not (base image, wheelhouses): runs beside the Go builds.
+  inputs) build_base; for n in "${IMAGES[@]}"; do wheelhouse "$n" >/dev/null; done ;;
   build) shift; [ $# -gt 0 ] || set -- "${IMAGES[@]}"
          for n in "$@"; do [ -f "$REPO/$(field "$n" 2)" ] && build_image "$n" || log "skipping $n: no $(field "$n" 2) yet"; done ;;
   ref) image_ref "$2" ;;
   list) printf '%s\n' "${IMAGES[@]}" ;;
-  *) echo "usage: $0 base | build [NAME...] | ref NAME | list" >&2; exit 2 ;;
+  *) echo "usage: $0 base | inputs | build [NAME...] | ref NAME | list" >&2; exit 2 ;;
 esac
