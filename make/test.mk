@@ -9,8 +9,8 @@ test: ## Every test, unit and end-to-end (sets up whatever it needs on a fresh m
 test-phases:
 	@$(TIMED) venv $(MAKE) --no-print-directory venv
 	@$(TIMED) lint $(MAKE) --no-print-directory lint
-	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
 	@$(TIMED) builds $(MAKE) --no-print-directory builds
+	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
 	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory e2e-prerequisites
 	@$(TIMED) e2e-tests $(MAKE) --no-print-directory test-e2e
 
@@ -29,6 +29,7 @@ test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats
 
 # Everything cached that a cold machine must build, two at a time: the base image's debootstrap and
 # the wheel downloads wait on the network while the Go builds use the CPU. Warm, each is a no-op.
+# Before the unit tests, which use helm and promtool.
 .PHONY: builds
 builds: ## Build (or find cached) the cluster, harness and image inputs, two jobs at a time.
 	@$(MAKE) --no-print-directory -j2 -Oline image-inputs cluster-binaries helm prometheus crds \
