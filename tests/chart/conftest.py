@@ -6,12 +6,22 @@ from typing import Any
 
 import yaml
 
-from tests.harness.conftest import bin_dir, crd_dir, helm_bin, prometheus_bin_dir
+from tests.harness.conftest import bin_dir, crd_dir, helm_bin, prometheus_bin_dir, third_party_crds
 from tests.support.cluster import make, make_print
 from tests.support.helm import CHART, Helm, cluster_helm, helm
 
 # Helm and CHART stay importable from here (the chart tests import them so).
-__all__ = ["CHART", "Helm", "bin_dir", "cluster_helm", "crd_dir", "helm", "helm_bin", "prometheus_bin_dir"]
+__all__ = [
+    "CHART",
+    "Helm",
+    "bin_dir",
+    "cluster_helm",
+    "crd_dir",
+    "helm",
+    "helm_bin",
+    "prometheus_bin_dir",
+    "third_party_crds",
+]
 
 
 def documents(rendered: str) -> list[dict[str, Any]]:

@@ -11,12 +11,13 @@ from typing import TypeVar
 
 import pytest
 
+from tests.harness.conftest import crd_dir, third_party_crds
 from tests.support.cluster import Cluster, make, make_print
 
 OPERATOR_USER = "system:serviceaccount:modelplane-system:modelplane-operator"
 T = TypeVar("T")
 
-__all__ = ["OPERATOR_USER", "eventually", "make", "operator"]
+__all__ = ["OPERATOR_USER", "crd_dir", "eventually", "make", "operator", "third_party_crds"]
 
 
 @pytest.fixture

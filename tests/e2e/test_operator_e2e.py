@@ -387,7 +387,7 @@ WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 def test_steady_state_writes_nothing_and_secrets_are_never_listed(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
-    audit_log = Path.home() / ".cache/modelplane/cluster/logs/audit.log"
+    audit_log = cluster.kubeconfig.parent / "logs" / "audit.log"  # beside the kubeconfig, in CACHE_DIR
     assert audit_log.exists(), "the cluster writes no audit log"
     started = time.time()
     cluster.apply(
@@ -482,14 +482,9 @@ def test_cpu_autoscaler_scales_up_under_load(
 
 
 def test_scaled_object_passes_a_server_side_dry_run_against_kedas_crd(
-    cluster: Cluster, namespace: str
+    cluster: Cluster, namespace: str, third_party_crds: set[str]
 ) -> None:
-    crd_dir = Path(
-        subprocess.run(["make", "-s", "crd-dir"], capture_output=True, text=True, check=True).stdout.strip()
-    )
-    [crd] = [p for p in crd_dir.rglob("*.yaml") if "scaledobjects" in p.name]
-    cluster.kubectl("apply", "--server-side", "-f", str(crd))
-    cluster.wait("crd/scaledobjects.keda.sh", "condition=Established", timeout=60)
+    assert "scaledobjects.keda.sh" in third_party_crds
     rendered = subprocess.run(
         [
             ".venv/bin/modelplane",
@@ -522,7 +517,7 @@ def test_two_operators_never_reconcile_at_once(
     first_log = operator
     first_offset = first_log.stat().st_size
     second_log = tmp_path / "second-operator.log"
-    first_pid = (Path.home() / ".cache/modelplane/operator/operator.pid").read_text().strip()
+    first_pid = (first_log.parent / "operator.pid").read_text().strip()  # make operator-up keeps both
     first_env = dict(
         item.split("=", 1)
         for item in Path(f"/proc/{first_pid}/environ").read_text().split("\0")
@@ -531,7 +526,7 @@ def test_two_operators_never_reconcile_at_once(
     env = {
         **os.environ,
         "MODELPLANE_RUNTIME_IMAGE": first_env["MODELPLANE_RUNTIME_IMAGE"],  # the same children as the first
-        "KUBECONFIG": str(Path.home() / ".cache/modelplane/operator/kubeconfig"),
+        "KUBECONFIG": str(first_log.parent / "kubeconfig"),
         "MODELPLANE_PEERING_PRIORITY": "2000000",  # above any random default (at most 1000000)
         "MODELPLANE_METRICS_PORT": "0",
         "MODELPLANE_HEALTH_PORT": "0",

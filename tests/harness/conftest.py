@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.cluster import Cluster, make, make_print
 from tests.support.helm import cluster_helm, helm
@@ -35,6 +36,17 @@ def helm_bin(bin_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def crd_dir() -> Path:
     return Path(make_print("crd-dir"))
+
+
+@pytest.fixture(scope="session")
+def third_party_crds(cluster: Cluster, crd_dir: Path) -> set[str]:
+    """Installs every CRD of the crd dir (KEDA's, the Prometheus Operator's), which a fresh cluster lacks;
+    server-side, because KEDA's ScaledJob is too big for client-side apply. Their names."""
+    names = {yaml.safe_load(path.read_text())["metadata"]["name"] for path in sorted(crd_dir.glob("*.yaml"))}
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
+    for name in sorted(names):
+        cluster.wait(f"crd/{name}", "condition=Established", timeout=60)
+    return names
 
 
 @pytest.fixture(scope="session")

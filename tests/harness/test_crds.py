@@ -24,16 +24,6 @@ EXPECTED_CRDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def third_party_crds(cluster: Cluster, crd_dir: Path) -> set[str]:
-    """Installs every CRD of the crd dir (server-side: KEDA's ScaledJob is too big for client-side apply)."""
-    names = {yaml.safe_load(path.read_text())["metadata"]["name"] for path in sorted(crd_dir.glob("*.yaml"))}
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_dir))
-    for name in sorted(names):
-        cluster.wait(f"crd/{name}", "condition=Established", timeout=60)
-    return names
-
-
 def scaled_object(**spec_overrides: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "scaleTargetRef": {"name": "model-server"},
