@@ -168,6 +168,8 @@ def _model(raw: Any, path: str) -> Model:
     digest = _str(body.get("digest"), f"{path}.digest")
     if digest is not None and not _is_sha256(digest):
         raise SpecError(f"{path}.digest: must be sha256: followed by 64 lowercase hex digits")
+    if digest is not None and uri.startswith("pvc://"):
+        raise SpecError(f"{path}.digest cannot be set for a pvc:// model: it is mounted, not pulled")
     allow_pickle = body.get("allowPickle", False)
     if not isinstance(allow_pickle, bool):
         raise SpecError(f"{path}.allowPickle: must be true or false")

@@ -32,6 +32,10 @@ def test_defaults() -> None:
         ({"model": {"uri": "s3://b/k", "format": "tensorflow"}}, "spec.model.format"),
         ({"model": {"uri": "s3://b/k", "format": "sklearn", "digest": "md5:00"}}, "spec.model.digest"),
         ({"model": {"uri": "pvc://claim-only", "format": "onnx"}}, "spec.model.uri"),
+        (
+            {"model": {"uri": "pvc://claim/m", "format": "onnx", "digest": "sha256:" + "0" * 64}},
+            "spec.model.digest",
+        ),
         ({"replicas": -1}, "spec.replicas"),
         ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas"),
         (
