@@ -82,6 +82,16 @@ def test_invalid_specs_are_rejected_naming_the_field(cluster: Cluster, namespace
         ({"model": good, "runtime": {"protocols": ["soap"]}}, "spec.runtime.protocols"),
         ({"model": {**good, "credentialsSecret": "Not_A_Name"}}, "spec.model.credentialsSecret"),
         ({"model": {**good, "uri": "pvc://claim/dir", "digest": "sha256:" + "a" * 64}}, "spec.model"),
+        (
+            {
+                "model": good,
+                "rollout": {
+                    "strategy": "Canary",
+                    "canary": {"model": {**good, "uri": "pvc://claim/dir", "digest": "sha256:" + "a" * 64}},
+                },
+            },
+            "spec.rollout.canary.model.digest",
+        ),
         ({"model": {"uri": "s3://models/k"}}, "spec.model.format"),
     ]
     for index, (spec, field) in enumerate(cases):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -62,12 +63,28 @@ def service_url(cluster: Cluster, namespace: str, service: str) -> str:
     return f"http://{cluster.get('service', service, namespace)['spec']['clusterIP']}"
 
 
+# A model is Ready when its pods are; kube-proxy adds them to the Service's rules a moment later, and
+# until then the ClusterIP refuses connections.
+SERVICE_RULES_TIMEOUT = 30.0
+
+
 def request_json(url: str, body: Any | None = None) -> Any:
-    """GET (or POST BODY as JSON to) URL; the decoded answer."""
+    """GET (or POST BODY as JSON to) URL; the decoded answer. Refused connections are retried until the
+    Service's rules are in place; any other error is raised."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+
+    def attempt() -> tuple[Any] | None:
+        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return (json.loads(response.read()),)
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ConnectionRefusedError):
+                return None
+            raise
+
+    (answer,) = wait_until(f"{url} to accept connections", attempt, SERVICE_RULES_TIMEOUT, interval=0.5)
+    return answer
 
 
 def predict_v1(cluster: Cluster, namespace: str, service: str, model: str, instances: list[Any]) -> list[Any]:
