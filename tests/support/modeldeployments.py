@@ -63,14 +63,16 @@ def service_url(cluster: Cluster, namespace: str, service: str) -> str:
     return f"http://{cluster.get('service', service, namespace)['spec']['clusterIP']}"
 
 
-# A model is Ready when its pods are; kube-proxy adds them to the Service's rules a moment later, and
-# until then the ClusterIP refuses connections.
-SERVICE_RULES_TIMEOUT = 30.0
+# A model is Ready when its pods are; kube-proxy changes the Service's rules a moment later. Until then
+# the ClusterIP refuses connections (no pod yet) or sends them to a pod that is gone after a rollout (the
+# connection times out: its retried SYNs follow the first one's conntrack entry). A new connection
+# after the rules change gets through.
+SERVICE_RULES_TIMEOUT = 60.0
 
 
 def request_json(url: str, body: Any | None = None) -> Any:
-    """GET (or POST BODY as JSON to) URL; the decoded answer. Refused connections are retried until the
-    Service's rules are in place; any other error is raised."""
+    """GET (or POST BODY as JSON to) URL; the decoded answer. A connection that fails (refused, timed out,
+    unreachable) is retried until the Service's rules are in place; an HTTP error is raised."""
     data = None if body is None else json.dumps(body).encode()
 
     def attempt() -> tuple[Any] | None:
@@ -78,8 +80,10 @@ def request_json(url: str, body: Any | None = None) -> Any:
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return (json.loads(response.read()),)
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, ConnectionRefusedError):
+        except urllib.error.HTTPError:
+            raise
+        except urllib.error.URLError as error:  # raised only while connecting and sending
+            if isinstance(error.reason, OSError):
                 return None
             raise
 
