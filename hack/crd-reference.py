@@ -37,7 +37,7 @@ _MINIMUM: Final = re.compile(r"^self >= (-?\d+)$")
 _PATTERN: Final = re.compile(r"^self\.matches\('([^']*)'\)$")
 
 
-class ReferenceError(Exception):
+class ReferenceBuildError(Exception):
     """The CRD or the examples file cannot make the page; the message says what to fix."""
 
 
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         page = render(load_crd(CRD), load_sections(EXAMPLES))
-    except ReferenceError as error:
+    except ReferenceBuildError as error:
         print(f"crd-reference: {error}", file=sys.stderr)
         return 2
     output: Path = args.output
@@ -93,20 +93,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def load_crd(path: Path) -> Mapping[str, Any]:
     crd = yaml.safe_load(path.read_text())
     if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
-        raise ReferenceError(f"{path} is not a CustomResourceDefinition")
+        raise ReferenceBuildError(f"{path} is not a CustomResourceDefinition")
     return crd
 
 
 def load_sections(path: Path) -> list[Section]:
     raw = yaml.safe_load(path.read_text())
     if not isinstance(raw, list):
-        raise ReferenceError(f"{path} must be a list of sections (title, paths, text, examples)")
+        raise ReferenceBuildError(f"{path} must be a list of sections (title, paths, text, examples)")
     sections = []
     for index, item in enumerate(raw):
         where = f"{path.name}: section {index + 1}"
         missing = {"title", "paths", "text", "examples"} - set(item)
         if missing:
-            raise ReferenceError(f"{where} lacks {', '.join(sorted(missing))}")
+            raise ReferenceBuildError(f"{where} lacks {', '.join(sorted(missing))}")
         examples = tuple(Example(title=ex.get("title"), yaml=ex["yaml"]) for ex in item["examples"])
         sections.append(Section(item["title"], tuple(item["paths"]), item["text"].strip(), examples))
     return sections
@@ -204,10 +204,8 @@ def facts(item: Field) -> list[str]:
             lines.append(f"Minimum: {match[1]}")
         elif match := _PATTERN.match(rule.rule):
             lines.append(f"Pattern: `{match[1]}`")
-    for rule in rules(schema):
-        lines.append(f"Rule: `{rule.rule}` {_message(rule)}")
-    for parent, rule in item.sibling_rules:
-        lines.append(f"Rule on `{parent}`: `{rule.rule}` {_message(rule)}")
+    lines.extend(f"Rule: `{rule.rule}` {_message(rule)}" for rule in rules(schema))
+    lines.extend(f"Rule on `{parent}`: `{rule.rule}` {_message(rule)}" for parent, rule in item.sibling_rules)
     return lines
 
 
@@ -234,7 +232,7 @@ def section_of(path: str, sections: Sequence[Section]) -> Section:
             if contains and (best is None or len(prefix) > best[0]):
                 best = (len(prefix), section)
     if best is None:
-        raise ReferenceError(
+        raise ReferenceBuildError(
             f"field {path} is in no section of {EXAMPLES.name}: add it (or a parent) to a section's paths"
         )
     return best[1]
@@ -245,12 +243,12 @@ def check_example(document: Any, root: Schema, where: str) -> None:
 
     CEL rules are left to the API server and to the operator's parser (tests/docs runs both)."""
     if not isinstance(document, dict):
-        raise ReferenceError(f"{where}: a manifest must be a mapping")
+        raise ReferenceBuildError(f"{where}: a manifest must be a mapping")
     for name in ("spec", "status"):
         if name in document:
             _check(document[name], root["properties"][name], f"{where}: {name}")
     if "spec" not in document:
-        raise ReferenceError(f"{where}: spec is required")
+        raise ReferenceBuildError(f"{where}: spec is required")
 
 
 _PYTHON_TYPES: Final[Mapping[str, tuple[type, ...]]] = {
@@ -268,9 +266,9 @@ def _check(value: Any, schema: Schema, path: str) -> None:
     else:
         expected = _PYTHON_TYPES.get(schema.get("type", ""), (object,))
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
-        raise ReferenceError(f"{path} is {value!r}, not of type {type_text(schema)}")
+        raise ReferenceBuildError(f"{path} is {value!r}, not of type {type_text(schema)}")
     if "enum" in schema and value not in schema["enum"]:
-        raise ReferenceError(f"{path} is {value!r}, not one of {schema['enum']}")
+        raise ReferenceBuildError(f"{path} is {value!r}, not one of {schema['enum']}")
     if isinstance(value, list):
         for index, item in enumerate(value):
             _check(item, schema.get("items", {}), f"{path}[{index}]")
@@ -279,14 +277,16 @@ def _check(value: Any, schema: Schema, path: str) -> None:
         extra = schema.get("additionalProperties")
         for name in schema.get("required", []):
             if name not in value:
-                raise ReferenceError(f"{path}.{name} is required")
+                raise ReferenceBuildError(f"{path}.{name} is required")
         for name, item in value.items():
             if properties is not None and name in properties:
                 _check(item, properties[name], f"{path}.{name}")
             elif isinstance(extra, dict):
                 _check(item, extra, f"{path}.{name}")
             else:
-                raise ReferenceError(f"{path}.{name} is not a field of the CRD (the API server drops it)")
+                raise ReferenceBuildError(
+                    f"{path}.{name} is not a field of the CRD (the API server drops it)"
+                )
 
 
 def example_documents(example: Example) -> list[Any]:
@@ -315,7 +315,7 @@ def render(crd: Mapping[str, Any], sections: Sequence[Section]) -> str:
         by_section[section_of(item.path, sections).title].append(item)
     for section in sections:
         if not by_section[section.title]:
-            raise ReferenceError(f"section {section.title!r} of {EXAMPLES.name} documents no field")
+            raise ReferenceBuildError(f"section {section.title!r} of {EXAMPLES.name} documents no field")
         _check_examples(section, kind, api_version, root)
 
     title = f"{kind} reference"
@@ -369,7 +369,7 @@ def _check_examples(section: Section, kind: str, api_version: str, root: Schema)
             if document.get("kind") != kind:
                 continue
             if document.get("apiVersion") != api_version:
-                raise ReferenceError(f"{where}: apiVersion must be {api_version}")
+                raise ReferenceBuildError(f"{where}: apiVersion must be {api_version}")
             check_example(document, root, where)
 
 

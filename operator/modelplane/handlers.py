@@ -81,7 +81,13 @@ def cleanup(**_: Any) -> None:
 
 
 @kopf.on.event(specs.GROUP, specs.VERSION, specs.PLURAL)
-def modeldeployment_event(*, type: str, namespace: str | None, name: str, **_: Any) -> None:
+def modeldeployment_event(
+    *,
+    type: str,  # noqa: A002 - kopf passes the event type by this name
+    namespace: str | None,
+    name: str,
+    **_: Any,
+) -> None:
     if namespace is None:
         return
     if type == "DELETED":

@@ -290,9 +290,7 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     for section in ("labels", "annotations"):
         if not contains(meta.get(section) or {}, live_meta.get(section) or {}):
             return True
-    return not all(
-        contains(value, live.get(key)) for key, value in desired.items() if key not in ("metadata",)
-    )
+    return not all(contains(value, live.get(key)) for key, value in desired.items() if key != "metadata")
 
 
 def contains(desired: Any, live: Any, path: str = "") -> bool:

@@ -226,7 +226,7 @@ class Batcher:
             # The model refused the input (e.g. a value it cannot take): the client's to fix.
             self._fail(live, InvalidInput(f"the model rejected the input: {error}"))
             return
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any failure of user model code is the batch's answer
             self._fail(live, ModelError(f"the model failed: {error!r}"))
             return
         if len(live) == 1:

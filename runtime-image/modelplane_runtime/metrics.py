@@ -143,8 +143,8 @@ class _PendingHistogram:
         # counts to them is what observe() does one at a time.
         for index, count in enumerate(self._counts):
             if count:
-                child._buckets[index].inc(count)
-        child._sum.inc(self._sum)
+                child._buckets[index].inc(count)  # noqa: SLF001 - see above
+        child._sum.inc(self._sum)  # noqa: SLF001 - see above
         self._counts = [0] * len(self._counts)
         self._sum = 0.0
         self._dirty = False

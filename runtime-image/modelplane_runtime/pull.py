@@ -171,7 +171,7 @@ def write_termination_message(line: str, termination_log: Path) -> None:
 
 def report_failure(failure: PullError, termination_log: Path) -> int:
     line = contract.format_termination_message(failure.reason, failure.message)
-    print(line, file=sys.stderr)
+    print(line, file=sys.stderr)  # noqa: T201 - the one line a user reads in the container's log
     write_termination_message(line, termination_log)
     return contract.EXIT_PERMANENT if failure.permanent else contract.EXIT_TRANSIENT
 

@@ -254,7 +254,7 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
 def serve(config: ServeConfig) -> int:
     from modelplane_runtime import metrics as metrics_module
 
-    metrics_dir = metrics_module.use_directory(contract.TMP_DIR if os.path.isdir(contract.TMP_DIR) else None)
+    metrics_dir = metrics_module.use_directory(contract.TMP_DIR if Path(contract.TMP_DIR).is_dir() else None)
     try:
         return _serve(config, metrics_module)
     finally:
@@ -272,7 +272,7 @@ def _serve(config: ServeConfig, metrics_module: Any) -> int:
     except ModelLoadError as error:
         _stop(responder)
         message = contract.format_termination_message("ModelLoadFailed", str(error))
-        print(message, file=sys.stderr)
+        print(message, file=sys.stderr)  # noqa: T201 - the one line a user reads in the container's log
         _write_termination_log(message)
         return EXIT_LOAD_FAILED
     load_seconds = time.perf_counter() - started
@@ -378,6 +378,6 @@ def _stop(pid: int) -> None:
 
 def _write_termination_log(message: str) -> None:
     with contextlib.suppress(OSError):
-        if os.path.exists(contract.TERMINATION_LOG):
-            with open(contract.TERMINATION_LOG, "w") as log_file:
-                log_file.write(message)
+        log_path = Path(contract.TERMINATION_LOG)
+        if log_path.exists():
+            log_path.write_text(message)

@@ -266,7 +266,9 @@ class Bench:
 def _version(python: Path, *packages: str) -> str:
     code = "import importlib.metadata as m, sys; print(' '.join(f'{p} {m.version(p)}' for p in sys.argv[1:]))"
     try:
-        out = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [str(python), "-c", code, *packages], check=False, capture_output=True, text=True, timeout=60
+        )
     except OSError as error:
         return f"({python}: {error})"
     return out.stdout.strip() or f"({python}: {out.stderr.strip()[-200:]})"
@@ -303,19 +305,27 @@ def report(bench: Bench, started: datetime.datetime, load_before: str) -> str:
         "",
         f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; kernel {platform.release()}",
         f"- Each server pinned to core {SERVER_CPU} (`taskset`), wrk (one thread) to core {LOAD_CPU}",
-        f"- Load average before {load_before}, after {load_after}. Other work shares this 2-core "
-        "machine (builds, other tests), so numbers move by tens of percent between runs; compare "
-        "within one run.",
-        f"- {_wrk_version()}: {args.warmup:g} s warm-up then {args.duration:g} s measured per point; "
-        f"one row per request, cycling through {ROWS:,} distinct rows; {CHECKED_ROWS} predictions "
-        "per server and protocol checked against the estimator's own first",
-        f"- Batching where on: at most {servers.MAX_BATCH_SIZE} rows, {servers.MAX_BATCH_MS} ms window "
-        f"(MLServer `max_batch_size`/`max_batch_time`, ours `{contract.ENV_MAX_BATCH_SIZE}`/"
-        f"`{contract.ENV_MAX_LATENCY_MS}`); MLServer `parallel_workers` = "
-        f"{args.mlserver_parallel_workers}, debug (access log) off; KServe one worker",
-        f"- Batching cost at concurrency 1: our batched and unbatched servers up together, measured in "
-        f"turn, {args.interleaved_rounds} x {args.interleaved_seconds:g} s each (median p50), so that "
-        "other work disturbs both alike",
+        (
+            f"- Load average before {load_before}, after {load_after}. Other work shares this 2-core "
+            "machine (builds, other tests), so numbers move by tens of percent between runs; compare "
+            "within one run."
+        ),
+        (
+            f"- {_wrk_version()}: {args.warmup:g} s warm-up then {args.duration:g} s measured per point; "
+            f"one row per request, cycling through {ROWS:,} distinct rows; {CHECKED_ROWS} predictions "
+            "per server and protocol checked against the estimator's own first"
+        ),
+        (
+            f"- Batching where on: at most {servers.MAX_BATCH_SIZE} rows, {servers.MAX_BATCH_MS} ms window "
+            f"(MLServer `max_batch_size`/`max_batch_time`, ours `{contract.ENV_MAX_BATCH_SIZE}`/"
+            f"`{contract.ENV_MAX_LATENCY_MS}`); MLServer `parallel_workers` = "
+            f"{args.mlserver_parallel_workers}, debug (access log) off; KServe one worker"
+        ),
+        (
+            f"- Batching cost at concurrency 1: our batched and unbatched servers up together, measured in "
+            f"turn, {args.interleaved_rounds} x {args.interleaved_seconds:g} s each (median p50), so that "
+            "other work disturbs both alike"
+        ),
         "- ours: " + _version(args.runtime_python, "modelplane-runtime", "uvicorn", "numpy", "scikit-learn"),
         "- MLServer: " + _version(args.mlserver_python, "mlserver", "mlserver-sklearn", "uvloop"),
         "- KServe: " + _version(args.kserve_python, "kserve", "uvicorn", "scikit-learn"),

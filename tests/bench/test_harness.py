@@ -71,7 +71,8 @@ def test_throughput_ratio_is_against_the_fastest_alternative_and_p99_against_the
     ]
     speed, p99 = harness.throughput_ratios(measurements, "LR", 3, [8])
     assert speed.value == pytest.approx(3.5)
-    assert speed.met and "kserve" in speed.label
+    assert speed.met
+    assert "kserve" in speed.label
     assert p99.value == pytest.approx(20 / 30)
     assert p99.met
 
@@ -108,17 +109,16 @@ def test_batching_cost_prefers_the_interleaved_runs() -> None:
     cost = harness.batching_cost(measurements, "LR")
     assert cost is not None
     assert cost.value == pytest.approx(0.05)
-    assert cost.met and cost.label.startswith(label)
+    assert cost.met
+    assert cost.label.startswith(label)
 
 
 def test_profile_summary_counts_self_and_total_per_function() -> None:
-    raw = "\n".join(
-        [
-            "main (app.py:1);handle (app.py:10);decode (codecs.py:5) 3",
-            "main (app.py:1);handle (app.py:12);predict (model.py:7) 5",
-            "main (app.py:2) 2",
-            "not a sample line",
-        ]
+    raw = (
+        "main (app.py:1);handle (app.py:10);decode (codecs.py:5) 3\n"
+        "main (app.py:1);handle (app.py:12);predict (model.py:7) 5\n"
+        "main (app.py:2) 2\n"
+        "not a sample line"
     )
     lines = harness.profile_summary(raw, top=3)
     assert lines[0] == "10 samples"

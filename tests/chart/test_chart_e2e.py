@@ -169,7 +169,8 @@ def test_install_runs_the_operator_with_least_privilege_and_uninstall_cleans_up(
     (pod,) = yaml.safe_load(pods)["items"]
     assert pod["status"]["phase"] == "Running"
     (status,) = pod["status"]["containerStatuses"]
-    assert status["ready"] and status["restartCount"] == 0, status
+    assert status["ready"], status
+    assert status["restartCount"] == 0, status
     endpoints = cluster.get("endpoints", f"{release}-modelplane-metrics", namespace=namespace)
     assert endpoints["subsets"][0]["ports"][0]["port"] == 8080
     assert_the_operator_reconciles(cluster, namespace)
@@ -264,7 +265,8 @@ def test_monitoring_objects_pass_a_server_side_dry_run(
     refused = cluster.kubectl(
         "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=yaml.safe_dump(rule), check=False
     )
-    assert refused.returncode != 0 and "for" in refused.stderr
+    assert refused.returncode != 0
+    assert "for" in refused.stderr
 
 
 def prometheus_config(cluster: Cluster, namespace: str) -> dict[str, Any]:
@@ -377,6 +379,7 @@ def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_
         )
         assert pending
         rules = [rule for group in prometheus.api("rules")["groups"] for rule in group["rules"]]
-        assert rules and all(rule["health"] == "ok" for rule in rules), [
+        assert rules
+        assert all(rule["health"] == "ok" for rule in rules), [
             (rule["name"], rule["health"], rule.get("lastError")) for rule in rules
         ]

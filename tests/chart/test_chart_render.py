@@ -70,7 +70,8 @@ def test_crds_disabled_renders_none(helm: Helm) -> None:
 
 def test_cluster_wide_by_default_with_secrets_get_only(helm: Helm) -> None:
     docs = documents(helm.template())
-    assert by_kind(docs, "Role") == [] and by_kind(docs, "RoleBinding") == []
+    assert by_kind(docs, "Role") == []
+    assert by_kind(docs, "RoleBinding") == []
     (cluster_role,) = by_kind(docs, "ClusterRole")
     rules = cluster_role["rules"]
     assert rules_for(rules, "", "secrets") == {"get"}

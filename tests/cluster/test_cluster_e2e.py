@@ -93,7 +93,8 @@ def test_deployment_pods_service_dns_logs_exec_port_forward(
     cluster_ip = cluster.get("service", "echo", namespace)["spec"]["clusterIP"]
     wait_until("the Service to route", lambda: reachable(f"http://{cluster_ip}/probe"), timeout=60)
     seen = {http_get_json(f"http://{cluster_ip}/host")["pod"] for _ in range(30)}
-    assert seen <= {p["metadata"]["name"] for p in running} and seen
+    assert seen <= {p["metadata"]["name"] for p in running}
+    assert seen
 
     # From inside a pod, by the Service's DNS name.
     pod = running[0]["metadata"]["name"]
@@ -104,7 +105,8 @@ def test_deployment_pods_service_dns_logs_exec_port_forward(
 
     # kubectl logs shows the server's own lines.
     logs = "".join(cluster.kubectl("logs", "-n", namespace, p["metadata"]["name"]).stdout for p in running)
-    assert "http-echo listening on 8080" in logs and "GET /in-pod" in logs
+    assert "http-echo listening on 8080" in logs
+    assert "GET /in-pod" in logs
 
     # kubectl port-forward reaches a pod through the kubelet's streaming.
     port_forward = [str(cluster.bin_dir / "kubectl"), "--kubeconfig", str(cluster.kubeconfig)]
@@ -141,7 +143,8 @@ def test_restricted_pod_runs_and_privileged_pod_is_refused(
     uid = cluster.kubectl("exec", "-n", namespace, "restricted", "--", "id", "-u").stdout.strip()
     assert uid == "65532"
     write = cluster.kubectl("exec", "-n", namespace, "restricted", "--", "touch", "/app/x", check=False)
-    assert write.returncode != 0 and "Read-only file system" in write.stderr
+    assert write.returncode != 0
+    assert "Read-only file system" in write.stderr
 
     privileged_pod = {
         "apiVersion": "v1",

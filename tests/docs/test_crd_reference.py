@@ -22,7 +22,8 @@ def load_generator() -> ModuleType:
     """hack/crd-reference.py as a module (its name has a hyphen, like the repo's other hack scripts)."""
     path = REPO_ROOT / "hack" / "crd-reference.py"
     module_spec = importlib.util.spec_from_file_location("crd_reference", path)
-    assert module_spec is not None and module_spec.loader is not None
+    assert module_spec is not None
+    assert module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_spec.name] = module  # dataclasses look their module up while the file runs
     module_spec.loader.exec_module(module)
@@ -63,9 +64,11 @@ def model_deployments() -> list[tuple[str, dict[str, Any]]]:
     found = []
     for section in SECTIONS:
         for number, example in enumerate(section.examples, 1):
-            for document in yaml.safe_load_all(example.yaml):
-                if document and document.get("kind") == "ModelDeployment":
-                    found.append((f"{section.title} #{number}", document))
+            found.extend(
+                (f"{section.title} #{number}", document)
+                for document in yaml.safe_load_all(example.yaml)
+                if document and document.get("kind") == "ModelDeployment"
+            )
     return found
 
 
@@ -122,13 +125,13 @@ def test_every_section_has_an_example_model_deployment() -> None:
 def test_an_example_off_the_schema_is_refused(change: Any, named: str) -> None:
     manifest = copy.deepcopy(EXAMPLES[0][1])
     change(manifest)
-    with pytest.raises(generator.ReferenceError, match=named):
+    with pytest.raises(generator.ReferenceBuildError, match=named):
         generator.check_example(manifest, ROOT, "example")
 
 
 def test_a_field_in_no_section_is_refused() -> None:
     without_status = [s for s in SECTIONS if "status" not in s.paths]
-    with pytest.raises(generator.ReferenceError, match="field status is in no section"):
+    with pytest.raises(generator.ReferenceBuildError, match="field status is in no section"):
         generator.render(CRD, without_status)
 
 

@@ -120,8 +120,12 @@ def test_sklearn_from_s3_end_to_end(
     assert status["url"] == f"http://iris.{namespace}.svc.cluster.local"
     assert status["ready"] == "1/1"
     columns = printer_columns(cluster, namespace, "iris")
-    assert columns["FORMAT"] == "sklearn" and columns["VERSION"] == "1" and columns["READY"] == "1/1"
-    assert columns["REASON"] == "AllReplicasReady" and columns["URL"] == status["url"] and columns["MESSAGE"]
+    assert columns["FORMAT"] == "sklearn"
+    assert columns["VERSION"] == "1"
+    assert columns["READY"] == "1/1"
+    assert columns["REASON"] == "AllReplicasReady"
+    assert columns["URL"] == status["url"]
+    assert columns["MESSAGE"]
     for kind in ("deployment", "service"):
         [child] = children(cluster, namespace, "iris", kind)
         [owner] = child["metadata"]["ownerReferences"]
@@ -316,7 +320,8 @@ def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
         assert ready["message"] == pull_line  # the pull's own line, word for word
         assert condition(obj, "Degraded")["status"] == "True"
         columns = printer_columns(cluster, namespace, name)
-        assert columns["REASON"] == reason and columns["MESSAGE"] == pull_line
+        assert columns["REASON"] == reason
+        assert columns["MESSAGE"] == pull_line
     assert "DigestMismatch" in condition(md(cluster, namespace, "wrong-digest"), "Ready")["message"]
 
 
@@ -388,7 +393,7 @@ def _audit_entries(path: Path, since: float) -> list[dict[str, Any]]:
 def _epoch(stamp: str) -> float:
     from datetime import datetime
 
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}

@@ -87,13 +87,15 @@ def test_promtool_check_config_accepts_valid_and_refuses_broken(
     promtool = str(prometheus_bin_dir / "promtool")
     good = tmp_path / "good.yml"
     good.write_text(PrometheusServer.config_text(scrape_config("127.0.0.1:9")))
-    ok = subprocess.run([promtool, "check", "config", str(good)], capture_output=True, text=True)
+    ok = subprocess.run([promtool, "check", "config", str(good)], check=False, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "SUCCESS" in ok.stdout + ok.stderr
 
     bad = tmp_path / "bad.yml"
     bad.write_text("scrape_configs:\n  - job_name: probe\n    scrape_interval: often\n")
-    refused = subprocess.run([promtool, "check", "config", str(bad)], capture_output=True, text=True)
+    refused = subprocess.run(
+        [promtool, "check", "config", str(bad)], check=False, capture_output=True, text=True
+    )
     assert refused.returncode != 0
     assert "often" in refused.stdout + refused.stderr
 
@@ -104,12 +106,14 @@ def test_promtool_check_rules_accepts_valid_and_refuses_broken(
     promtool = str(prometheus_bin_dir / "promtool")
     good = tmp_path / "good-rules.yml"
     good.write_text(VALID_RULES)
-    ok = subprocess.run([promtool, "check", "rules", str(good)], capture_output=True, text=True)
+    ok = subprocess.run([promtool, "check", "rules", str(good)], check=False, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "SUCCESS: 2 rules found" in ok.stdout + ok.stderr
 
     bad = tmp_path / "bad-rules.yml"
     bad.write_text(BROKEN_RULES)
-    refused = subprocess.run([promtool, "check", "rules", str(bad)], capture_output=True, text=True)
+    refused = subprocess.run(
+        [promtool, "check", "rules", str(bad)], check=False, capture_output=True, text=True
+    )
     assert refused.returncode != 0
     assert "parse error" in refused.stdout + refused.stderr

@@ -33,7 +33,8 @@ def test_every_example_renders_and_says_what_it_shows(example: Path) -> None:
         check=True,
     )
     kinds = [doc["kind"] for doc in yaml.safe_load_all(result.stdout)]
-    assert "Deployment" in kinds and "Service" in kinds
+    assert "Deployment" in kinds
+    assert "Service" in kinds
 
 
 def test_render_reports_an_invalid_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

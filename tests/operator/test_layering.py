@@ -40,7 +40,7 @@ def test_only_kube_talks_to_the_api() -> None:
     for path in PACKAGE.rglob("*.py"):
         if path.name != "kube.py":
             assert not any(
-                n.startswith("kubernetes.client") or n.startswith("kubernetes.dynamic") for n in imports(path)
+                n.startswith(("kubernetes.client", "kubernetes.dynamic")) for n in imports(path)
             ), path
 
 
@@ -55,9 +55,9 @@ def test_handlers_register_the_md_and_every_child_kind() -> None:
     from modelplane import handlers
 
     registry = kopf.get_default_registry()
-    watched = {(h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()}
+    watched = {(h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()}  # noqa: SLF001
     assert ("modelplane.io", "modeldeployments") in watched
     for group, _version, plural in handlers.CHILD_RESOURCES:
         assert (group, plural) in watched
-    assert not list(registry._changing.get_all_handlers())
-    assert not list(registry._spawning.get_all_handlers())
+    assert not list(registry._changing.get_all_handlers())  # noqa: SLF001
+    assert not list(registry._spawning.get_all_handlers())  # noqa: SLF001

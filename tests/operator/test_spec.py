@@ -76,4 +76,5 @@ def test_canary_and_pvc() -> None:
         )
     )
     assert md.model.pvc == ("claim", "dir/model")
-    assert md.canary is not None and md.canary.traffic_percent == 20
+    assert md.canary is not None
+    assert md.canary.traffic_percent == 20

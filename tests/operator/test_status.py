@@ -176,8 +176,10 @@ def test_unschedulable_says_why() -> None:
     ready = status.condition(result, "Ready") or {}
     assert (ready["reason"], ready["message"]) == (
         "Unschedulable",
-        "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
-        "(each pod needs 1 nvidia.com/gpu (spec.runtime.gpus))",
+        (
+            "0/1 nodes are available: 1 Insufficient nvidia.com/gpu. "
+            "(each pod needs 1 nvidia.com/gpu (spec.runtime.gpus))"
+        ),
     )
 
 

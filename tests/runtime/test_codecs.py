@@ -86,8 +86,10 @@ def test_v2_bad_tensors_name_the_problem(tensor: dict[str, object], message: str
         (b"[1, 2]", "must be a JSON object"),
         (b'{"inputs": []}', "non-empty list"),
         (
-            b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}], '
-            b'"outputs": [{"name": "nope"}]}',
+            (
+                b'{"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}], '
+                b'"outputs": [{"name": "nope"}]}'
+            ),
             "unknown output 'nope'",
         ),
     ],

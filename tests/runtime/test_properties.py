@@ -80,7 +80,8 @@ def test_malformed_v2_requests_never_get_a_500(app: RestApp, body: bytes) -> Non
     status, payload = answer(app, "/v2/models/iris/infer", body)
     assert status in (200, 400), payload
     if status == 400:
-        assert isinstance(payload["error"], str) and payload["error"]
+        assert isinstance(payload["error"], str)
+        assert payload["error"]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -33,7 +33,7 @@ def make_print(target: str, *variables: str) -> str:
 def make(*targets: str) -> None:
     """Runs `make TARGETS` (each target is cached and idempotent), failing the test with its output."""
     result = subprocess.run(
-        ["make", "--no-print-directory", *targets], cwd=REPO_ROOT, capture_output=True, text=True
+        ["make", "--no-print-directory", *targets], cwd=REPO_ROOT, check=False, capture_output=True, text=True
     )
     if result.returncode != 0:
         raise AssertionError(f"make {' '.join(targets)} failed:\n{result.stdout}\n{result.stderr}")
@@ -45,10 +45,16 @@ class Cluster:
     bin_dir: Path
 
     def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+        self,
+        *args: str,
+        input: str | None = None,  # noqa: A002 - named as subprocess.run names it
+        check: bool = True,
+        timeout: float = 120,
     ) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin_dir / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
-        result = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            cmd, input=input, check=False, capture_output=True, text=True, timeout=timeout
+        )
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"

@@ -36,7 +36,12 @@ class Helm:
         }
         kube = ["--kubeconfig", str(self.kubeconfig)] if self.kubeconfig else []
         result = subprocess.run(
-            [str(self.binary), *args, *kube], capture_output=True, text=True, env=env, timeout=300
+            [str(self.binary), *args, *kube],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")

@@ -36,8 +36,9 @@ def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 240
     try:
         return wait_until(f"md/{name} Ready", ready, timeout=timeout)
     except AssertionError:
-        print(cluster.kubectl("get", "md,deploy,pods", "-n", namespace, "-o", "wide", check=False).stdout)
-        print(json.dumps(md(cluster, namespace, name).get("status"), indent=1))
+        # What a failed wait leaves in the test report: the objects and the status that did not converge.
+        print(cluster.kubectl("get", "md,deploy,pods", "-n", namespace, "-o", "wide", check=False).stdout)  # noqa: T201
+        print(json.dumps(md(cluster, namespace, name).get("status"), indent=1))  # noqa: T201
         raise
 
 
@@ -103,6 +104,8 @@ def assert_waits_for_a_gpu(cluster: Cluster, namespace: str, name: str) -> None:
     resource it cannot get."""
     obj = wait_reason(cluster, namespace, name, {"Unschedulable"}, timeout=90)
     ready = condition(obj, "Ready")
-    assert ready["status"] == "False" and "nvidia.com/gpu" in ready["message"], ready
+    assert ready["status"] == "False", ready
+    assert "nvidia.com/gpu" in ready["message"], ready
     pods = children(cluster, namespace, name, "pod")
-    assert pods and all(pod["status"]["phase"] == "Pending" for pod in pods), [pod["status"] for pod in pods]
+    assert pods
+    assert all(pod["status"]["phase"] == "Pending" for pod in pods), [pod["status"] for pod in pods]

@@ -130,7 +130,7 @@ def http_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=str(root), **kwargs)
 
-        def log_message(self, format: str, *args: Any) -> None:
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib signature
             pass
 
     server = http.server.ThreadingHTTPServer((NODE_IP, HTTP_MODELS_PORT), Quiet)

@@ -167,8 +167,10 @@ def _pull_container(
     }
     if model.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": model.credentials_secret}}]
-        for key in sorted(secret_keys & FILE_CREDENTIAL_KEYS.keys()):
-            env.append(_env(key, f"{CREDENTIALS_DIR}/{FILE_CREDENTIAL_KEYS[key]}"))
+        env.extend(
+            _env(key, f"{CREDENTIALS_DIR}/{FILE_CREDENTIAL_KEYS[key]}")
+            for key in sorted(secret_keys & FILE_CREDENTIAL_KEYS.keys())
+        )
         if secret_keys & FILE_CREDENTIAL_KEYS.keys():
             mounts.append({"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True})
     container.update(

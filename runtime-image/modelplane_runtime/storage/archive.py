@@ -56,5 +56,5 @@ def _unzip(archive: Path, dest: Path) -> None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            with zipped.open(info) as source, open(target, "wb") as out:
+            with zipped.open(info) as source, target.open("wb") as out:
                 shutil.copyfileobj(source, out, 1 << 20)

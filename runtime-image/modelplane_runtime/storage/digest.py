@@ -53,7 +53,7 @@ def manifest_digest(file_hashes: Mapping[str, str]) -> str:
 
 def hash_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
     sha = hashlib.sha256()
-    with open(path, "rb") as source:
+    with path.open("rb") as source:
         while chunk := source.read(chunk_bytes):
             sha.update(chunk)
     return sha.hexdigest()

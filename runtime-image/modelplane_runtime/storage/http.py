@@ -47,7 +47,8 @@ def stream_url(
         if response.status_code >= 400:
             raise status_error(response.status_code, url, credentials)
         skip = offset if offset and response.status_code != 206 else 0
-        for chunk in response.iter_bytes(settings.chunk_bytes):
+        for received in response.iter_bytes(settings.chunk_bytes):
+            chunk = received
             if skip:
                 dropped = min(skip, len(chunk))
                 chunk, skip = chunk[dropped:], skip - dropped

@@ -30,7 +30,7 @@ class LocalBackend:
         raise PullError(contract.REASON_NOT_FOUND, f"no file or directory at {path}")
 
     def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
-        with open(remote.locator, "rb") as source:
+        with Path(remote.locator).open("rb") as source:
             source.seek(offset)
             while chunk := source.read(self.settings.chunk_bytes):
                 yield chunk

@@ -124,7 +124,7 @@ class FileFetch:
         size = self.remote.size
         if size is not None and self.count > size:
             self.restart()  # the object changed under us: start over
-        with open(self.target, "r+b") as out:
+        with self.target.open("r+b") as out:
             out.seek(self.count)
             out.truncate()  # drop a chunk that a failed write left half on disk
             for chunk in self.backend.read(self.remote, self.count):

@@ -144,7 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: FaultyHTTPServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib signature
         pass
 
     def do_GET(self) -> None:

@@ -229,6 +229,7 @@ def test_the_cli_exits_with_the_code_and_one_line(tmp_path: Path) -> None:
             "--termination-log",
             str(termination_log),
         ],
+        check=False,
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -121,5 +121,6 @@ def test_failed_pull_shows_its_reason_in_the_pod_status(
     terminated = status["state"]["terminated"]
     assert terminated["exitCode"] == contract.EXIT_PERMANENT
     failure = contract.parse_termination_message(terminated["message"])
-    assert failure.reason == reason and failure.permanent
+    assert failure.reason == reason
+    assert failure.permanent
     assert uri in failure.message
