@@ -23,6 +23,8 @@ URI_SCHEMES: Final = ("s3://", "gs://", "https://", "http://", "pvc://", "hf://"
 AUTOSCALING_METRICS: Final = ("cpu", "memory", "concurrency", "rps")
 STRATEGIES: Final = ("RollingUpdate", "Canary")
 PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC)
+# The HPA's own default scale-down stabilization window, and KEDA's default cooldownPeriod.
+SCALE_DOWN_DELAY_SECONDS: Final = 300
 
 
 class SpecError(ValueError):
@@ -85,6 +87,9 @@ class Autoscaling:
     max_replicas: int
     metric: str
     target: int
+    # How long the metric must stay low before pods are removed (the HPA's scale-down stabilization
+    # window; with KEDA also its cooldownPeriod, the wait before scaling to zero).
+    scale_down_delay_seconds: int = SCALE_DOWN_DELAY_SECONDS
 
     @property
     def uses_keda(self) -> bool:
@@ -253,7 +258,19 @@ def _autoscaling(raw: Any) -> Autoscaling | None:
     if metric in ("cpu", "memory") and min_replicas < 1:
         raise SpecError(f"spec.autoscaling.minReplicas must be at least 1 with metric {metric}")
     target = _int(body.get("target", 80), "spec.autoscaling.target", 1, 1_000_000)
-    return Autoscaling(min_replicas=min_replicas, max_replicas=max_replicas, metric=metric, target=target)
+    delay = _int(
+        body.get("scaleDownDelaySeconds", SCALE_DOWN_DELAY_SECONDS),
+        "spec.autoscaling.scaleDownDelaySeconds",
+        0,
+        3600,
+    )
+    return Autoscaling(
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        metric=metric,
+        target=target,
+        scale_down_delay_seconds=delay,
+    )
 
 
 def _is_sha256(text: str) -> bool:

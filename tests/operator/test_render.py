@@ -159,6 +159,24 @@ def test_autoscaler_owns_replicas() -> None:
     assert ("PodDisruptionBudget", "xgb") in manifests
 
 
+def test_scale_down_delay_sets_the_hpa_window_and_kedas_cooldown() -> None:
+    hpa = by_kind(rendered("autoscaling-cpu"))[("HorizontalPodAutoscaler", "xgb")]
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 300}}  # the default
+    scaled = by_kind(rendered("autoscaling-concurrency"))[("ScaledObject", "busy")]["spec"]
+    assert scaled["cooldownPeriod"] == 60  # the input's scaleDownDelaySeconds
+    behavior = scaled["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior == {"scaleDown": {"stabilizationWindowSeconds": 60}}
+
+
+def test_scaled_object_queries_the_configured_prometheus() -> None:
+    settings = render.RenderSettings(prometheus_url="http://prometheus.observability.svc:9090")
+    manifests = by_kind(
+        render.children(load("autoscaling-concurrency"), settings, OBSERVATIONS["autoscaling-concurrency"])
+    )
+    (trigger,) = manifests[("ScaledObject", "busy")]["spec"]["triggers"]
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus.observability.svc:9090"
+
+
 def test_keda_missing_renders_no_scaled_object_and_runs_the_minimum() -> None:
     md = load("autoscaling-concurrency")
     manifests = by_kind(render.children(md, SETTINGS, render.Observations(keda_installed=False)))

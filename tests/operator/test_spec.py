@@ -44,6 +44,18 @@ def test_defaults() -> None:
         ),
         ({"autoscaling": {"maxReplicas": 2, "metric": "gpu"}}, "spec.autoscaling.metric"),
         (
+            {"autoscaling": {"maxReplicas": 2, "scaleDownDelaySeconds": -1}},
+            "spec.autoscaling.scaleDownDelaySeconds",
+        ),
+        (
+            {"autoscaling": {"maxReplicas": 2, "scaleDownDelaySeconds": 3601}},
+            "spec.autoscaling.scaleDownDelaySeconds",
+        ),
+        (
+            {"autoscaling": {"maxReplicas": 2, "scaleDownDelaySeconds": "5m"}},
+            "spec.autoscaling.scaleDownDelaySeconds",
+        ),
+        (
             {"rollout": {"canary": {"model": {"uri": "s3://b/k2", "format": "sklearn"}}}},
             "spec.rollout.canary",
         ),
@@ -63,6 +75,15 @@ def test_defaults() -> None:
 def test_errors_name_the_field(fields: dict[str, Any], named: str) -> None:
     with pytest.raises(spec.SpecError, match=named.replace(".", r"\.")):
         spec.parse(body(**fields))
+
+
+def test_scale_down_delay_defaults_to_the_hpa_and_keda_default_and_can_be_shortened() -> None:
+    default = spec.parse(body(autoscaling={"maxReplicas": 3, "metric": "rps"})).autoscaling
+    assert default is not None
+    assert default.scale_down_delay_seconds == 300
+    short = spec.parse(body(autoscaling={"maxReplicas": 3, "scaleDownDelaySeconds": 0})).autoscaling
+    assert short is not None
+    assert short.scale_down_delay_seconds == 0
 
 
 def test_canary_and_pvc() -> None:

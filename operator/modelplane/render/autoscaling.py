@@ -9,6 +9,11 @@ from modelplane.render.common import STABLE, Manifest, metadata, stamp, track_na
 from modelplane.render.settings import RenderSettings
 
 
+def scale_down_behavior(autoscaling: specs.Autoscaling) -> Manifest:
+    """The HPA's scale-down stabilization: pods go only once the metric has stayed low this long."""
+    return {"scaleDown": {"stabilizationWindowSeconds": autoscaling.scale_down_delay_seconds}}
+
+
 def horizontal_pod_autoscaler(md: specs.ModelDeployment, autoscaling: specs.Autoscaling) -> Manifest:
     resource = "cpu" if autoscaling.metric == "cpu" else "memory"
     return stamp(
@@ -33,6 +38,7 @@ def horizontal_pod_autoscaler(md: specs.ModelDeployment, autoscaling: specs.Auto
                         },
                     }
                 ],
+                "behavior": scale_down_behavior(autoscaling),
             },
         }
     )
@@ -60,6 +66,9 @@ def scaled_object(
                 },
                 "minReplicaCount": autoscaling.min_replicas,
                 "maxReplicaCount": autoscaling.max_replicas,
+                # cooldownPeriod only delays the last step to zero; N -> 1 is the HPA KEDA creates.
+                "cooldownPeriod": autoscaling.scale_down_delay_seconds,
+                "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scale_down_behavior(autoscaling)}},
                 "triggers": [
                     {
                         "type": "prometheus",
