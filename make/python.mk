@@ -12,7 +12,8 @@ $(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constra
 venv: $(VENV_STAMP) ## Create or update the project venv (.venv).
 
 .PHONY: lint
-lint: $(VENV_STAMP) ## ruff and mypy (strict) over our packages.
+lint: $(VENV_STAMP) ## ruff, mypy (strict) and the import contracts (pyproject.toml) over our packages.
 	$(VENV)/bin/ruff check operator runtime-image tests hack
 	$(VENV)/bin/ruff format --check operator runtime-image tests hack
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
