@@ -61,7 +61,7 @@ def rule_messages(node: Any) -> Iterator[str]:
 
 def model_deployments() -> list[tuple[str, dict[str, Any]]]:
     """(section and example number, manifest) of every ModelDeployment the page shows."""
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
     for section in SECTIONS:
         for number, example in enumerate(section.examples, 1):
             found.extend(

@@ -8,7 +8,10 @@ def test_handlers_register_the_md_and_every_child_kind() -> None:
     from modelplane import handlers
 
     registry = kopf.get_default_registry()
-    watched = {(h.selector.group, h.selector.any_name) for h in registry._watching.get_all_handlers()}  # noqa: SLF001
+    watched = set()
+    for handler in registry._watching.get_all_handlers():  # noqa: SLF001
+        assert handler.selector is not None, handler
+        watched.add((handler.selector.group, handler.selector.any_name))
     assert ("modelplane.io", "modeldeployments") in watched
     for group, _version, plural in handlers.CHILD_RESOURCES:
         assert (group, plural) in watched

@@ -6,11 +6,11 @@ import asyncio
 from typing import Any
 
 import orjson
-from modelplane_runtime.rest import RestApp
+from modelplane_runtime.rest import Message, RestApp
 
 
 async def call(app: RestApp, method: str, path: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
-    sent: list[dict[str, Any]] = []
+    sent: list[Message] = []
     delivered = False
 
     async def receive() -> dict[str, Any]:
@@ -20,7 +20,7 @@ async def call(app: RestApp, method: str, path: str, body: bytes = b"") -> tuple
         delivered = True
         return {"type": "http.request", "body": body, "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         sent.append(message)
 
     scope = {

@@ -23,10 +23,11 @@ ROWS = FEATURES[::10]
 @pytest.fixture
 def stub(iris_server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{iris_server.grpc_port}") as channel:
-        yield pb_grpc.GRPCInferenceServiceStub(channel)
+        # The generated module (grpcio-tools) is untyped; its .pyi covers the messages only.
+        yield pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
-def infer_request(rows: np.ndarray, *outputs: str, raw: bool = False) -> pb.ModelInferRequest:  # type: ignore[type-arg]
+def infer_request(rows: np.ndarray, *outputs: str, raw: bool = False) -> pb.ModelInferRequest:
     tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP64", shape=list(rows.shape))
     request = pb.ModelInferRequest(model_name="iris", id="g1", inputs=[tensor])
     if raw:

@@ -109,7 +109,7 @@ def iris_models(s3: S3Server) -> dict[str, SklearnModel]:
 def onnx_model(s3: S3Server) -> OnnxModel:
     """An iris classifier converted to ONNX (skl2onnx, no ZipMap so every output is a tensor), in S3
     at the key examples/gpu.yaml names; examples/onnx-pvc.yaml's test copies it onto its claim."""
-    from skl2onnx import to_onnx  # type: ignore[import-untyped]
+    from skl2onnx import to_onnx
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -123,10 +124,10 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 @pytest.mark.parametrize(("name", "pack"), [("model.tar.gz", tar_gz), ("model.zip", zip_bytes)])
 def test_archive_is_unpacked_and_digest_is_the_archives(
-    tmp_path: Path, run_pull: PullRunner, name: str, pack: object
+    tmp_path: Path, run_pull: PullRunner, name: str, pack: Callable[[dict[str, bytes]], bytes]
 ) -> None:
     members = {"model.json": b"{}", "assets/vocab.txt": b"a\nb\n"}
-    data = pack(members)  # type: ignore[operator]
+    data = pack(members)
     (tmp_path / name).write_bytes(data)
     result = run_pull(str(tmp_path / name), "--digest", sha256(data))
     assert result.code == contract.EXIT_OK, result.stderr
