@@ -49,6 +49,13 @@ def _positive_float(value: str) -> float:
     return number
 
 
+def _non_negative_float(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
 def serve_parser() -> argparse.ArgumentParser:
     """Flags default to their environment variables (given as strings: argparse checks them too)."""
     parser = argparse.ArgumentParser(
@@ -150,6 +157,13 @@ def serve_parser() -> argparse.ArgumentParser:
         default=_env(contract.ENV_SHUTDOWN_GRACE_SECONDS, "25"),
         help=f"env {contract.ENV_SHUTDOWN_GRACE_SECONDS}",
     )
+    add(
+        "--drain-seconds",
+        type=_non_negative_float,
+        default=_env(contract.ENV_DRAIN_SECONDS, "0"),
+        help="after SIGTERM, keep serving this long with readiness failing and connections closed "
+        f"after each answer, before no longer accepting (env {contract.ENV_DRAIN_SECONDS})",
+    )
     return parser
 
 
@@ -192,6 +206,7 @@ def serve_main(argv: Sequence[str]) -> int:
         allow_pickle=args.allow_pickle,
         custom_class=args.custom_class,
         shutdown_grace=args.shutdown_grace_seconds,
+        drain_seconds=args.drain_seconds,
     )
     return serve(config)
 

@@ -54,6 +54,9 @@ ENV_PULL_RETRIES: Final = "MODELPLANE_PULL_RETRIES"
 ENV_PULL_BACKOFF_SECONDS: Final = "MODELPLANE_PULL_BACKOFF_SECONDS"  # first retry's delay; doubles
 ENV_PULL_CONCURRENCY: Final = "MODELPLANE_PULL_CONCURRENCY"  # files fetched at once
 ENV_CUSTOM_CLASS: Final = "MODELPLANE_CUSTOM_CLASS"  # package.module:Class, for format custom
+# After SIGTERM: serve on for DRAIN seconds (while the Service's endpoints drop the pod), then
+# give in-flight requests SHUTDOWN_GRACE seconds.
+ENV_DRAIN_SECONDS: Final = "MODELPLANE_DRAIN_SECONDS"
 ENV_SHUTDOWN_GRACE_SECONDS: Final = "MODELPLANE_SHUTDOWN_GRACE_SECONDS"
 
 PROTOCOL_V1: Final = "v1"

@@ -1,16 +1,29 @@
-"""The protocol-neutral data plane: health, metadata and inference. The only caller of a model."""
+"""The protocol-neutral data plane: health, metadata and inference. The only caller of a model.
+
+Every inference request, whatever protocol brought it, goes through one :class:`Call`: the model
+looked up by name, the request counted in flight, bounded by the request timeout, and recorded in
+the metrics with its outcome. The protocol fronts (REST, gRPC, OpenAI) only translate.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, TypeVar
 
 from modelplane_runtime import __version__
-from modelplane_runtime.batching import Batcher, BatchingConfig, BatchObserver
+from modelplane_runtime.batching import Batcher, BatchingConfig
 from modelplane_runtime.codecs import InferRequest
-from modelplane_runtime.errors import ModelNotFound, ModelNotReady
+from modelplane_runtime.errors import ModelNotFound, ModelNotReady, RequestTimeout, RuntimeFailure
 from modelplane_runtime.formats.base import Arrays, Model, TensorSpec
+from modelplane_runtime.metrics import Metrics, exposition
 
 SERVER_NAME = "modelplane-runtime"
+#: The code recorded for a request whose task was cancelled (its client went away mid-call).
+CANCELLED_CODE = 499
+Chunk = TypeVar("Chunk")
 
 
 class DataPlane:
@@ -21,12 +34,22 @@ class DataPlane:
         name: str,
         model: Model | None,
         batching: BatchingConfig | None = None,
-        observe_batch: BatchObserver | None = None,
+        metrics: Metrics | None = None,
+        request_timeout: float = 60.0,
     ) -> None:
         self.name = name
+        self.metrics = metrics
+        self.request_timeout = request_timeout
+        #: Set on SIGTERM: readiness fails and responses ask clients to reconnect (elsewhere).
+        self.draining = False
         self._model = model
-        self._batcher = (
-            Batcher(model.predict, batching or BatchingConfig(), observe_batch, model.call_seconds)
+        self.batcher = (
+            Batcher(
+                model.predict,
+                batching or BatchingConfig(),
+                metrics.observe_batch if metrics is not None else None,
+                model.call_seconds,
+            )
             if model is not None
             else None
         )
@@ -42,7 +65,7 @@ class DataPlane:
         return True  # answering at all is liveness; it never depends on the model
 
     def ready(self) -> bool:
-        return self._model is not None and self._model.ready
+        return not self.draining and self._model is not None and self._model.ready
 
     def server_metadata(self) -> dict[str, Any]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": []}
@@ -63,12 +86,97 @@ class DataPlane:
     def model_metadata(self, name: str) -> dict[str, Any]:
         return self.model(name).metadata()
 
-    async def infer(self, request: InferRequest) -> tuple[Arrays, tuple[str, ...]]:
-        """Outputs of the model for a request already decoded against :attr:`signature`."""
-        assert self._batcher is not None
-        names = request.outputs or self.default_outputs
-        return await self._batcher.submit(request.inputs, names), names
+    def call(self, protocol: str, name: str) -> Call:
+        """The policy of one inference request for model ``name``: ``with dataplane.call(...) as call``."""
+        return Call(self, protocol, name)
+
+    def metrics_text(self) -> tuple[bytes, str]:
+        """The Prometheus exposition (every worker's values) and its content type."""
+        if self.metrics is not None:
+            self.metrics.flush()
+        return exposition()
 
     def close(self) -> None:
-        if self._batcher is not None:
-            self._batcher.close()
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+class Call:
+    """One inference request, the same for every protocol.
+
+    Entering looks the model up (a :class:`ModelNotFound` or :class:`ModelNotReady` is raised, and
+    recorded); from then until the block ends the request is counted in flight. :meth:`infer` and
+    :meth:`stream` run under the request timeout, counted from entry. On exit the outcome is
+    recorded: 200, or the ``status`` of the :class:`RuntimeFailure` that ended the block. A front
+    writes its answer inside the block (so the latency includes it), its error answer outside.
+    """
+
+    __slots__ = ("_dataplane", "_name", "_protocol", "_started", "model")
+
+    def __init__(self, dataplane: DataPlane, protocol: str, name: str) -> None:
+        self._dataplane = dataplane
+        self._protocol = protocol
+        self._name = name
+
+    def __enter__(self) -> Call:
+        self._started = time.perf_counter()
+        metrics = self._dataplane.metrics
+        if metrics is not None:
+            metrics.in_flight_now += 1
+        try:
+            self.model = self._dataplane.model(self._name)
+        except RuntimeFailure as error:
+            self._finish(error.status)
+            raise
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if error is None:
+            self._finish(200)
+        elif isinstance(error, RuntimeFailure):
+            self._finish(error.status)
+        elif isinstance(error, asyncio.CancelledError):
+            self._finish(CANCELLED_CODE)
+        else:
+            self._finish(500)
+
+    def _finish(self, code: int) -> None:
+        metrics = self._dataplane.metrics
+        if metrics is not None:
+            metrics.in_flight_now -= 1
+            metrics.observe_request(self._protocol, code, time.perf_counter() - self._started)
+
+    def _remaining(self) -> float:
+        return self._dataplane.request_timeout - (time.perf_counter() - self._started)
+
+    def _timed_out(self) -> RequestTimeout:
+        return RequestTimeout(f"inference took longer than {self._dataplane.request_timeout:g} s")
+
+    async def infer(self, request: InferRequest) -> tuple[Arrays, tuple[str, ...]]:
+        """The model's outputs (and their names) for a request decoded against the signature."""
+        dataplane = self._dataplane
+        assert dataplane.batcher is not None  # entering found the model, so there is one
+        names = request.outputs or dataplane.default_outputs
+        try:
+            async with asyncio.timeout(self._remaining()):
+                return await dataplane.batcher.submit(request.inputs, names), names
+        except TimeoutError:
+            raise self._timed_out() from None
+
+    async def stream(self, chunks: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """``chunks`` passed through, the whole stream within the request timeout.
+
+        Each wait for the next chunk runs under what is left of the timeout (not a timeout around
+        the consumer's loop, which would cancel it while it writes, outside this generator).
+        """
+        while True:
+            try:
+                async with asyncio.timeout(self._remaining()):
+                    chunk = await anext(chunks)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise self._timed_out() from None
+            yield chunk

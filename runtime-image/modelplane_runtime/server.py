@@ -6,8 +6,11 @@
    (or the sample request shipped beside it). Readiness stays false until both succeed.
 3. Freeze the heap and fork N workers that share the listening socket (HTTP) and bind the gRPC
    port with SO_REUSEPORT. The model's memory is shared copy-on-write between them.
-4. Supervise: restart a worker that dies; on SIGTERM, forward it, let workers stop accepting
-   and finish in-flight requests, and kill what is left when the grace period ends.
+4. Supervise: restart a worker that dies; on SIGTERM, forward it to the workers, which drain:
+   for ``drain_seconds`` they keep serving with readiness failing and every answer closing its
+   connection (so the Service's endpoints drop this pod and kept-alive clients reconnect to
+   another before anything is refused), then stop accepting and finish in-flight requests; what
+   is left when the grace period ends is killed.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ class ServeConfig:
     allow_pickle: bool = False
     custom_class: str | None = None
     shutdown_grace: float = 25.0
+    drain_seconds: float = 0.0
 
 
 def available_cpus() -> int:
@@ -192,24 +196,32 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
     from modelplane_runtime.rest import RestApp
 
     async def main() -> None:
-        dataplane = DataPlane(
-            config.name, model, config.batching, metrics.observe_batch if metrics is not None else None
-        )
-        app = RestApp(dataplane, metrics, config.protocols, config.max_body_bytes, config.request_timeout)
+        dataplane = DataPlane(config.name, model, config.batching, metrics, config.request_timeout)
+        app = RestApp(dataplane, config.protocols, config.max_body_bytes)
         grpc_server = None
         if model is not None and contract.PROTOCOL_GRPC in config.protocols:
             from modelplane_runtime.grpc.service import make_server
 
-            grpc_server = make_server(dataplane, metrics, config.grpc_port, config.request_timeout)
+            grpc_server = make_server(dataplane, config.grpc_port)
             await grpc_server.start()
         loop = asyncio.get_running_loop()
         stopping: list[asyncio.Task[None]] = []
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: Any) -> None:
+                # Called in the signal handler. The first signal drains; the end of the drain (or a
+                # second signal) stops accepting.
+                if dataplane.draining or config.drain_seconds <= 0:
+                    self.stop_accepting(sig, frame)
+                    return
+                dataplane.draining = True
+                drain = config.drain_seconds
+                loop.call_soon_threadsafe(loop.call_later, drain, self.stop_accepting, sig, frame)
+
+            def stop_accepting(self, sig: int, frame: Any) -> None:
                 super().handle_exit(sig, frame)
                 if grpc_server is not None and not stopping:
-                    # Stop taking gRPC calls now too; in-flight ones get the grace period.
+                    # Stop taking gRPC calls now too (GOAWAY); in-flight ones get the grace period.
                     stopping.append(loop.create_task(grpc_server.stop(config.shutdown_grace)))
 
         uv_config = uvicorn.Config(
@@ -322,7 +334,7 @@ def _supervise(
             log.info("signal %d: draining %d worker(s)", info.si_signo, len(workers))
             # Our copy of the listening socket would keep taking connections that no worker accepts.
             close_listener()
-            return _shutdown(workers, config.shutdown_grace, metrics_module)
+            return _shutdown(workers, config.shutdown_grace, metrics_module, config.drain_seconds)
         for pid, status in _reap():
             metrics_module.process_exited(pid)
             started = workers.pop(pid, None)
@@ -348,18 +360,18 @@ def _reap() -> list[tuple[int, int]]:
         reaped.append((pid, os.waitstatus_to_exitcode(status)))
 
 
-def _shutdown(workers: dict[int, float], grace: float, metrics_module: Any) -> int:
+def _shutdown(workers: dict[int, float], grace: float, metrics_module: Any, drain: float = 0.0) -> int:
     for pid in workers:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
+    deadline = time.monotonic() + drain + grace
     while workers and time.monotonic() < deadline:
         signal.sigtimedwait({signal.SIGCHLD}, min(0.5, max(0.01, deadline - time.monotonic())))
         for pid, _status in _reap():
             workers.pop(pid, None)
             metrics_module.process_exited(pid)
     for pid in workers:
-        log.warning("worker %d did not finish within %.0f s; killing it", pid, grace)
+        log.warning("worker %d did not finish within %.0f s; killing it", pid, drain + grace)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     for pid in list(workers):

@@ -33,7 +33,7 @@ ROWS = FEATURES[::15]  # ten rows across the three classes
 
 def serve_in_process(model_dir: Path, model_format: str, **config: Any) -> tuple[Model, RestApp]:
     model = load(ServeConfig(model_dir=model_dir, format=model_format, name="m", **config))
-    return model, RestApp(DataPlane("m", model), metrics=None)
+    return model, RestApp(DataPlane("m", model))
 
 
 def predict_v2(

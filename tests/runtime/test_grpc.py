@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import pytest
+from modelplane_runtime import contract
 from modelplane_runtime.grpc.generated import inference_pb2 as pb
 from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
 from sklearn.linear_model import LogisticRegression
 
 from tests.runtime.models import iris
 from tests.runtime.serving import RunningServer
+from tests.support.cluster import wait_until
 
 FEATURES, _ = iris()
 ROWS = FEATURES[::10]
@@ -96,3 +100,26 @@ def test_errors_carry_status_codes_and_reasons(
         stub.ModelInfer(request_)
     assert raised.value.code() == code
     assert message in raised.value.details()
+
+
+def test_grpc_calls_are_counted_like_rest_ones(
+    stub: pb_grpc.GRPCInferenceServiceStub, iris_server: RunningServer
+) -> None:
+    """The data plane records every protocol's requests: gRPC ones under protocol="grpc" with the
+    HTTP code of their outcome, as REST ones."""
+    stub.ModelInfer(infer_request(ROWS))
+    with pytest.raises(grpc.RpcError):
+        stub.ModelInfer(infer_request(ROWS, "nothing"))
+
+    def counted() -> tuple[float, float] | None:
+        text = httpx.get(f"{iris_server.url}{contract.METRICS_PATH}").text
+        found = []
+        for code in ("200", "400"):
+            labels = f'code="{code}",model="iris",protocol="grpc"'
+            pattern = rf"^{contract.METRIC_REQUESTS_TOTAL}{{{labels}}} (\S+)$"
+            match = re.search(pattern, text, re.MULTILINE)
+            found.append(float(match.group(1)) if match else 0.0)
+        return (found[0], found[1]) if found[0] >= 1 and found[1] >= 1 else None
+
+    # Workers write their counts to the shared files at least once a second.
+    wait_until("gRPC requests in the metrics", counted, timeout=10, interval=0.2)

@@ -82,7 +82,7 @@ def test_more_requests_than_the_queue_holds_get_503_and_the_server_stays_up(
 def test_a_call_slower_than_the_request_timeout_gets_504(tmp_path: Path) -> None:
     model_dir = make_slow_model_dir(tmp_path, 0.5)
     model = load(ServeConfig(model_dir=model_dir, format="custom", name="m", custom_class=SLOW_CLASS))
-    app = RestApp(DataPlane("m", model), metrics=None, request_timeout=0.05)
+    app = RestApp(DataPlane("m", model, request_timeout=0.05))
     status, body = call_json(app, "POST", "/v2/models/m/infer", REQUEST)
     assert status == 504
     assert body == {"error": "inference took longer than 0.05 s"}

@@ -66,7 +66,7 @@ bodies = (
 @pytest.fixture(scope="module")
 def app(iris_model: tuple[Path, LogisticRegression]) -> RestApp:
     model = load(ServeConfig(model_dir=iris_model[0], format="sklearn", name="iris"))
-    return RestApp(DataPlane("iris", model), metrics=None)
+    return RestApp(DataPlane("iris", model))
 
 
 def answer(app: RestApp, path: str, body: bytes) -> tuple[int, Any]:

@@ -89,3 +89,52 @@ def test_a_worker_that_dies_is_replaced_and_serving_goes_on(tmp_path: Path) -> N
                 assert response.status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def test_sigterm_with_a_drain_serves_on_closing_connections_then_stops_accepting(tmp_path: Path) -> None:
+    """With --drain-seconds (the operator sets it) a SIGTERM first drains: readiness fails and every
+    answer says ``Connection: close``, so a Service drops the pod and kept-alive clients reconnect
+    elsewhere, while requests still arriving are served; only then are connections refused."""
+    drain = 3.0
+    model_dir = make_slow_model_dir(tmp_path / "model", 0.0)
+    server = start_server(
+        model_dir,
+        "custom",
+        tmp_path,
+        args=["--workers", "2", "--drain-seconds", str(drain), "--shutdown-grace-seconds", "5"],
+        env={"MODELPLANE_CUSTOM_CLASS": "tests.runtime.models:SlowModel"},
+    )
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=10) as kept_alive:
+            response = kept_alive.post("/v2/models/model/infer", json=REQUEST)
+            assert response.status_code == 200
+            assert "connection" not in response.headers
+            server.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+
+            def draining() -> httpx.Response | None:
+                answer = kept_alive.get("/v2/health/ready")
+                return answer if answer.status_code == 503 else None
+
+            ready = wait_until("readiness to fail", draining, timeout=drain, interval=0.05)
+            assert ready.headers["connection"] == "close"
+            for _ in range(4):  # on new connections each time: every answer closes its own
+                response = kept_alive.post("/v2/models/model/infer", json=REQUEST)
+                assert response.status_code == 200
+                assert response.headers["connection"] == "close"
+            assert time.monotonic() - signalled < drain
+
+        def refused() -> bool:
+            try:
+                httpx.get(f"{server.url}/v2/health/live", timeout=2)
+            except httpx.ConnectError:
+                return True
+            return False
+
+        wait_until("connections refused after the drain", refused, timeout=drain + 10, interval=0.1)
+        assert time.monotonic() - signalled >= drain
+        server.process.wait(timeout=20)
+        assert server.process.returncode == 0
+    finally:
+        server.stop()

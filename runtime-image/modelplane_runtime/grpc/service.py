@@ -2,44 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 import grpc
 
 from modelplane_runtime import contract
 from modelplane_runtime.dataplane import DataPlane
-from modelplane_runtime.errors import InvalidInput, ModelError, ModelNotFound, ModelNotReady, Overloaded
+from modelplane_runtime.errors import (
+    InvalidInput,
+    ModelError,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    RequestTimeout,
+    RuntimeFailure,
+)
 from modelplane_runtime.grpc import converters
 from modelplane_runtime.grpc.generated import inference_pb2 as pb
 from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
-from modelplane_runtime.metrics import Metrics
 
 _CODE_BY_ERROR: dict[type[Exception], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     ModelNotReady: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    RequestTimeout: grpc.StatusCode.DEADLINE_EXCEEDED,
     ModelError: grpc.StatusCode.INTERNAL,
-}
-# The HTTP-like code recorded in metrics for each gRPC outcome, so dashboards need one label set.
-_METRIC_CODE = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 503,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.INTERNAL: 500,
 }
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, dataplane: DataPlane, metrics: Metrics | None, request_timeout: float) -> None:
+    def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
-        self.metrics = metrics
-        self.request_timeout = request_timeout
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.dataplane.live())
@@ -74,43 +68,24 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         )
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        started = time.perf_counter()
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.in_flight_now += 1
-        code = grpc.StatusCode.INTERNAL
+        dataplane = self.dataplane
         try:
-            dataplane = self.dataplane
-            try:
-                model = dataplane.model(request.model_name)
+            with dataplane.call(contract.PROTOCOL_GRPC, request.model_name) as call:
                 decoded = converters.decode_request(request, dataplane.signature, dataplane.output_names)
-                async with asyncio.timeout(self.request_timeout):
-                    outputs, names = await dataplane.infer(decoded)
-            except TimeoutError:
-                code = grpc.StatusCode.DEADLINE_EXCEEDED
-                await context.abort(code, f"inference took longer than {self.request_timeout:g} s")
-                raise
-            except (InvalidInput, ModelNotFound, ModelNotReady, Overloaded, ModelError) as error:
-                code = _CODE_BY_ERROR[type(error)]
-                await context.abort(code, str(error))
-                raise
-            code = grpc.StatusCode.OK
-            return converters.encode_response(
-                model.options.name, decoded.id, outputs, names, raw=bool(request.raw_input_contents)
-            )
-        finally:
-            if metrics is not None:
-                metrics.in_flight_now -= 1
-                metrics.observe_request(
-                    contract.PROTOCOL_GRPC, _METRIC_CODE.get(code, 500), time.perf_counter() - started
+                outputs, names = await call.infer(decoded)
+                return converters.encode_response(
+                    call.model.options.name, decoded.id, outputs, names, raw=bool(request.raw_input_contents)
                 )
+        except RuntimeFailure as error:
+            await context.abort(_CODE_BY_ERROR.get(type(error), grpc.StatusCode.INTERNAL), str(error))
+            raise
 
 
-def make_server(dataplane: DataPlane, metrics: Metrics | None, port: int, request_timeout: float) -> Any:
+def make_server(dataplane: DataPlane, port: int) -> Any:
     """A grpc.aio server on ``port`` (SO_REUSEPORT, so every worker process listens on it)."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(  # type: ignore[no-untyped-call]
-        InferenceService(dataplane, metrics, request_timeout), server
+        InferenceService(dataplane), server
     )
     server.add_insecure_port(f"[::]:{port}")
     return server
