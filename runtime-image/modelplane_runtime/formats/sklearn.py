@@ -1,4 +1,11 @@
-"""scikit-learn estimators: skops (safe), joblib and pickle (code runs on load: trust required)."""
+"""scikit-learn estimators: skops (safe), joblib and pickle (code runs on load: trust required).
+
+What a request carries follows what the estimator was fitted on, and the signature says which:
+
+- numbers: one FP64 input ``[-1, n_features_in_]``, a row of features per item;
+- text, when the estimator (or its pipeline's first step) is a text vectorizer: one BYTES input
+  ``[-1]``, a string per row (v1: a list of strings).
+"""
 
 from __future__ import annotations
 
@@ -32,9 +39,18 @@ class SklearnModel(Model):
             raise ModelLoadError(
                 f"{path.name} holds a {type(estimator).__name__}, which has no predict method"
             )
-        n_features = getattr(estimator, "n_features_in_", None)
-        if n_features is None:
-            raise ModelLoadError(f"{path.name} holds an estimator that is not fitted (no n_features_in_)")
+        _require_fitted(estimator, path.name)
+        self._text = _takes_text(estimator)
+        if self._text:
+            self._inputs = [TensorSpec("input-0", "BYTES", (-1,))]
+        else:
+            n_features = getattr(estimator, "n_features_in_", None)
+            if n_features is None:
+                raise ModelLoadError(
+                    f"{path.name} holds a {type(estimator).__name__} whose input is neither a row of "
+                    "numbers (it has no n_features_in_) nor text (it does not start with a text vectorizer)"
+                )
+            self._inputs = [TensorSpec("input-0", "FP64", (-1, int(n_features)))]
         self._estimator = estimator
         self._methods = methods
         self._fast = _linear_engine(estimator)
@@ -44,7 +60,6 @@ class SklearnModel(Model):
             self._fast = _forest_engine(estimator)
             if self._fast:
                 self.engine = FOREST_ENGINE
-        self._inputs = [TensorSpec("input-0", "FP64", (-1, int(n_features)))]
         classes = getattr(estimator, "classes_", None)
         predict_type = datatype_of(np.asarray(classes).dtype) if classes is not None else "FP64"
         self._outputs = [
@@ -58,11 +73,51 @@ class SklearnModel(Model):
 
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))
+        if self._text:
+            features = _strings(features)
         fast = self._fast
         return {
             name: (fast[name] if name in fast else getattr(self._estimator, name))(features)
             for name in outputs
         }
+
+
+def _require_fitted(estimator: Any, file_name: str) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError as error:
+        raise ModelLoadError(f"{file_name} holds an estimator that is not fitted: {error}") from error
+    except TypeError as error:  # not an estimator at all (check_is_fitted says which)
+        raise ModelLoadError(f"{file_name}: {error}") from error
+
+
+def _first_step(estimator: Any) -> Any:
+    """What first sees a request: the estimator, or the first real step of its (nested) pipelines."""
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(estimator, Pipeline):
+        steps = [step for _, step in estimator.steps if step not in (None, "passthrough")]
+        if not steps:
+            break
+        estimator = steps[0]
+    return estimator
+
+
+def _takes_text(estimator: Any) -> bool:
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+
+    # TfidfVectorizer is a CountVectorizer.
+    return isinstance(_first_step(estimator), CountVectorizer | HashingVectorizer)
+
+
+def _strings(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """BYTES items as str (what the estimator was fitted on); a value that is not UTF-8 is a ValueError."""
+    strings = np.empty(array.shape, dtype=object)
+    strings.ravel()[:] = [item.decode() if isinstance(item, bytes) else item for item in array.ravel()]
+    return strings
 
 
 LINEAR_ENGINE = "numpy linear algebra (the same operations as scikit-learn's predict, equal results)"
@@ -123,9 +178,9 @@ def _forest_engine(estimator: Any) -> dict[str, Callable[[Any], Any]]:
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     cls = type(estimator)
-    trees = getattr(estimator, "estimators_", None)
-    if not trees or getattr(estimator, "n_outputs_", None) != 1:
-        return {}
+    if not isinstance(estimator, ForestClassifier | ForestRegressor) or estimator.n_outputs_ != 1:
+        return {}  # e.g. gradient boosting, whose estimators_ is a 2-D array of trees
+    trees = estimator.estimators_
     tree_structures = [tree.tree_ for tree in trees]
     count = len(trees)
     if (
