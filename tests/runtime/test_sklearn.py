@@ -32,7 +32,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, SG
 from sklearn.naive_bayes import BernoulliNB, GaussianNB, MultinomialNB
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import KBinsDiscretizer, PolynomialFeatures, StandardScaler
+from sklearn.preprocessing import KBinsDiscretizer, OneHotEncoder, PolynomialFeatures, StandardScaler
 from sklearn.svm import SVC, SVR, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
@@ -229,3 +229,96 @@ def test_an_unfitted_estimator_is_refused_saying_so(tmp_path: Path) -> None:
     joblib.dump(make_pipeline(StandardScaler(), LogisticRegression()), tmp_path / "model.joblib")
     with pytest.raises(Exception, match="not fitted"):
         serve_in_process(tmp_path, "sklearn", allow_pickle=True)
+
+
+def customers() -> tuple[Any, np.ndarray[Any, Any]]:
+    """A DataFrame of named, mixed-type columns (numbers, a category, free text, one to drop)."""
+    import pandas
+
+    rng = np.random.default_rng(3)
+    frame = pandas.DataFrame(
+        {
+            "age": rng.integers(18, 80, 200),
+            "income": np.round(rng.normal(50.0, 12.0, 200), 2),
+            "city": rng.choice(["paris", "rome", "oslo", "lima"], 200),
+            "note": rng.choice(["pays on time", "late twice", "new customer", "asked for credit"], 200),
+            "row_id": np.arange(200),
+        }
+    )
+    target = ((frame["age"] > 45) ^ (frame["city"] == "oslo")).to_numpy().astype(int)
+    return frame, target
+
+
+def column_pipeline() -> tuple[Pipeline, Any]:
+    frame, target = customers()
+    columns = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["age", "income"]),
+            (
+                "city",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"), OneHotEncoder(handle_unknown="ignore")
+                ),
+                ["city"],
+            ),
+            ("note", TfidfVectorizer(), "note"),
+            ("unused", "drop", ["row_id"]),
+        ]
+    )
+    return make_pipeline(columns, LogisticRegression(max_iter=1000)).fit(frame, target), frame
+
+
+REQUEST_ROWS = {
+    "age": [23, 67, 45, 80],
+    "income": [31.5, 72.25, 50.0, 12.0],
+    "city": ["oslo", "paris", "tokyo", "lima"],  # tokyo: a city the encoder has not seen
+    "note": ["late twice", "pays on time", "asked twice for credit", ""],
+}
+
+
+@pytest.mark.parametrize("save", ["joblib", "skops"])
+def test_a_column_transformer_takes_named_string_and_numeric_columns(tmp_path: Path, save: str) -> None:
+    import pandas
+
+    pipeline, _ = column_pipeline()
+    if save == "joblib":
+        joblib.dump(pipeline, tmp_path / "model.joblib")
+    else:
+        skops.io.dump(pipeline, tmp_path / "model.skops")
+    model, app = serve_in_process(tmp_path, "sklearn", allow_pickle=True)
+    assert model.metadata()["inputs"] == [
+        {"name": "age", "datatype": "FP64", "shape": [-1]},
+        {"name": "income", "datatype": "FP64", "shape": [-1]},
+        {"name": "city", "datatype": "BYTES", "shape": [-1]},
+        {"name": "note", "datatype": "BYTES", "shape": [-1]},
+    ]
+    expected_frame = pandas.DataFrame(REQUEST_ROWS)
+    rows = len(REQUEST_ROWS["age"])
+    datatypes = {"age": "INT64", "income": "FP64", "city": "BYTES", "note": "BYTES"}
+    payload = {
+        "inputs": [
+            {"name": name, "shape": [rows], "datatype": datatypes[name], "data": values}
+            for name, values in reversed(REQUEST_ROWS.items())  # by name, in any order
+        ],
+        "outputs": [{"name": "predict"}, {"name": "predict_proba"}],
+    }
+    status, body = call_json(app, "POST", "/v2/models/m/infer", payload)
+    assert status == 200, body
+    served = {output["name"]: output for output in body["outputs"]}
+    assert served["predict"]["data"] == pipeline.predict(expected_frame).tolist()
+    np.testing.assert_array_equal(
+        np.asarray(served["predict_proba"]["data"]).reshape(rows, 2), pipeline.predict_proba(expected_frame)
+    )
+    instances = [{name: values[row] for name, values in REQUEST_ROWS.items()} for row in range(rows)]
+    status, body = call_json(app, "POST", "/v1/models/m:predict", {"instances": instances})
+    assert status == 200, body
+    assert body["predictions"] == pipeline.predict(expected_frame).tolist()
+
+    del instances[1]["city"]
+    status, body = call_json(app, "POST", "/v1/models/m:predict", {"instances": instances})
+    assert status == 400
+    assert "instances[1] has no 'city'" in body["error"]
+    payload["inputs"] = payload["inputs"][1:]  # no "note"
+    status, body = call_json(app, "POST", "/v2/models/m/infer", payload)
+    assert status == 400
+    assert "missing ['note']" in body["error"]
