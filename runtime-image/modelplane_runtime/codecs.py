@@ -195,8 +195,18 @@ def decode_v1(body: bytes, signature: Sequence[TensorSpec]) -> InferRequest:
     instances = request.get("instances", request.get("inputs"))
     if not isinstance(instances, list) or not instances:
         raise InvalidInput("request 'instances' must be a non-empty list (one item per row)")
-    if all(isinstance(item, dict) for item in instances) and len(signature) > 1:
-        columns = {spec.name: [item.get(spec.name) for item in instances] for spec in signature}
+    if all(isinstance(item, dict) for item in instances) and (
+        len(signature) > 1 or signature[0].name in instances[0]
+    ):
+        # One object per row keyed by input name (a model whose inputs are named columns).
+        for index, item in enumerate(instances):
+            missing = [spec.name for spec in signature if spec.name not in item]
+            if missing:
+                raise InvalidInput(
+                    f"instances[{index}] has no {', '.join(map(repr, missing))}: each row needs "
+                    f"every input of the model ({', '.join(spec.name for spec in signature)})"
+                )
+        columns = {spec.name: [item[spec.name] for item in instances] for spec in signature}
         tensors = {name: _v1_array(values, f"instances[].{name}") for name, values in columns.items()}
     else:
         tensors = {signature[0].name: _v1_array(instances, "instances")}

@@ -108,7 +108,7 @@ def warm_up(model: Model) -> bool:
             ) from error
         inputs, outputs = request.inputs, request.outputs or outputs
     else:
-        built = _input_from_signature(model)
+        built = model.example_inputs() or _input_from_signature(model)
         if built is None:
             log.warning(
                 "model %s: its signature leaves dimensions open, so no warm-up input can be built; "

@@ -86,6 +86,10 @@ class Model(ABC):
     def outputs(self) -> list[TensorSpec]:
         return self._outputs
 
+    def example_inputs(self) -> Arrays | None:
+        """A one-row input the model is known to accept, to warm up with (None: built from the signature)."""
+        return None
+
     @property
     def default_outputs(self) -> tuple[str, ...]:
         """Outputs returned when a request names none (v1 returns the first of these)."""

@@ -1,4 +1,14 @@
-"""scikit-learn estimators: skops (safe), joblib and pickle (code runs on load: trust required)."""
+"""scikit-learn estimators: skops (safe), joblib and pickle (code runs on load: trust required).
+
+What a request carries follows what the estimator was fitted on, and the signature says which:
+
+- numbers: one FP64 input ``[-1, n_features_in_]``, a row of features per item;
+- text, when the estimator (or its pipeline's first step) is a text vectorizer: one BYTES input
+  ``[-1]``, a string per row (v1: a list of strings);
+- named columns, when it starts with a ColumnTransformer fitted on a DataFrame: one input ``[-1]``
+  per column it uses, by the column's name (BYTES where the column held strings, FP64 for numbers;
+  v1: one object per row keyed by column), assembled into a pandas DataFrame in the fitted order.
+"""
 
 from __future__ import annotations
 
@@ -32,9 +42,8 @@ class SklearnModel(Model):
             raise ModelLoadError(
                 f"{path.name} holds a {type(estimator).__name__}, which has no predict method"
             )
-        n_features = getattr(estimator, "n_features_in_", None)
-        if n_features is None:
-            raise ModelLoadError(f"{path.name} holds an estimator that is not fitted (no n_features_in_)")
+        _require_fitted(estimator, path.name)
+        self._layout, self._inputs, self._examples = _input_signature(estimator, path.name)
         self._estimator = estimator
         self._methods = methods
         self._fast = _linear_engine(estimator)
@@ -44,7 +53,6 @@ class SklearnModel(Model):
             self._fast = _forest_engine(estimator)
             if self._fast:
                 self.engine = FOREST_ENGINE
-        self._inputs = [TensorSpec("input-0", "FP64", (-1, int(n_features)))]
         classes = getattr(estimator, "classes_", None)
         predict_type = datatype_of(np.asarray(classes).dtype) if classes is not None else "FP64"
         self._outputs = [
@@ -56,13 +64,158 @@ class SklearnModel(Model):
         # Requests carry no column names; the estimator's check would warn on every call.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
+    def example_inputs(self) -> Arrays | None:
+        return self._examples or None
+
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
-        features = next(iter(inputs.values()))
+        features: Any
+        if self._layout == COLUMNS:
+            import pandas
+
+            features = pandas.DataFrame(
+                {
+                    spec.name: _strings(inputs[spec.name]) if spec.datatype == "BYTES" else inputs[spec.name]
+                    for spec in self._inputs
+                }
+            )
+        else:
+            features = next(iter(inputs.values()))
+            if self._layout == TEXT:
+                features = _strings(features)
         fast = self._fast
         return {
             name: (fast[name] if name in fast else getattr(self._estimator, name))(features)
             for name in outputs
         }
+
+
+def _require_fitted(estimator: Any, file_name: str) -> None:
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(estimator)
+    except NotFittedError as error:
+        raise ModelLoadError(f"{file_name} holds an estimator that is not fitted: {error}") from error
+    except TypeError as error:  # not an estimator at all (check_is_fitted says which)
+        raise ModelLoadError(f"{file_name}: {error}") from error
+
+
+def _first_step(estimator: Any) -> Any:
+    """What first sees a request: the estimator, or the first real step of its (nested) pipelines."""
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(estimator, Pipeline):
+        steps = [step for _, step in estimator.steps if step not in (None, "passthrough")]
+        if not steps:
+            break
+        estimator = steps[0]
+    return estimator
+
+
+MATRIX, TEXT, COLUMNS = "matrix", "text", "columns"
+
+
+def _input_signature(estimator: Any, file_name: str) -> tuple[str, list[TensorSpec], Arrays]:
+    """How requests look (:data:`MATRIX`, :data:`TEXT` or :data:`COLUMNS`), the inputs, and a warm-up row."""
+    from sklearn.compose import ColumnTransformer
+
+    first = _first_step(estimator)
+    if _is_text_vectorizer(first):
+        return TEXT, [TensorSpec("input-0", "BYTES", (-1,))], {}
+    if isinstance(first, ColumnTransformer) and hasattr(first, "feature_names_in_"):
+        columns = _column_inputs(first)
+        specs = [TensorSpec(name, datatype, (-1,)) for name, (datatype, _) in columns.items()]
+        examples = {name: _column(datatype, [example]) for name, (datatype, example) in columns.items()}
+        return COLUMNS, specs, examples
+    n_features = getattr(estimator, "n_features_in_", None)
+    if n_features is None:
+        raise ModelLoadError(
+            f"{file_name} holds a {type(estimator).__name__} whose input is none of: a row of numbers "
+            "(it has no n_features_in_), text (it does not start with a text vectorizer), named columns "
+            "(it does not start with a ColumnTransformer fitted on a DataFrame)"
+        )
+    return MATRIX, [TensorSpec("input-0", "FP64", (-1, int(n_features)))], {}
+
+
+def _is_text_vectorizer(step: Any) -> bool:
+    from sklearn.feature_extraction.text import CountVectorizer, HashingVectorizer
+
+    return isinstance(step, CountVectorizer | HashingVectorizer)  # TfidfVectorizer is a CountVectorizer
+
+
+def _column_inputs(transformer: Any) -> dict[str, tuple[str, Any]]:
+    """Each column the ColumnTransformer uses, in fitted order: its datatype and a value it knows.
+
+    A column is BYTES when what takes it learned strings (an encoder's categories, an imputer's
+    fill values, a text vectorizer), FP64 otherwise. Dropped columns are not asked for.
+    """
+    names = [str(name) for name in transformer.feature_names_in_]
+    found: dict[str, tuple[str, Any]] = {}
+    for _, step, selection in transformer.transformers_:
+        if isinstance(step, str) and step == "drop":
+            continue
+        for position, name in enumerate(_selected(selection, names)):
+            datatype, example = _taken_as(step, position, isinstance(selection, str))
+            if name not in found or datatype == "BYTES":
+                found[name] = (datatype, example)
+    return {name: found[name] for name in names if name in found}
+
+
+def _selected(selection: Any, names: list[str]) -> list[str]:
+    """The column names a ColumnTransformer selection (name, position, list, mask, slice) stands for."""
+    if isinstance(selection, str):
+        return [selection]
+    if isinstance(selection, int | np.integer):
+        return [names[int(selection)]]
+    if isinstance(selection, slice):
+        if isinstance(selection.start, str) or isinstance(selection.stop, str):
+            start = names.index(selection.start) if selection.start is not None else 0
+            stop = names.index(selection.stop) + 1 if selection.stop is not None else len(names)
+            return names[start:stop]  # a slice of names includes its end, as in pandas
+        return names[selection]
+    items = np.asarray(selection)
+    if items.dtype.kind == "b":
+        return [name for name, keep in zip(names, items, strict=True) if keep]
+    if items.dtype.kind in "iu":
+        return [names[int(index)] for index in items]
+    return [str(item) for item in items]
+
+
+def _taken_as(step: Any, position: int, one_column: bool) -> tuple[str, Any]:
+    """The datatype of the column at ``position`` of a step's columns, and a value the step knows."""
+    from sklearn.pipeline import Pipeline
+
+    steps = [part for _, part in step.steps] if isinstance(step, Pipeline) else [step]
+    for part in steps:
+        if _is_text_vectorizer(part) and one_column:
+            return "BYTES", "text"
+        for learned in ("categories_", "statistics_"):
+            values = getattr(part, learned, None)
+            if values is not None and position < len(values):
+                value = values[position]
+                example = value[0] if isinstance(value, np.ndarray) and value.ndim and len(value) else value
+                if isinstance(example, str | bytes):
+                    return "BYTES", example
+                if isinstance(example, int | float | np.number) and np.isfinite(example):
+                    return "FP64", float(example)
+                return "FP64", 0.0
+    return "FP64", 0.0
+
+
+def _column(datatype: str, values: list[Any]) -> np.ndarray[Any, Any]:
+    if datatype != "BYTES":
+        return np.asarray(values, dtype=np.float64)
+    column = np.empty(len(values), dtype=object)
+    column[:] = [value.encode() if isinstance(value, str) else value for value in values]
+    return column
+
+
+def _strings(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """BYTES items as str (what the estimator was fitted on); a value that is not UTF-8 is a ValueError."""
+    strings = np.empty(array.shape, dtype=object)
+    strings.ravel()[:] = [item.decode() if isinstance(item, bytes) else item for item in array.ravel()]
+    return strings
 
 
 LINEAR_ENGINE = "numpy linear algebra (the same operations as scikit-learn's predict, equal results)"
@@ -123,9 +276,9 @@ def _forest_engine(estimator: Any) -> dict[str, Callable[[Any], Any]]:
     from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
     cls = type(estimator)
-    trees = getattr(estimator, "estimators_", None)
-    if not trees or getattr(estimator, "n_outputs_", None) != 1:
-        return {}
+    if not isinstance(estimator, ForestClassifier | ForestRegressor) or estimator.n_outputs_ != 1:
+        return {}  # e.g. gradient boosting, whose estimators_ is a 2-D array of trees
+    trees = estimator.estimators_
     tree_structures = [tree.tree_ for tree in trees]
     count = len(trees)
     if (
