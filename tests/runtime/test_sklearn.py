@@ -268,7 +268,7 @@ def column_pipeline() -> tuple[Pipeline, Any]:
     return make_pipeline(columns, LogisticRegression(max_iter=1000)).fit(frame, target), frame
 
 
-REQUEST_ROWS = {
+REQUEST_ROWS: dict[str, list[Any]] = {
     "age": [23, 67, 45, 80],
     "income": [31.5, 72.25, 50.0, 12.0],
     "city": ["oslo", "paris", "tokyo", "lima"],  # tokyo: a city the encoder has not seen
@@ -295,7 +295,7 @@ def test_a_column_transformer_takes_named_string_and_numeric_columns(tmp_path: P
     expected_frame = pandas.DataFrame(REQUEST_ROWS)
     rows = len(REQUEST_ROWS["age"])
     datatypes = {"age": "INT64", "income": "FP64", "city": "BYTES", "note": "BYTES"}
-    payload = {
+    payload: dict[str, list[dict[str, Any]]] = {
         "inputs": [
             {"name": name, "shape": [rows], "datatype": datatypes[name], "data": values}
             for name, values in reversed(REQUEST_ROWS.items())  # by name, in any order
