@@ -31,6 +31,14 @@ bench-runtime: $(VENV_STAMP) bench-venvs bench-tools runtime-venv ## Our runtime
 	  --mlserver-python $(BENCH_DIR)/mlserver/bin/python --kserve-python $(BENCH_DIR)/kserve/bin/python \
 	  --work-dir $(BENCH_DIR)/work --results $(REPO_ROOT)/tests/bench/results/runtime.md $(BENCH_ARGS)
 
+# Extra options for tests/bench/pull.py, e.g. PULL_BENCH_ARGS="--rounds 5".
+PULL_BENCH_ARGS ?=
+
+.PHONY: bench-pull
+bench-pull: $(VENV_STAMP) s3 ## Pull throughput on the local S3 server: raw GET, download_file, modelplane-runtime pull (writes tests/bench/results/pull.md).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.pull --work-dir $(BENCH_DIR)/pull \
+	  --weed-pid-file $(CACHE_DIR)/s3/weed.pid --results $(REPO_ROOT)/tests/bench/results/pull.md $(PULL_BENCH_ARGS)
+
 # Where our runtime's time goes under load, e.g.
 #   make bench-profile PROFILE_ARGS='--workload "RF 100x20 v2" --concurrency 64'
 PROFILE_ARGS ?=

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from modelplane_runtime import contract
 
-from tests.bench import harness, servers
+from tests.bench import harness, machine, servers
 from tests.bench.harness import Measurement, Protocol
 from tests.bench.models import ROWS, BenchModel, Workload, make_models, workloads
 
@@ -263,47 +263,23 @@ class Bench:
         return ratios
 
 
-def _version(python: Path, *packages: str) -> str:
-    code = "import importlib.metadata as m, sys; print(' '.join(f'{p} {m.version(p)}' for p in sys.argv[1:]))"
-    try:
-        out = subprocess.run(
-            [str(python), "-c", code, *packages], check=False, capture_output=True, text=True, timeout=60
-        )
-    except OSError as error:
-        return f"({python}: {error})"
-    return out.stdout.strip() or f"({python}: {out.stderr.strip()[-200:]})"
-
-
 def _wrk_version() -> str:
     out = subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False)
     first = (out.stdout or out.stderr).splitlines()
     return " ".join(first[0].split()[:2]) if first else "wrk"
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def _git_commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
-    return out.stdout.strip() or "unknown"
-
-
 def report(bench: Bench, started: datetime.datetime, load_before: str) -> str:
     args = bench.args
-    load_after = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_after = machine.load_average()
     lines = [
         "# Runtime benchmark",
         "",
-        f"Made by `make bench-runtime` on {started:%Y-%m-%d %H:%M} UTC at commit {_git_commit()}.",
+        f"Made by `make bench-runtime` on {started:%Y-%m-%d %H:%M} UTC at commit {machine.git_commit()}.",
         "",
         "## Machine and versions",
         "",
-        f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; kernel {platform.release()}",
+        f"- CPU: {machine.cpu_model()}, {os.cpu_count()} cores; kernel {platform.release()}",
         f"- Each server pinned to core {SERVER_CPU} (`taskset`), wrk (one thread) to core {LOAD_CPU}",
         (
             f"- Load average before {load_before}, after {load_after}. Other work shares this 2-core "
@@ -326,9 +302,10 @@ def report(bench: Bench, started: datetime.datetime, load_before: str) -> str:
             f"turn, {args.interleaved_rounds} x {args.interleaved_seconds:g} s each (median p50), so that "
             "other work disturbs both alike"
         ),
-        "- ours: " + _version(args.runtime_python, "modelplane-runtime", "uvicorn", "numpy", "scikit-learn"),
-        "- MLServer: " + _version(args.mlserver_python, "mlserver", "mlserver-sklearn", "uvloop"),
-        "- KServe: " + _version(args.kserve_python, "kserve", "uvicorn", "scikit-learn"),
+        "- ours: "
+        + machine.versions(args.runtime_python, "modelplane-runtime", "uvicorn", "numpy", "scikit-learn"),
+        "- MLServer: " + machine.versions(args.mlserver_python, "mlserver", "mlserver-sklearn", "uvloop"),
+        "- KServe: " + machine.versions(args.kserve_python, "kserve", "uvicorn", "scikit-learn"),
         "",
         "## Results",
         "",
@@ -376,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{tool} is not installed; `make bench-tools` installs it", file=sys.stderr)
             return 2
     started = datetime.datetime.now(datetime.UTC)
-    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load_before = machine.load_average()
     bench = Bench(args)
     bench.run()
     text = report(bench, started, load_before)

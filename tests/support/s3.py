@@ -53,7 +53,12 @@ def start_s3() -> S3Server:
     subprocess.run(
         ["make", "-s", "--no-print-directory", "s3"], cwd=REPO_ROOT, check=True, capture_output=True
     )
-    values = dict(line.split("=", 1) for line in make_print("s3-env").splitlines() if "=" in line)
+    return server_from_env_lines(make_print("s3-env"))
+
+
+def server_from_env_lines(text: str) -> S3Server:
+    """The server that AWS_* and MODELPLANE_S3_BUCKET lines (as `make s3-env` prints them) name."""
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     return S3Server(
         endpoint=values["AWS_ENDPOINT_URL"],
         access_key=values["AWS_ACCESS_KEY_ID"],

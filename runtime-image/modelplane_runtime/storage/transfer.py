@@ -1,15 +1,20 @@
 """Fetching a listing's files into a directory: retries with backoff, stall limits, hashing, progress.
 
-Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way. A
-transient failure (connection lost, a read that stalled past the limit, 5xx) is retried after an
-exponential backoff with jitter, up to the retry budget, resuming the file where it stopped; a
-permanent one ends the pull.
+Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way, by a
+thread of its own (:class:`OverlappedHash`): sha256 is the dearest step of a pull and one core's
+worth of it, so the download thread receives and writes the next chunk while the last one is
+hashed, and the bytes are never read back from disk. At most ``HASH_DEPTH`` chunks per file wait
+for the hash, which bounds the memory of a pull whatever the file sizes. Several files (the shards
+of a large model) come down side by side. A transient failure (connection lost, a read that
+stalled past the limit, 5xx) is retried after an exponential backoff with jitter, up to the retry
+budget, resuming the file where it stopped; a permanent one ends the pull.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import random
 import threading
 import time
@@ -17,13 +22,76 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from modelplane_runtime.storage.base import Backend, Listing, PullError, RemoteFile, safe_relpath, transient
 
 log = logging.getLogger("modelplane.pull")
 T = TypeVar("T")
 MiB = 1 << 20
+#: Chunks of one file received but not yet hashed, at most (the download waits beyond that).
+HASH_DEPTH = 8
+
+
+class Hash(Protocol):
+    """What hashlib's sha256 offers and a pull uses (a seam for tests)."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+class OverlappedHash:
+    """A sha256 fed on a thread of its own: update() queues the chunk and returns, so hashing one
+    chunk overlaps receiving and writing the next (hashlib releases the GIL on large buffers).
+
+    The queue holds at most DEPTH chunks; update() blocks beyond that, so memory stays bounded when
+    the hash is the slower side. The chunks are hashed in the order given.
+    """
+
+    def __init__(self, new_hash: Callable[[], Hash] = hashlib.sha256, depth: int = HASH_DEPTH) -> None:
+        self.new_hash = new_hash
+        self.hash = new_hash()
+        self.pending: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def update(self, chunk: bytes) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="pull-hash", daemon=True)
+            self.thread.start()
+        self.pending.put(chunk)
+
+    def _run(self) -> None:
+        while (chunk := self.pending.get()) is not None:
+            try:
+                if self.error is None:
+                    self.hash.update(chunk)
+            except Exception as error:  # noqa: BLE001 - kept, and raised by hexdigest() in the caller
+                self.error = error
+            finally:
+                self.pending.task_done()
+        self.pending.task_done()
+
+    def hexdigest(self) -> str:
+        """The digest of every chunk given so far (waits for the queue to drain)."""
+        self.pending.join()
+        if self.error is not None:
+            raise self.error
+        return self.hash.hexdigest()
+
+    def reset(self) -> None:
+        """Starts over (the remote file changed): drops what was hashed so far."""
+        self.pending.join()
+        self.hash = self.new_hash()
+        self.error = None
+
+    def close(self) -> None:
+        """Ends the thread; call once the digest is taken or the file given up."""
+        if self.thread is not None:
+            self.pending.put(None)
+            self.thread.join()
+            self.thread = None
 
 
 @dataclass(frozen=True)
@@ -107,14 +175,21 @@ class Progress:
 
 class FileFetch:
     """One file's download, called once per attempt: a retry resumes at the first byte not yet on
-    disk (and in the hash), so a cut near the end of a large file costs little."""
+    disk (and in the hash), so a cut near the end of a large file costs little. A chunk is written
+    before it is queued for the hash, so what is on disk and what is hashed always agree."""
 
     def __init__(
-        self, backend: Backend, remote: RemoteFile, target: Path, progress: Progress, abort: threading.Event
+        self,
+        backend: Backend,
+        remote: RemoteFile,
+        target: Path,
+        progress: Progress,
+        abort: threading.Event,
+        new_hash: Callable[[], Hash] = hashlib.sha256,
     ) -> None:
         self.backend, self.remote, self.target, self.progress = backend, remote, target, progress
         self.abort = abort
-        self.sha = hashlib.sha256()
+        self.sha = OverlappedHash(new_hash)
         self.count = 0
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"")
@@ -140,12 +215,24 @@ class FileFetch:
 
     def restart(self) -> None:
         self.progress.add(-self.count)
-        self.sha = hashlib.sha256()
+        self.sha.reset()
         self.count = 0
+
+    def fetch(self, what: str, policy: RetryPolicy) -> tuple[str, int]:
+        """Every attempt at the file, then the hash thread ended (whatever the outcome)."""
+        try:
+            return with_retries(what, self.backend, policy, self, self.abort)
+        finally:
+            self.sha.close()
 
 
 def fetch_all(
-    backend: Backend, listing: Listing, into: Path, policy: RetryPolicy, concurrency: int = 4
+    backend: Backend,
+    listing: Listing,
+    into: Path,
+    policy: RetryPolicy,
+    concurrency: int = 4,
+    new_hash: Callable[[], Hash] = hashlib.sha256,
 ) -> dict[str, tuple[str, int]]:
     """Fetches every file of LISTING under INTO, CONCURRENCY files at once (shards of a large model
     come down side by side); returns relpath -> (hex sha256, bytes). The first failure stops the rest."""
@@ -153,7 +240,7 @@ def fetch_all(
     progress = Progress(None if None in sizes else sum(s or 0 for s in sizes))
     abort = threading.Event()
     jobs = {
-        relpath: FileFetch(backend, remote, into / relpath, progress, abort)
+        relpath: FileFetch(backend, remote, into / relpath, progress, abort, new_hash)
         for remote in listing.files
         for relpath in [safe_relpath(remote.relpath, remote.locator)]
     }
@@ -161,10 +248,7 @@ def fetch_all(
     with ThreadPoolExecutor(
         max_workers=max(1, min(concurrency, len(jobs))), thread_name_prefix="pull"
     ) as pool:
-        futures = {
-            pool.submit(with_retries, relpath, backend, policy, fetch, abort): relpath
-            for relpath, fetch in jobs.items()
-        }
+        futures = {pool.submit(fetch.fetch, relpath, policy): relpath for relpath, fetch in jobs.items()}
         try:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()

@@ -1,0 +1,38 @@
+"""What the benchmarks record about the machine and the code they ran on."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def versions(python: Path, *packages: str) -> str:
+    """``name version`` of each installed package, as PYTHON's environment has them."""
+    code = "import importlib.metadata as m, sys; print(' '.join(f'{p} {m.version(p)}' for p in sys.argv[1:]))"
+    try:
+        out = subprocess.run(
+            [str(python), "-c", code, *packages], check=False, capture_output=True, text=True, timeout=60
+        )
+    except OSError as error:
+        return f"({python}: {error})"
+    return out.stdout.strip() or f"({python}: {out.stderr.strip()[-200:]})"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())

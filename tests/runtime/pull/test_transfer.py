@@ -1,0 +1,202 @@
+"""fetch_all and its overlapped hash, against a stand-in backend (the one seam): files come down in
+parallel, the hash of a chunk overlaps receiving the next, memory stays bounded when the hash is
+the slower side, and a cut file resumes with the right digest."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, transient
+from modelplane_runtime.storage.transfer import HASH_DEPTH, Hash, OverlappedHash, RetryPolicy, fetch_all
+
+WAIT = 10.0  # seconds a condition may take before the test fails (never reached when it holds)
+NO_BACKOFF = RetryPolicy(retries=2, backoff_seconds=0.0)
+
+
+class MemoryBackend:
+    """Files held in memory, served in CHUNK-byte pieces. BEFORE_CHUNK(relpath, index) runs before
+    each chunk is handed out: the hook tests use to hold a download at a point."""
+
+    def __init__(
+        self,
+        files: dict[str, bytes],
+        chunk: int = 64 << 10,
+        before_chunk: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.files, self.chunk, self.before_chunk = files, chunk, before_chunk
+        self.offsets: list[tuple[str, int]] = []
+
+    def listing(self) -> Listing:
+        return Listing([RemoteFile(p, len(d), p) for p, d in self.files.items()], single=len(self.files) == 1)
+
+    def list(self) -> Listing:
+        return self.listing()
+
+    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+        self.offsets.append((remote.relpath, offset))
+        data = self.files[remote.locator]
+        for index, start in enumerate(range(offset, len(data), self.chunk)):
+            if self.before_chunk:
+                self.before_chunk(remote.relpath, index)
+            yield bytes(data[start : start + self.chunk])  # a fresh object, as a socket read gives
+
+    def translate(self, error: Exception) -> PullError:
+        return error if isinstance(error, PullError) else transient(str(error))
+
+    def close(self) -> None:
+        pass
+
+
+def hashes_of(files: dict[str, bytes]) -> dict[str, tuple[str, int]]:
+    return {p: (hashlib.sha256(d).hexdigest(), len(d)) for p, d in files.items()}
+
+
+def test_files_come_down_in_parallel(tmp_path: Path) -> None:
+    files = {f"model-{i}.safetensors": os.urandom(300_000) for i in range(3)}
+    # No file gets past its first chunk until all three are being read at once.
+    all_reading = threading.Barrier(3, timeout=WAIT)
+
+    def before_chunk(relpath: str, index: int) -> None:
+        if index == 0:
+            all_reading.wait()
+
+    backend = MemoryBackend(files, before_chunk=before_chunk)
+    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, concurrency=3)
+    assert result == hashes_of(files)
+    for relpath, data in files.items():
+        assert (tmp_path / relpath).read_bytes() == data
+
+
+def test_hashing_a_chunk_overlaps_receiving_the_next(tmp_path: Path) -> None:
+    data = os.urandom(10 * (64 << 10))
+    third_chunk_asked = threading.Event()
+    hashed_on: set[int] = set()
+
+    def before_chunk(_relpath: str, index: int) -> None:
+        if index == 2:
+            third_chunk_asked.set()
+
+    class WaitingHash:
+        """Holds the first chunk's hash until the download has moved on to the third chunk: a
+        download that hashed inline could never get there."""
+
+        def __init__(self) -> None:
+            self.sha = hashlib.sha256()
+            self.updates = 0
+
+        def update(self, chunk: bytes, /) -> None:
+            hashed_on.add(threading.get_ident())
+            if self.updates == 0 and not third_chunk_asked.wait(WAIT):
+                raise AssertionError("the download waited for the hash of its first chunk")
+            self.updates += 1
+            self.sha.update(chunk)
+
+        def hexdigest(self) -> str:
+            return self.sha.hexdigest()
+
+    backend = MemoryBackend({"model.bin": data}, before_chunk=before_chunk)
+    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, new_hash=WaitingHash)
+    assert result == hashes_of({"model.bin": data})
+    assert threading.get_ident() not in hashed_on
+
+
+def test_update_waits_when_the_hash_falls_behind() -> None:
+    release = threading.Event()
+    taken = threading.Event()
+
+    class StuckHash:
+        def update(self, _chunk: bytes, /) -> None:
+            taken.set()
+            release.wait(WAIT)
+
+        def hexdigest(self) -> str:
+            return ""
+
+    overlapped = OverlappedHash(StuckHash, depth=2)
+    given: list[int] = []
+
+    def produce() -> None:
+        for i in range(10):
+            overlapped.update(b"x" * 4096)
+            given.append(i)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert taken.wait(WAIT)
+    # One chunk in the hash's hands and DEPTH queued; the next update() must wait.
+    producer.join(timeout=0.5)
+    assert producer.is_alive()
+    assert len(given) == 3
+    release.set()
+    producer.join(WAIT)
+    assert len(given) == 10
+    overlapped.hexdigest()
+    overlapped.close()
+
+
+def test_memory_stays_bounded_when_the_hash_is_slower(tmp_path: Path) -> None:
+    chunk = 256 << 10
+    files = {f"shard-{i}.bin": os.urandom(48 * chunk) for i in range(2)}
+
+    class SlowHash:
+        """sha256 slower than the download (as it is on a busy node), so chunks would pile up."""
+
+        def __init__(self) -> None:
+            self.sha = hashlib.sha256()
+
+        def update(self, data: bytes, /) -> None:
+            time.sleep(0.002)
+            self.sha.update(data)
+
+        def hexdigest(self) -> str:
+            return self.sha.hexdigest()
+
+    backend = MemoryBackend(files, chunk=chunk)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, concurrency=2, new_hash=SlowHash)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert result == hashes_of(files)
+    # Per file: DEPTH queued, one being hashed, one being written; never the whole 12 MiB file.
+    bound = 2 * (HASH_DEPTH + 3) * chunk
+    assert peak < bound, f"peak {peak / 2**20:.1f} MiB over the bound {bound / 2**20:.1f} MiB"
+
+
+def test_a_cut_file_resumes_where_it_stopped_with_the_right_digest(tmp_path: Path) -> None:
+    data = os.urandom(8 * (64 << 10))
+    cuts = [True]
+
+    def before_chunk(_relpath: str, index: int) -> None:
+        if index == 5 and cuts:
+            cuts.pop()
+            raise ConnectionResetError("connection reset by peer")
+
+    backend = MemoryBackend({"model.bin": data}, before_chunk=before_chunk)
+    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF)
+    assert result == hashes_of({"model.bin": data})
+    assert backend.offsets == [("model.bin", 0), ("model.bin", 5 * (64 << 10))]
+    assert (tmp_path / "model.bin").read_bytes() == data
+
+
+def test_a_failing_hash_fails_the_file_instead_of_hanging(tmp_path: Path) -> None:
+    class BrokenHash:
+        def update(self, _chunk: bytes, /) -> None:
+            raise MemoryError("no memory for the hash")
+
+        def hexdigest(self) -> str:
+            return ""
+
+    backend = MemoryBackend({"model.bin": os.urandom(40 * (64 << 10))})
+    new_hash: Callable[[], Hash] = BrokenHash
+    with pytest.raises(PullError, match="no memory for the hash"):
+        fetch_all(backend, backend.listing(), tmp_path, RetryPolicy(retries=0), new_hash=new_hash)
