@@ -139,15 +139,28 @@ class _PendingHistogram:
     def flush_into(self, child: Any) -> None:
         if not self._dirty:
             return
-        # prometheus_client keeps one value per bucket (_buckets) and the sum (_sum); adding whole
-        # counts to them is what observe() does one at a time.
-        for index, count in enumerate(self._counts):
-            if count:
-                child._buckets[index].inc(count)  # noqa: SLF001 - see above
-        child._sum.inc(self._sum)  # noqa: SLF001 - see above
+        add_to_histogram(child, self._counts, self._sum)
         self._counts = [0] * len(self._counts)
         self._sum = 0.0
         self._dirty = False
+
+
+def add_to_histogram(child: Any, bucket_counts: Sequence[int], total: float) -> None:
+    """Add whole counts per bucket (the last is +Inf) and their sum to one labelled histogram.
+
+    prometheus_client has no public call for it: observe() takes one value, and in multiprocess mode
+    each call takes a lock and writes the shared file. So this, the one place in the project that
+    does, adds to the private values observe() adds to, one per bucket (``_buckets``) and the sum
+    (``_sum``). tests/runtime/test_prometheus_internals.py fails on a prometheus_client that changes
+    them (the constraints file pins the version the test passed on).
+    """
+    buckets = child._buckets  # noqa: SLF001 - the fence described above
+    if len(buckets) != len(bucket_counts):
+        raise ValueError(f"{len(bucket_counts)} bucket counts for a histogram of {len(buckets)} buckets")
+    for bucket, count in zip(buckets, bucket_counts, strict=True):
+        if count:
+            bucket.inc(count)
+    child._sum.inc(total)  # noqa: SLF001 - the fence described above
 
 
 def exposition() -> tuple[bytes, str]:
