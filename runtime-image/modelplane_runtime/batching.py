@@ -1,15 +1,19 @@
 """Adaptive batching: concurrent requests coalesce into one model call.
 
-One dispatcher per worker process calls the model, one call at a time. A request that finds the
-queue empty is dispatched at once; requests that queued up while the model was busy go together,
-up to ``max_batch_size`` rows, and the batch keeps taking requests that are already arriving for
-at most ``max_latency`` after its first, never waiting on an idle connection. The queue is
-bounded: past ``max_queue`` waiting requests, :class:`Overloaded` (503) instead of unbounded memory.
+One dispatcher per worker process calls the model, one call at a time, and every request goes
+through its queue. Whether requests coalesce is decided from the queue as it is, at every call:
+a request that finds nothing else waiting is called at once, alone (nothing waits at concurrency
+1); requests that queued up meanwhile (while a call ran, or that arrived in the same turn of the
+event loop) go together, up to ``max_batch_size`` rows, and such a batch keeps taking requests
+that are already arriving for at most ``max_latency`` after its first, never waiting on an idle
+connection. No timing decides it, so a model batches the same way after every start, however
+fast it is. The queue is bounded: past ``max_queue`` waiting requests, :class:`Overloaded` (503)
+instead of unbounded memory.
 
-Fast models (calls under ``inline_below`` seconds: the shortest of the last few calls, first the
-warm-up's) run at once on the event loop, unbatched, where a thread hop or a batch would cost more
-than the call; slower ones run on a thread so the loop keeps reading (and batching) requests,
-answering probes and timing out requests meanwhile.
+Where a call runs is the one thing its duration decides, continuously (the median of the last
+calls): short calls run on the event loop, where a thread hop would cost more than the call;
+longer ones on a thread, so the loop keeps reading requests, answering probes and timing out
+requests meanwhile. Both coalesce alike.
 
 The data plane composes the batcher; formats never see it.
 """
@@ -17,6 +21,7 @@ The data plane composes the batcher; formats never see it.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -29,10 +34,11 @@ import numpy as np
 from modelplane_runtime.errors import InvalidInput, ModelError, Overloaded
 from modelplane_runtime.formats.base import Arrays
 
-RECENT_CALLS = 8
+RECENT_CALLS = 16
 PredictFn = Callable[[Arrays, tuple[str, ...]], Arrays]
-#: Called once per model call with its rows and how long each request in it waited.
-BatchObserver = Callable[[int, Sequence[float]], None]
+#: Called once per model call with its rows, how long each request in it waited, and whether the
+#: call was held open to take requests still arriving (the only wait batching adds).
+BatchObserver = Callable[[int, Sequence[float], bool], None]
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class BatchingConfig:
     max_batch_size: int = 64  # rows per model call
     max_latency: float = 0.005  # seconds a batch may wait to fill once others are queued
     max_queue: int = 256  # requests waiting; more get 503
-    inline_below: float = 0.0002  # model calls faster than this (seconds) run on the event loop
+    inline_below: float = 0.002  # calls typically shorter than this (seconds) run on the event loop
 
 
 @dataclass
@@ -63,15 +69,14 @@ class Batcher:
         expected_call_seconds: float = 0.0,
     ) -> None:
         self._predict = predict
-        # How long a call takes: the shortest of the last few, so that a call the OS preempted on a
-        # busy machine does not send a fast model off the event loop.
+        # How long a call takes: the median of the last few, so that neither one call the OS
+        # preempted nor one lucky call moves the model between the loop and the thread.
         self._recent_calls: deque[float] = deque([expected_call_seconds], maxlen=RECENT_CALLS)
-        self._call_seconds = expected_call_seconds
+        self._inline = expected_call_seconds < config.inline_below
         self._config = config
         self._max_rows = config.max_batch_size if config.enabled else 1
         self._observe = observe
         self._queue: deque[_Item] = deque()
-        self._busy = False  # a model call is running on the thread
         self._wakeup: asyncio.Event | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -83,8 +88,6 @@ class Batcher:
     async def submit(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
         if len(self._queue) >= self._config.max_queue:
             raise Overloaded(f"the request queue is full ({self._config.max_queue} waiting); retry later")
-        if not self._queue and not self._busy and self._call_seconds < self._config.inline_below:
-            return self._call_now(inputs, outputs)  # nothing to batch with: no queue, no hop
         loop = asyncio.get_running_loop()
         if self._dispatcher is None or self._dispatcher.done():
             self._wakeup = asyncio.Event()
@@ -97,21 +100,6 @@ class Batcher:
         self._wakeup.set()
         return await item.future
 
-    def _call_now(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
-        started = time.perf_counter()
-        try:
-            result = self._predict(inputs, outputs)
-        except (ValueError, TypeError) as error:
-            raise InvalidInput(f"the model rejected the input: {error}") from None
-        except Exception as error:
-            raise ModelError(f"the model failed: {error!r}") from error
-        finally:
-            self._note_duration(time.perf_counter() - started)
-        if self._observe is not None:
-            first = next(iter(inputs.values()))
-            self._observe(first.shape[0] if first.ndim else 1, (0.0,))
-        return result
-
     async def _dispatch(self) -> None:
         assert self._wakeup is not None
         loop = asyncio.get_running_loop()
@@ -120,19 +108,17 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._max_rows > 1 and self._call_seconds >= self._config.inline_below:
-                # Let the loop first read what arrived while the model ran, so it joins this batch.
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
             batch = self._take()
             if not batch:
                 continue
-            if self._config.enabled and len(batch) > 1 and sum(item.rows for item in batch) < self._max_rows:
-                # Others were queued, so more are likely arriving: let the batch take them.
+            held = len(batch) > 1 and sum(item.rows for item in batch) < self._max_rows
+            if held:
+                # Others were waiting, so more are likely arriving: let the batch take them.
                 await self._fill(batch)
             started = time.perf_counter()
             if self._observe is not None:
-                self._observe(sum(item.rows for item in batch), [started - item.enqueued for item in batch])
+                waits = [started - item.enqueued for item in batch]
+                self._observe(sum(item.rows for item in batch), waits, held)
             await self._run(loop, batch)
 
     def _take(self) -> list[_Item]:
@@ -184,17 +170,9 @@ class Batcher:
     async def _call(
         self, loop: asyncio.AbstractEventLoop, inputs: Arrays, outputs: tuple[str, ...]
     ) -> Arrays:
-        if self._call_seconds < self._config.inline_below:
-            started = time.perf_counter()
-            try:
-                return self._predict(inputs, outputs)
-            finally:
-                self._note_duration(time.perf_counter() - started)
-        self._busy = True
-        try:
-            return await loop.run_in_executor(self._executor, self._timed_predict, inputs, outputs)
-        finally:
-            self._busy = False
+        if self._inline:
+            return self._timed_predict(inputs, outputs)
+        return await loop.run_in_executor(self._executor, self._timed_predict, inputs, outputs)
 
     def _timed_predict(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
         started = time.perf_counter()
@@ -205,7 +183,7 @@ class Batcher:
 
     def _note_duration(self, seconds: float) -> None:
         self._recent_calls.append(seconds)
-        self._call_seconds = min(self._recent_calls)
+        self._inline = statistics.median(self._recent_calls) < self._config.inline_below
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
         live = [item for item in batch if not item.future.done()]

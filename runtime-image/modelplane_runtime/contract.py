@@ -130,6 +130,8 @@ METRIC_REQUEST_SECONDS: Final = "modelplane_request_duration_seconds"
 METRIC_IN_FLIGHT: Final = "modelplane_requests_in_flight"  # label: model
 METRIC_BATCH_SIZE: Final = "modelplane_batch_size"  # label: model
 METRIC_QUEUE_WAIT_SECONDS: Final = "modelplane_queue_wait_seconds"  # label: model
+#: Model calls held open (at most the batch window) to take requests still arriving.
+METRIC_BATCH_FILL_WAITS_TOTAL: Final = "modelplane_batch_fill_waits_total"  # label: model
 METRIC_MODEL_LOAD_SECONDS: Final = "modelplane_model_load_seconds"  # label: model
 METRIC_PULL_SECONDS: Final = "modelplane_pull_duration_seconds"  # label: model
 METRIC_PULL_BYTES: Final = "modelplane_pull_bytes"  # label: model

@@ -65,6 +65,11 @@ class Metrics:
             ["model"],
             buckets=LATENCY_BUCKETS,
         )
+        self.fill_waits = Counter(
+            contract.METRIC_BATCH_FILL_WAITS_TOTAL.removesuffix("_total"),
+            "Model calls held open (at most the batch window) to take requests still arriving.",
+            ["model"],
+        )
         self.load_seconds = Gauge(
             contract.METRIC_MODEL_LOAD_SECONDS,
             "Seconds to load and warm up the model.",
@@ -87,6 +92,7 @@ class Metrics:
         self._latency: dict[str, _PendingHistogram] = {}
         self._batch = _PendingHistogram(BATCH_BUCKETS)
         self._wait = _PendingHistogram(LATENCY_BUCKETS)
+        self._fill_waits = 0
 
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
         key = (protocol, code)
@@ -96,8 +102,9 @@ class Metrics:
             pending = self._latency[protocol] = _PendingHistogram(LATENCY_BUCKETS)
         pending.observe(seconds)
 
-    def observe_batch(self, rows: int, waits: Sequence[float]) -> None:
+    def observe_batch(self, rows: int, waits: Sequence[float], held: bool = False) -> None:
         self._batch.observe(rows)
+        self._fill_waits += held
         for wait in waits:
             self._wait.observe(wait)
 
@@ -111,6 +118,8 @@ class Metrics:
             pending.flush_into(self.latency.labels(model, protocol))
         self._batch.flush_into(self.batch_size.labels(model))
         self._wait.flush_into(self.queue_wait.labels(model))
+        fill_waits, self._fill_waits = self._fill_waits, 0
+        self.fill_waits.labels(model).inc(fill_waits)
         self.in_flight.labels(model).set(self.in_flight_now)
 
     def record_load(self, seconds: float, pull_record: dict[str, Any] | None) -> None:

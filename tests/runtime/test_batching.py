@@ -160,15 +160,56 @@ def test_requests_of_different_shapes_are_not_stacked() -> None:
 
 @pytest.mark.parametrize("enabled", [True, False])
 def test_metrics_observer_sees_rows_and_waits(enabled: bool) -> None:
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, bool]] = []
     model = RecordingModel(seconds=0.01)
     batcher = Batcher(
         model,
         BatchingConfig(enabled=enabled),
-        observe=lambda n, waits: seen.append((n, len(waits))),
+        observe=lambda n, waits, held: seen.append((n, len(waits), held)),
         expected_call_seconds=0.01,
     )
     asyncio.run(submit_all(batcher, [rows(i) for i in range(5)]))
-    assert sum(n for n, _ in seen) == 5
-    assert sum(w for _, w in seen) == 5
+    assert sum(n for n, _, _ in seen) == 5
+    assert sum(w for _, w, _ in seen) == 5
+    assert any(held for _, _, held in seen) is enabled  # only a batch of several is held open
+    batcher.close()
+
+
+@pytest.mark.parametrize("inline_below", [1.0, 0.0], ids=["on-the-loop", "on-a-thread"])
+def test_a_fast_model_coalesces_requests_that_arrive_together(inline_below: float) -> None:
+    """However fast the model is, and wherever it runs: what waits together goes together."""
+    model = RecordingModel()
+    batcher = Batcher(model, BatchingConfig(inline_below=inline_below), expected_call_seconds=0.0)
+    results = asyncio.run(submit_all(batcher, [rows(i) for i in range(20)]))
+    assert [r["y"].tolist() for r in results] == [[2 * i] for i in range(20)]
+    assert model.calls == [20]
+    batcher.close()
+
+
+def test_requests_one_after_another_are_called_alone_and_never_held() -> None:
+    seen: list[tuple[int, bool]] = []
+    model = RecordingModel()
+    batcher = Batcher(model, BatchingConfig(inline_below=1.0), lambda n, _, held: seen.append((n, held)))
+
+    async def one_at_a_time() -> None:
+        for i in range(10):
+            assert (await batcher.submit(rows(i), ("y",)))["y"].tolist() == [2 * i]
+
+    asyncio.run(one_at_a_time())
+    assert seen == [(1, False)] * 10
+    batcher.close()
+
+
+def test_where_calls_run_follows_how_long_they_take() -> None:
+    model = RecordingModel(seconds=0.01)  # well above inline_below
+    batcher = Batcher(model, BatchingConfig(inline_below=0.002), expected_call_seconds=0.0)
+
+    async def one_at_a_time(count: int) -> None:
+        for i in range(count):
+            await batcher.submit(rows(i), ("y",))
+
+    asyncio.run(one_at_a_time(1))
+    assert model.threads == {threading.main_thread().name}  # the first estimate said fast
+    asyncio.run(one_at_a_time(10))
+    assert "model_0" in model.threads  # the median of the last calls said slow
     batcher.close()
