@@ -21,8 +21,8 @@ from modelplane_runtime.errors import ModelLoadError
 from modelplane_runtime.formats import Model
 from modelplane_runtime.rest import RestApp
 from modelplane_runtime.server import ServeConfig, load
-from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
-from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 
 from tests.runtime.asgi import call_json
 from tests.runtime.models import iris
@@ -81,59 +81,14 @@ def test_sklearn_skops_logistic_regression(tmp_path: Path) -> None:
     assert model.metadata()["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
 
 
-def test_sklearn_linear_engine_equals_sklearn_exactly() -> None:
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(400, 6))
-    cases: list[Any] = [
-        LogisticRegression(max_iter=1000).fit(features, (features[:, 0] > 0).astype(int)),  # binary
-        LogisticRegression(max_iter=1000).fit(
-            features, np.digitize(features[:, 1], [-0.5, 0.5])
-        ),  # 3 classes
-        LogisticRegression(max_iter=1000).fit(features, np.where(features[:, 2] > 0, "yes", "no")),
-        LinearRegression().fit(features, features @ np.arange(6.0)),
-        LinearRegression().fit(features, np.stack([features[:, 0], features[:, 1]], axis=1)),
-    ]
-    from modelplane_runtime.formats.sklearn import _linear_engine
-
-    probe = rng.normal(size=(257, 6)) * 3
-    for estimator in cases:
-        fast = _linear_engine(estimator)
-        assert fast, type(estimator)
-        for name, function in fast.items():
-            np.testing.assert_array_equal(function(probe), getattr(estimator, name)(probe))
-            np.testing.assert_array_equal(function(probe[:1]), getattr(estimator, name)(probe[:1]))
-
-
 def test_sklearn_random_forest_is_served_with_equal_predictions(tmp_path: Path) -> None:
     estimator = RandomForestClassifier(n_estimators=10, random_state=0).fit(FEATURES, TARGET)
     skops.io.dump(estimator, tmp_path / "forest.skops")
     model, app = serve_in_process(tmp_path, "sklearn")
-    assert "equal results" in model.metadata()["parameters"]["engine"]
+    assert "treelite" in model.metadata()["parameters"]["engine"]
     outputs = predict_v2(app, ROWS, outputs=[{"name": "predict"}, {"name": "predict_proba"}])
     assert outputs["predict"].tolist() == estimator.predict(ROWS).tolist()
     np.testing.assert_array_equal(outputs["predict_proba"], estimator.predict_proba(ROWS))
-
-
-def test_sklearn_forest_engine_equals_sklearn_exactly() -> None:
-    from modelplane_runtime.formats.sklearn import _forest_engine
-
-    rng = np.random.default_rng(1)
-    features = rng.random((600, 8))
-    labels = rng.integers(0, 3, 600)
-    cases: list[Any] = [
-        RandomForestClassifier(n_estimators=25, random_state=0).fit(features, labels),
-        ExtraTreesClassifier(n_estimators=15, random_state=0).fit(features, np.where(labels > 0, "a", "b")),
-        RandomForestRegressor(n_estimators=10, random_state=0).fit(features, features[:, 0] * 3 + labels),
-    ]
-    probe = rng.random((129, 8)) * 1.2
-    for estimator in cases:
-        fast = _forest_engine(estimator)
-        assert fast, type(estimator)
-        for name, function in fast.items():
-            np.testing.assert_array_equal(function(probe), getattr(estimator, name)(probe))
-            np.testing.assert_array_equal(function(probe[:1]), getattr(estimator, name)(probe[:1]))
-    multi_output = RandomForestRegressor(n_estimators=3).fit(features, np.stack([labels, labels], axis=1))
-    assert _forest_engine(multi_output) == {}
 
 
 @pytest.mark.parametrize("suffix", [".joblib", ".pkl"])

@@ -20,11 +20,13 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.decomposition import PCA
 from sklearn.ensemble import (
     AdaBoostClassifier,
+    ExtraTreesClassifier,
     ExtraTreesRegressor,
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
+    RandomForestRegressor,
 )
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.impute import SimpleImputer
@@ -322,3 +324,76 @@ def test_a_column_transformer_takes_named_string_and_numeric_columns(tmp_path: P
     status, body = call_json(app, "POST", "/v2/models/m/infer", payload)
     assert status == 400
     assert "missing ['note']" in body["error"]
+
+
+FOREST_X, FOREST_Y = make_classification(
+    n_samples=1500, n_features=12, n_informative=8, n_classes=3, random_state=1
+)
+FORESTS: dict[str, Callable[[], Any]] = {
+    "random-forest-3-classes": lambda: RandomForestClassifier(n_estimators=60, random_state=0).fit(
+        FOREST_X, np.array(["low", "mid", "high"])[FOREST_Y]
+    ),
+    "extra-trees-binary": lambda: ExtraTreesClassifier(n_estimators=30, random_state=0).fit(
+        FOREST_X, FOREST_Y > 0
+    ),
+    "random-forest-regressor": lambda: RandomForestRegressor(n_estimators=30, random_state=0).fit(
+        FOREST_X, FOREST_X[:, 0] * 2 + FOREST_Y
+    ),
+    "extra-trees-regressor": lambda: ExtraTreesRegressor(n_estimators=20, max_depth=8, random_state=0).fit(
+        FOREST_X, FOREST_X[:, 1]
+    ),
+}
+
+
+@pytest.mark.parametrize("forest", sorted(FORESTS))
+def test_forests_run_compiled_and_answer_exactly_as_scikit_learn(forest: str, tmp_path: Path) -> None:
+    from modelplane_runtime.formats.sklearn import _split_point_rows
+
+    estimator = FORESTS[forest]()
+    skops.io.dump(estimator, tmp_path / "model.skops")
+    model, _ = serve_in_process(tmp_path, "sklearn")
+    assert "treelite" in model.metadata()["parameters"]["engine"]
+    rng = np.random.default_rng(11)
+    probes = [
+        rng.normal(size=(300, 12)) * 2,
+        _split_point_rows(estimator),  # values either side of every split: where floats disagree
+        FOREST_X[:1],
+    ]
+    outputs = [spec.name for spec in model.outputs]
+    for rows in probes:
+        served = model.predict({"input-0": rows}, outputs)
+        for name in outputs:
+            np.testing.assert_array_equal(served[name], getattr(estimator, name)(rows), err_msg=name)
+
+
+def test_a_multi_output_forest_runs_as_scikit_learn_itself(tmp_path: Path) -> None:
+    estimator = RandomForestRegressor(n_estimators=5, random_state=0).fit(
+        FOREST_X, np.stack([FOREST_X[:, 0], FOREST_Y], axis=1)
+    )
+    joblib.dump(estimator, tmp_path / "model.joblib")
+    model, _ = serve_in_process(tmp_path, "sklearn", allow_pickle=True)
+    assert model.engine is None
+    rows = FOREST_X[:7]
+    np.testing.assert_array_equal(
+        model.predict({"input-0": rows}, ["predict"])["predict"], estimator.predict(rows)
+    )
+
+
+def test_non_finite_inputs_are_left_to_scikit_learn(tmp_path: Path) -> None:
+    """A NaN is a missing value to some estimators and an error to others: each answers as its own."""
+    features = FOREST_X.copy()
+    features[::7, 2] = np.nan
+    takes_missing = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(features, FOREST_Y)
+    joblib.dump(takes_missing, tmp_path / "model.joblib")
+    model, _ = serve_in_process(tmp_path, "sklearn", allow_pickle=True)
+    rows = features[:14]
+    np.testing.assert_array_equal(
+        model.predict({"input-0": rows}, ["predict_proba"])["predict_proba"],
+        takes_missing.predict_proba(rows),
+    )
+    refuses = tmp_path / "refuses"
+    refuses.mkdir()
+    joblib.dump(LogisticRegression(max_iter=1000).fit(FOREST_X, FOREST_Y), refuses / "model.joblib")
+    model, _ = serve_in_process(refuses, "sklearn", allow_pickle=True)
+    with pytest.raises(ValueError, match="NaN"):
+        model.predict({"input-0": rows}, ["predict"])

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import sklearn
+import threadpoolctl
 
 from modelplane_runtime.datatypes import datatype_of
 from modelplane_runtime.errors import ModelLoadError
@@ -46,13 +48,15 @@ class SklearnModel(Model):
         self._layout, self._inputs, self._examples = _input_signature(estimator, path.name)
         self._estimator = estimator
         self._methods = methods
-        self._fast = _linear_engine(estimator)
-        if self._fast:
-            self.engine = LINEAR_ENGINE
-        else:
-            self._fast = _forest_engine(estimator)
-            if self._fast:
-                self.engine = FOREST_ENGINE
+        # One thread per worker process for OpenMP and BLAS (histogram boosting, k-NN, linear
+        # algebra): the runtime scales by processes, and spinning thread pools would fight each
+        # other; it also keeps the load-time warm-up from leaving a thread pool behind the fork.
+        threadpoolctl.threadpool_limits(limits=self.options.threads)
+        self._compiled = _compiled_forest(estimator, self.options.threads)
+        if self._compiled:
+            import treelite
+
+            self.engine = COMPILED_FOREST_ENGINE.format(version=treelite.__version__)
         classes = getattr(estimator, "classes_", None)
         predict_type = datatype_of(np.asarray(classes).dtype) if classes is not None else "FP64"
         self._outputs = [
@@ -82,11 +86,17 @@ class SklearnModel(Model):
             features = next(iter(inputs.values()))
             if self._layout == TEXT:
                 features = _strings(features)
-        fast = self._fast
-        return {
-            name: (fast[name] if name in fast else getattr(self._estimator, name))(features)
-            for name in outputs
-        }
+        if not _finite(features):
+            # scikit-learn decides what a NaN or an infinity means (an error, or a missing value).
+            return {name: getattr(self._estimator, name)(features) for name in outputs}
+        compiled = self._compiled
+        # The input is finite, so scikit-learn's check for that would pass: skip it, and the
+        # re-validation of hyper-parameters already validated at fit (both public settings).
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            return {
+                name: (compiled[name] if name in compiled else getattr(self._estimator, name))(features)
+                for name in outputs
+            }
 
 
 def _require_fitted(estimator: Any, file_name: str) -> None:
@@ -211,6 +221,13 @@ def _column(datatype: str, values: list[Any]) -> np.ndarray[Any, Any]:
     return column
 
 
+def _finite(features: Any) -> bool:
+    """Whether the input holds no NaN or infinity (a DataFrame: left to scikit-learn to check)."""
+    if not isinstance(features, np.ndarray):
+        return False
+    return features.dtype.kind != "f" or bool(np.isfinite(features).all())
+
+
 def _strings(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """BYTES items as str (what the estimator was fitted on); a value that is not UTF-8 is a ValueError."""
     strings = np.empty(array.shape, dtype=object)
@@ -218,112 +235,78 @@ def _strings(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return strings
 
 
-LINEAR_ENGINE = "numpy linear algebra (the same operations as scikit-learn's predict, equal results)"
-
-
-def _linear_engine(estimator: Any) -> dict[str, Callable[[Any], Any]]:
-    """predict/decision_function of a plain dense linear model, without scikit-learn's per-call checks.
-
-    Only where the estimator uses scikit-learn's own linear predict unchanged, so the arithmetic is
-    the very same (``X @ coef_.T + intercept_`` then the class lookup). The runtime has already
-    checked shape and dtype against the model's signature, which is what those checks are for.
-    """
-    from sklearn.linear_model._base import LinearClassifierMixin, LinearModel
-
-    coef = getattr(estimator, "coef_", None)
-    if type(coef) is not np.ndarray or coef.dtype != np.float64:
-        return {}
-    intercept = estimator.intercept_
-    cls = type(estimator)
-    if (
-        isinstance(estimator, LinearClassifierMixin)
-        and cls.predict is LinearClassifierMixin.predict
-        and cls.decision_function is LinearClassifierMixin.decision_function
-    ):
-        coef_t = coef.T if coef.ndim == 2 else coef
-        classes = estimator.classes_
-
-        def decision_function(features: Any) -> Any:
-            scores = features @ coef_t + intercept
-            return scores.reshape(-1) if scores.ndim > 1 and scores.shape[1] == 1 else scores
-
-        def predict(features: Any) -> Any:
-            scores = decision_function(features)
-            indices = (scores > 0).astype(np.intp) if scores.ndim == 1 else scores.argmax(axis=1)
-            return classes.take(indices, axis=0)
-
-        return {"predict": predict, "decision_function": decision_function}
-    if isinstance(estimator, LinearModel) and cls.predict in (LinearModel.predict, _multi_output_predict()):
-        coef_t = coef if coef.ndim == 1 else coef.T
-        return {"predict": lambda features: features @ coef_t + intercept}
-    return {}
-
-
-FOREST_ENGINE = (
-    "the forest's own trees called directly, in order, without per-call checks and thread pools "
-    "(the same sums as scikit-learn's predict, equal results)"
+COMPILED_FOREST_ENGINE = (
+    "treelite {version}: the forest's trees compiled, the same thresholds and leaf values added up in "
+    "the same order (checked equal to scikit-learn's own predictions at load)"
 )
+#: Rows of the probe a compiled forest must answer exactly as scikit-learn does before it is used.
+PROBE_ROWS = 512
 
 
-def _forest_engine(estimator: Any) -> dict[str, Callable[[Any], Any]]:
-    """predict/predict_proba of a single-output random forest or extra-trees ensemble, minus overhead.
+def _compiled_forest(estimator: Any, threads: int) -> dict[str, Callable[[Any], Any]]:
+    """predict (and predict_proba) of a random forest or extra-trees ensemble through treelite.
 
-    scikit-learn's forest predict checks the input, then sums each tree's ``tree_.predict`` in tree
-    order (one job) and divides by the number of trees; per call, most of its time goes to checks and
-    the job machinery, per tree. This does the same arithmetic in the same order.
+    A small call to a scikit-learn forest goes mostly to job machinery around each tree; treelite,
+    the maintained tree-ensemble compiler, imports the trees (thresholds and leaf values, exactly)
+    and walks them without it. Only the forest classes themselves (a subclass may change predict),
+    single-output, and only when a probe at the trees' own split points agrees exactly.
     """
-    from sklearn.ensemble._forest import ForestClassifier, ForestRegressor
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
 
-    cls = type(estimator)
-    if not isinstance(estimator, ForestClassifier | ForestRegressor) or estimator.n_outputs_ != 1:
-        return {}  # e.g. gradient boosting, whose estimators_ is a 2-D array of trees
-    trees = estimator.estimators_
-    tree_structures = [tree.tree_ for tree in trees]
-    count = len(trees)
-    if (
-        isinstance(estimator, ForestClassifier)
-        and cls.predict is ForestClassifier.predict
-        and cls.predict_proba is ForestClassifier.predict_proba
-        and all(type(tree).predict_proba is DecisionTreeClassifier.predict_proba for tree in trees)
-    ):
-        n_classes = int(estimator.n_classes_)
+    classifier = type(estimator) in (RandomForestClassifier, ExtraTreesClassifier)
+    if not (classifier or type(estimator) in (RandomForestRegressor, ExtraTreesRegressor)):
+        return {}
+    if estimator.n_outputs_ != 1:
+        return {}
+    import treelite
+
+    compiled = treelite.sklearn.import_model(estimator)
+
+    def walk(features: Any) -> Any:
+        # As scikit-learn's trees do, compare float32 features with the (float64) thresholds.
+        rows = np.asarray(features, dtype=np.float32)
+        return treelite.gtil.predict(compiled, rows, nthread=threads).reshape(len(rows), -1)
+
+    engines: dict[str, Callable[[Any], Any]]
+    if classifier:
         classes = estimator.classes_
 
-        def predict_proba(features: Any) -> Any:
-            rows = np.ascontiguousarray(features, dtype=np.float32)
-            total = np.zeros((rows.shape[0], n_classes), dtype=np.float64)
-            for tree in tree_structures:
-                total += tree.predict(rows)[:, :n_classes]
-            total /= count
-            return total
-
         def predict(features: Any) -> Any:
-            return classes.take(np.argmax(predict_proba(features), axis=1), axis=0)
+            return classes.take(np.argmax(walk(features), axis=1), axis=0)  # as ForestClassifier.predict
 
-        return {"predict": predict, "predict_proba": predict_proba}
-    if (
-        isinstance(estimator, ForestRegressor)
-        and cls.predict is ForestRegressor.predict
-        and all(type(tree).predict is DecisionTreeRegressor.predict for tree in trees)
-    ):
-
-        def predict_regression(features: Any) -> Any:
-            rows = np.ascontiguousarray(features, dtype=np.float32)
-            total = np.zeros(rows.shape[0], dtype=np.float64)
-            for tree in tree_structures:
-                total += tree.predict(rows)[:, 0]
-            total /= count
-            return total
-
-        return {"predict": predict_regression}
-    return {}
+        engines = {"predict": predict, "predict_proba": walk}
+    else:
+        engines = {"predict": lambda features: walk(features)[:, 0]}
+    probe = _split_point_rows(estimator)
+    for name, engine in engines.items():
+        if not np.array_equal(engine(probe), getattr(estimator, name)(probe)):
+            return {}
+    return engines
 
 
-def _multi_output_predict() -> Any:
-    from sklearn.linear_model._base import MultiOutputLinearModel
-
-    return MultiOutputLinearModel.predict
+def _split_point_rows(forest: Any) -> np.ndarray[Any, Any]:
+    """Rows whose values sit just either side of the forest's own thresholds (where floats disagree)."""
+    rng = np.random.default_rng(0)
+    n_features = int(forest.n_features_in_)
+    thresholds: list[list[float]] = [[] for _ in range(n_features)]
+    for tree in forest.estimators_:
+        structure = tree.tree_
+        for feature, threshold in zip(structure.feature, structure.threshold, strict=True):
+            if feature >= 0:  # leaves have feature -2
+                thresholds[feature].append(threshold)
+    rows = np.zeros((PROBE_ROWS, n_features), dtype=np.float32)
+    for feature, values in enumerate(thresholds):
+        if values:
+            picked = np.asarray(values, dtype=np.float32)[rng.integers(0, len(values), PROBE_ROWS)]
+            sides = np.where(rng.random(PROBE_ROWS) < 0.5, -np.inf, np.inf).astype(np.float32)
+            nudged = np.nextafter(picked, sides)
+            rows[:, feature] = np.where(rng.random(PROBE_ROWS) < 0.5, picked, nudged)
+    return rows.astype(np.float64)
 
 
 def _load_skops(path: Path, model: Model) -> Any:
