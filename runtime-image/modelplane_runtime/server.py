@@ -202,12 +202,18 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
     import uvloop
 
     from modelplane_runtime import metrics as metrics_module
+    from modelplane_runtime import rest
     from modelplane_runtime.dataplane import DataPlane
     from modelplane_runtime.rest import RestApp
 
     async def main() -> None:
         dataplane = DataPlane(config.name, model, config.batching, metrics, config.request_timeout)
-        app = RestApp(dataplane, config.protocols, config.max_body_bytes)
+        routes: tuple[rest.Route, ...] = rest.ROUTES
+        if contract.PROTOCOL_OPENAI in config.protocols:
+            from modelplane_runtime import openai
+
+            routes = (*rest.ROUTES, *openai.ROUTES)
+        app = RestApp(dataplane, config.protocols, config.max_body_bytes, routes)
         grpc_server = None
         if model is not None and contract.PROTOCOL_GRPC in config.protocols:
             from modelplane_runtime.grpc.service import make_server
