@@ -1,11 +1,13 @@
 # The project venv (.venv): operator, runtime (editable) and the development tools.
-RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,test
+RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,llm,test
 VENV_STAMP := $(VENV)/.installed
 
-$(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt
+$(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt hack/llama-cpp-wheel.sh
 	@test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt -e '.[dev]' -e './runtime-image[$(RUNTIME_EXTRAS)]'
+	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >/dev/null
+	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt --find-links $(LLAMA_CPP_WHEEL_DIR) \
+	  -e '.[dev]' -e './runtime-image[$(RUNTIME_EXTRAS)]'
 	@touch $@
 
 .PHONY: venv

@@ -1,7 +1,7 @@
 # The runtime image's package (runtime-image/): its own venv, installed exactly as the Dockerfile
 # installs it (same extras, same constraints), for tests and the benchmark.
 RUNTIME_DIR := $(REPO_ROOT)/runtime-image
-RUNTIME_IMAGE_EXTRAS := sklearn,xgboost,lightgbm,onnx
+RUNTIME_IMAGE_EXTRAS := sklearn,xgboost,lightgbm,onnx,llm
 RUNTIME_VENV := $(CACHE_DIR)/runtime-venv
 RUNTIME_VENV_STAMP := $(RUNTIME_VENV)/.installed
 RUNTIME_SOURCES := $(shell find $(RUNTIME_DIR)/modelplane_runtime -name '*.py' -o -name '*.proto' 2>/dev/null)
@@ -9,7 +9,8 @@ RUNTIME_SOURCES := $(shell find $(RUNTIME_DIR)/modelplane_runtime -name '*.py' -
 $(RUNTIME_VENV_STAMP): $(RUNTIME_DIR)/pyproject.toml $(RUNTIME_DIR)/constraints.txt $(RUNTIME_SOURCES)
 	@test -x $(RUNTIME_VENV)/bin/python || $(HOST_PYTHON) -m venv $(RUNTIME_VENV)
 	$(RUNTIME_VENV)/bin/python -m pip install -q --upgrade pip
-	$(RUNTIME_VENV)/bin/python -m pip install -q -c $(RUNTIME_DIR)/constraints.txt '$(RUNTIME_DIR)[$(RUNTIME_IMAGE_EXTRAS)]'
+	$(RUNTIME_VENV)/bin/python -m pip install -q -c $(RUNTIME_DIR)/constraints.txt --find-links $(LLAMA_CPP_WHEEL_DIR) \
+	  '$(RUNTIME_DIR)[$(RUNTIME_IMAGE_EXTRAS)]'
 	@touch $@
 
 .PHONY: runtime-venv

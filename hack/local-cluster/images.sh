@@ -10,10 +10,11 @@ REPO=$(cd "$HERE/../.." && pwd)
 BASE_PACKAGES=python3,python3-venv,ca-certificates,libgomp1,tzdata
 WHEELS_ROOT=$CACHE_DIR/wheels
 
-# name -> "context|containerfile|hash inputs (paths relative to the repo)|pip requirements to prefetch"
+# name -> "context|containerfile|hash inputs (paths relative to the repo)|pip requirements to prefetch|
+#          constraints|a script printing a directory of prebuilt wheels (those PyPI has no wheel of)"
 image_spec() {
   case "$1" in
-    runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx]|runtime-image/constraints.txt" ;;
+    runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx,llm]|runtime-image/constraints.txt|hack/llama-cpp-wheel.sh" ;;
     operator) echo ".|operator/Dockerfile|operator pyproject.toml runtime-image/modelplane_runtime/contract.py runtime-image/pyproject.toml|. ./runtime-image|runtime-image/constraints.txt" ;;
     http-echo) echo "tests/cluster/images/http-echo|tests/cluster/images/http-echo/Containerfile|tests/cluster/images/http-echo||" ;;
     *) echo "unknown image $1" >&2; return 1 ;;
@@ -83,6 +84,8 @@ wheelhouse() { # name -> directory with every wheel the image's pip install need
     | sha256sum | cut -c1-12)
   [ -f "$dir/.complete-$key" ] && { echo "$dir"; return 0; }
   local args=(); for r in $reqs; do args+=("$r"); done
+  local prebuilt; prebuilt=$(field "$name" 6)
+  [ -z "$prebuilt" ] || args+=(--find-links "$(CACHE_DIR=$CACHE_DIR "$REPO/$prebuilt")")
   (cd "$REPO" && python3 -m pip wheel -q --disable-pip-version-check -w "$dir" \
       ${constraints:+-c "$constraints"} "${args[@]}" setuptools wheel pip >&2)
   rm -f "$dir"/.complete-*; touch "$dir/.complete-$key"

@@ -25,6 +25,8 @@ STRATEGIES: Final = ("RollingUpdate", "Canary")
 PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC)
 # The HPA's own default scale-down stabilization window, and KEDA's default cooldownPeriod.
 SCALE_DOWN_DELAY_SECONDS: Final = 300
+LLM_PROTOCOLS: Final = (contract.PROTOCOL_OPENAI,)
+LLM_ENGINES: Final = ("builtin",)
 
 
 class SpecError(ValueError):
@@ -57,6 +59,16 @@ class Batching:
 
 
 @dataclass(frozen=True)
+class LLM:
+    """The language-model engine of a gguf model (spec.runtime.llm)."""
+
+    engine: str = "builtin"
+    context_length: int = 2048
+    max_sequences: int = 4
+    threads: int = 1
+
+
+@dataclass(frozen=True)
 class Toleration:
     key: str | None = None
     operator: str | None = None
@@ -79,6 +91,7 @@ class Runtime:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Toleration, ...] = ()
     request_timeout_seconds: int = 60
+    llm: LLM | None = None  # set (defaults applied) exactly when the model is a language model
 
 
 @dataclass(frozen=True)
@@ -142,13 +155,19 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         canary = Canary(
             model=_model(canary_body.get("model"), "spec.rollout.canary.model"), traffic_percent=percent
         )
+    model = _model(spec.get("model"), "spec.model")
+    language_model = model.format in contract.LLM_FORMATS
+    if canary is not None and (canary.model.format in contract.LLM_FORMATS) != language_model:
+        raise SpecError(
+            "spec.rollout.canary.model: a canary of a gguf model must be gguf too, and only of one"
+        )
     return ModelDeployment(
         name=name,
         namespace=_str(meta.get("namespace"), "metadata.namespace") or "default",
         uid=_str(meta.get("uid"), "metadata.uid") or "",
         generation=int(meta.get("generation") or 0),
-        model=_model(spec.get("model"), "spec.model"),
-        runtime=_runtime(_mapping(spec.get("runtime", {}), "spec.runtime")),
+        model=model,
+        runtime=_runtime(_mapping(spec.get("runtime", {}), "spec.runtime"), language_model),
         replicas=_int(spec.get("replicas", 1), "spec.replicas", 0, 1000),
         autoscaling=_autoscaling(spec.get("autoscaling")),
         strategy=strategy,
@@ -190,11 +209,24 @@ def _model(raw: Any, path: str) -> Model:
     )
 
 
-def _runtime(body: Mapping[str, Any]) -> Runtime:
-    protocols = tuple(_str_list(body.get("protocols", list(PROTOCOLS)), "spec.runtime.protocols"))
+def _runtime(body: Mapping[str, Any], language_model: bool) -> Runtime:
+    default = LLM_PROTOCOLS if language_model else PROTOCOLS
+    protocols = tuple(_str_list(body.get("protocols", list(default)), "spec.runtime.protocols"))
+    known = (*PROTOCOLS, *LLM_PROTOCOLS)
     for protocol in protocols:
-        if protocol not in PROTOCOLS:
-            raise SpecError(f"spec.runtime.protocols: {protocol!r} is not one of {', '.join(PROTOCOLS)}")
+        if protocol not in known:
+            raise SpecError(f"spec.runtime.protocols: {protocol!r} is not one of {', '.join(known)}")
+    if (set(protocols) == set(LLM_PROTOCOLS)) != language_model:
+        raise SpecError(
+            "spec.runtime.protocols: format gguf serves only [openai], and openai needs format gguf"
+        )
+    if body.get("llm") is not None and not language_model:
+        raise SpecError("spec.runtime.llm applies only to format gguf")
+    if language_model and body.get("workers", 1) != 1:
+        raise SpecError(
+            "spec.runtime.workers must be 1 for format gguf: its engine is one process that batches "
+            "requests itself (raise spec.runtime.llm.maxSequences instead)"
+        )
     batching = None
     if body.get("batching") is not None:
         raw = _mapping(body["batching"], "spec.runtime.batching")
@@ -237,6 +269,19 @@ def _runtime(body: Mapping[str, Any]) -> Runtime:
         request_timeout_seconds=_int(
             body.get("requestTimeoutSeconds", 60), "spec.runtime.requestTimeoutSeconds", 1, 3600
         ),
+        llm=_llm(_mapping(body.get("llm") or {}, "spec.runtime.llm")) if language_model else None,
+    )
+
+
+def _llm(body: Mapping[str, Any]) -> LLM:
+    engine = _str(body.get("engine"), "spec.runtime.llm.engine") or "builtin"
+    if engine not in LLM_ENGINES:
+        raise SpecError(f"spec.runtime.llm.engine: {engine!r} is not one of {', '.join(LLM_ENGINES)}")
+    return LLM(
+        engine=engine,
+        context_length=_int(body.get("contextLength", 2048), "spec.runtime.llm.contextLength", 16, 1048576),
+        max_sequences=_int(body.get("maxSequences", 4), "spec.runtime.llm.maxSequences", 1, 256),
+        threads=_int(body.get("threads", 1), "spec.runtime.llm.threads", 1, 64),
     )
 
 

@@ -90,8 +90,9 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     add(
         "--protocols",
-        default=_env(contract.ENV_PROTOCOLS, "v1,v2,grpc"),
-        help=f"comma list of v1, v2, grpc (env {contract.ENV_PROTOCOLS})",
+        default=_env(contract.ENV_PROTOCOLS),
+        help=f"comma list of v1, v2, grpc, openai; default v1,v2,grpc, or openai for a language model "
+        f"(env {contract.ENV_PROTOCOLS})",
     )
     add(
         "--workers",
@@ -164,6 +165,25 @@ def serve_parser() -> argparse.ArgumentParser:
         help="after SIGTERM, keep serving this long with readiness failing and connections closed "
         f"after each answer, before no longer accepting (env {contract.ENV_DRAIN_SECONDS})",
     )
+    add(
+        "--context-length",
+        type=_positive_int,
+        default=_env(contract.ENV_CONTEXT_LENGTH, "2048"),
+        help=f"language models: the most tokens of one sequence, prompt and completion "
+        f"(env {contract.ENV_CONTEXT_LENGTH})",
+    )
+    add(
+        "--max-sequences",
+        type=_positive_int,
+        default=_env(contract.ENV_MAX_SEQUENCES, "4"),
+        help=f"language models: sequences decoded together (env {contract.ENV_MAX_SEQUENCES})",
+    )
+    add(
+        "--engine-threads",
+        type=_positive_int,
+        default=_env(contract.ENV_ENGINE_THREADS, "1"),
+        help=f"language models: the engine's compute threads (env {contract.ENV_ENGINE_THREADS})",
+    )
     return parser
 
 
@@ -174,17 +194,27 @@ def serve_main(argv: Sequence[str]) -> int:
         parser.error(
             f"--format (or {contract.ENV_MODEL_FORMAT}) is required: one of {', '.join(contract.FORMATS)}"
         )
-    protocols = frozenset(item.strip() for item in args.protocols.split(",") if item.strip())
-    unknown = protocols - {contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC}
+    language_model = args.format in contract.LLM_FORMATS
+    listed = args.protocols or (contract.PROTOCOL_OPENAI if language_model else "v1,v2,grpc")
+    protocols = frozenset(item.strip() for item in listed.split(",") if item.strip())
+    unknown = protocols - set(contract.PROTOCOLS)
     if unknown or not protocols:
-        parser.error(f"--protocols must be a comma list of v1, v2, grpc; got {args.protocols!r}")
+        parser.error(f"--protocols must be a comma list of {', '.join(contract.PROTOCOLS)}; got {listed!r}")
+    if language_model and protocols != {contract.PROTOCOL_OPENAI}:
+        parser.error(f"format {args.format} serves only the openai protocol; got {listed!r}")
+    if not language_model and contract.PROTOCOL_OPENAI in protocols:
+        parser.error(
+            f"the openai protocol needs a language model format ({', '.join(sorted(contract.LLM_FORMATS))})"
+        )
     for name in _THREAD_ENV:
         os.environ.setdefault(name, "1")
     # Imported only now: numpy and friends read the thread settings above when they load.
     from modelplane_runtime.batching import BatchingConfig
+    from modelplane_runtime.llm.llamacpp import EngineConfig
     from modelplane_runtime.server import ServeConfig, available_cpus, serve
 
-    workers = args.workers or available_cpus()
+    # A language model's engine batches sequences itself, in one process (see server.py).
+    workers = 1 if language_model else args.workers or available_cpus()
     config = ServeConfig(
         model_dir=Path(args.model_dir),
         format=args.format,
@@ -207,6 +237,14 @@ def serve_main(argv: Sequence[str]) -> int:
         custom_class=args.custom_class,
         shutdown_grace=args.shutdown_grace_seconds,
         drain_seconds=args.drain_seconds,
+        llm=EngineConfig(
+            context_length=args.context_length,
+            max_sequences=args.max_sequences,
+            threads=args.engine_threads,
+            max_queue=args.max_queue,
+        )
+        if language_model
+        else None,
     )
     return serve(config)
 

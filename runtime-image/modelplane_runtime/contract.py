@@ -58,12 +58,20 @@ ENV_CUSTOM_CLASS: Final = "MODELPLANE_CUSTOM_CLASS"  # package.module:Class, for
 # give in-flight requests SHUTDOWN_GRACE seconds.
 ENV_DRAIN_SECONDS: Final = "MODELPLANE_DRAIN_SECONDS"
 ENV_SHUTDOWN_GRACE_SECONDS: Final = "MODELPLANE_SHUTDOWN_GRACE_SECONDS"
+# Language models (format gguf): tokens per sequence, sequences decoded together, engine threads.
+ENV_CONTEXT_LENGTH: Final = "MODELPLANE_CONTEXT_LENGTH"
+ENV_MAX_SEQUENCES: Final = "MODELPLANE_MAX_SEQUENCES"
+ENV_ENGINE_THREADS: Final = "MODELPLANE_ENGINE_THREADS"
 
 PROTOCOL_V1: Final = "v1"
 PROTOCOL_V2: Final = "v2"
 PROTOCOL_GRPC: Final = "grpc"
+PROTOCOL_OPENAI: Final = "openai"  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
+PROTOCOLS: Final = (PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_GRPC, PROTOCOL_OPENAI)
 
-FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "huggingface", "custom")
+FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "huggingface", "custom", "gguf")
+#: Formats served by a language-model engine over the OpenAI API, in one process per pod.
+LLM_FORMATS: Final = frozenset({"gguf"})
 
 # A v2 inference request shipped beside the artifact: serve warms the model up with it.
 WARMUP_REQUEST_FILE: Final = "sample-request.json"
@@ -135,3 +143,15 @@ METRIC_BATCH_FILL_WAITS_TOTAL: Final = "modelplane_batch_fill_waits_total"  # la
 METRIC_MODEL_LOAD_SECONDS: Final = "modelplane_model_load_seconds"  # label: model
 METRIC_PULL_SECONDS: Final = "modelplane_pull_duration_seconds"  # label: model
 METRIC_PULL_BYTES: Final = "modelplane_pull_bytes"  # label: model
+
+# Language models: vLLM's own metric names (label model_name), so its dashboards and KEDA recipes
+# work on either engine; and ours for what vLLM does not count.
+METRIC_LLM_RUNNING: Final = "vllm:num_requests_running"
+METRIC_LLM_WAITING: Final = "vllm:num_requests_waiting"
+METRIC_LLM_KV_USAGE: Final = "vllm:kv_cache_usage_perc"  # 0 to 1
+METRIC_LLM_PROMPT_TOKENS: Final = "vllm:prompt_tokens_total"
+METRIC_LLM_GENERATION_TOKENS: Final = "vllm:generation_tokens_total"
+METRIC_LLM_TTFT_SECONDS: Final = "vllm:time_to_first_token_seconds"
+METRIC_LLM_ITL_SECONDS: Final = "vllm:inter_token_latency_seconds"
+METRIC_LLM_E2E_SECONDS: Final = "vllm:e2e_request_latency_seconds"
+METRIC_LLM_STEP_SEQUENCES: Final = "modelplane_llm_decode_step_sequences"  # label model_name

@@ -17,7 +17,7 @@ from modelplane_runtime import __version__
 from modelplane_runtime.batching import Batcher, BatchingConfig
 from modelplane_runtime.codecs import InferRequest
 from modelplane_runtime.errors import ModelNotFound, ModelNotReady, RequestTimeout, RuntimeFailure
-from modelplane_runtime.formats.base import Arrays, Model, TensorSpec
+from modelplane_runtime.formats.base import Arrays, LanguageModel, Model, TensorSpec
 from modelplane_runtime.metrics import Metrics, exposition
 
 SERVER_NAME = "modelplane-runtime"
@@ -43,6 +43,7 @@ class DataPlane:
         #: Set on SIGTERM: readiness fails and responses ask clients to reconnect (elsewhere).
         self.draining = False
         self._model = model
+        # A language model's engine batches sequences itself.
         self.batcher = (
             Batcher(
                 model.predict,
@@ -50,7 +51,7 @@ class DataPlane:
                 metrics.observe_batch if metrics is not None else None,
                 model.call_seconds,
             )
-            if model is not None
+            if model is not None and not isinstance(model, LanguageModel)
             else None
         )
         if model is not None:

@@ -131,6 +131,113 @@ class Metrics:
                 self.pull_seconds.labels(self.model).set(pull_record["seconds"])
 
 
+TOKEN_LATENCY_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0)
+STEP_SEQUENCE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64, 128, 256)
+
+
+class LLMMetrics:
+    """A language model's engine metrics, under vLLM's names; the scheduler's observer.
+
+    The engine runs in one process and reports once per decode step, so these write straight to
+    the multiprocess files (no pending buffer as for the per-request hot path above).
+    """
+
+    def __init__(self, model: str) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        labels = ["model_name"]
+        self.running = Gauge(
+            contract.METRIC_LLM_RUNNING, "Requests being decoded.", labels, multiprocess_mode="livemax"
+        ).labels(model)
+        self.waiting = Gauge(
+            contract.METRIC_LLM_WAITING,
+            "Requests waiting for a free sequence.",
+            labels,
+            multiprocess_mode="livemax",
+        ).labels(model)
+        self.kv_usage = Gauge(
+            contract.METRIC_LLM_KV_USAGE,
+            "Share of KV-cache cells in use (1 is full).",
+            labels,
+            multiprocess_mode="livemax",
+        ).labels(model)
+        self.prompt_tokens = Counter(
+            contract.METRIC_LLM_PROMPT_TOKENS.removesuffix("_total"), "Prompt tokens read.", labels
+        ).labels(model)
+        self.generation_tokens = Counter(
+            contract.METRIC_LLM_GENERATION_TOKENS.removesuffix("_total"), "Tokens generated.", labels
+        ).labels(model)
+        self.ttft = Histogram(
+            contract.METRIC_LLM_TTFT_SECONDS,
+            "Seconds from arrival to the first token.",
+            labels,
+            buckets=TOKEN_LATENCY_BUCKETS,
+        ).labels(model)
+        self.itl = Histogram(
+            contract.METRIC_LLM_ITL_SECONDS,
+            "Seconds between two tokens of a sequence.",
+            labels,
+            buckets=TOKEN_LATENCY_BUCKETS,
+        ).labels(model)
+        self.e2e = Histogram(
+            contract.METRIC_LLM_E2E_SECONDS,
+            "Seconds from arrival to the last token.",
+            labels,
+            buckets=REQUEST_LATENCY_BUCKETS,
+        ).labels(model)
+        self.step_sequences = Histogram(
+            contract.METRIC_LLM_STEP_SEQUENCES,
+            "Sequences decoded together in one engine step (continuous batching at work when above 1).",
+            labels,
+            buckets=STEP_SEQUENCE_BUCKETS,
+        ).labels(model)
+        self._state: tuple[int, int, float] | None = None
+
+    def step(self, sequences: int, tokens: int) -> None:  # noqa: ARG002 - the Observer protocol's shape
+        self.step_sequences.observe(sequences)
+
+    def state(self, running: int, waiting: int, kv_usage: float) -> None:
+        state = (running, waiting, round(kv_usage, 4))
+        if state != self._state:  # a steady engine writes nothing
+            self._state = state
+            self.running.set(running)
+            self.waiting.set(waiting)
+            self.kv_usage.set(state[2])
+
+    def prompt(self, tokens: int) -> None:
+        self.prompt_tokens.inc(tokens)
+
+    def generated(self, tokens: int) -> None:
+        self.generation_tokens.inc(tokens)
+
+    def first_token(self, seconds: float) -> None:
+        self.ttft.observe(seconds)
+
+    def inter_token(self, seconds: float) -> None:
+        self.itl.observe(seconds)
+
+    def finished(self, seconds: float) -> None:
+        self.e2e.observe(seconds)
+
+
 class _PendingHistogram:
     """Observations not yet written, bucketed as prometheus_client buckets them (first bound >= value)."""
 

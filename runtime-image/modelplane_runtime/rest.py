@@ -109,6 +109,11 @@ class Exchange:
     async def write(self, chunk: bytes, *, more: bool = True) -> None:
         await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
 
+    async def disconnected(self) -> None:
+        """Return once the client hangs up (call after :meth:`body`): a long answer races it."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+
     async def error(self, error: RuntimeFailure) -> None:
         """The JSON answer to a failure: its status and message."""
         if not isinstance(error, ClientGone):  # nobody to tell

@@ -36,7 +36,8 @@ from modelplane_runtime import codecs, contract
 from modelplane_runtime.batching import BatchingConfig
 from modelplane_runtime.errors import InvalidInput, ModelLoadError
 from modelplane_runtime.formats import LoadOptions, Model, load_model
-from modelplane_runtime.formats.base import Arrays, read_pull_record, resolve_trust
+from modelplane_runtime.formats.base import Arrays, LanguageModel, read_pull_record, resolve_trust
+from modelplane_runtime.llm.llamacpp import EngineConfig
 
 log = logging.getLogger("modelplane.runtime")
 
@@ -67,6 +68,7 @@ class ServeConfig:
     custom_class: str | None = None
     shutdown_grace: float = 25.0
     drain_seconds: float = 0.0
+    llm: EngineConfig | None = None
 
 
 def available_cpus() -> int:
@@ -85,10 +87,18 @@ def load(config: ServeConfig) -> Model:
     """Load and warm up the model; raises :class:`ModelLoadError` with the reason."""
     trust = resolve_trust(config.model_dir, config.digest, config.allow_pickle)
     options = LoadOptions(
-        model_dir=config.model_dir, name=config.name, trust=trust, custom_class=config.custom_class, threads=1
+        model_dir=config.model_dir,
+        name=config.name,
+        trust=trust,
+        custom_class=config.custom_class,
+        threads=1,
+        llm=config.llm,
     )
     model = load_model(config.format, options)
-    warm_up(model)
+    if isinstance(model, LanguageModel):
+        model.warm_up()  # a real generation: readiness means tokens come out
+    else:
+        warm_up(model)
     model.mark_ready()
     return model
 
@@ -192,12 +202,18 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
     import uvloop
 
     from modelplane_runtime import metrics as metrics_module
+    from modelplane_runtime import rest
     from modelplane_runtime.dataplane import DataPlane
     from modelplane_runtime.rest import RestApp
 
     async def main() -> None:
         dataplane = DataPlane(config.name, model, config.batching, metrics, config.request_timeout)
-        app = RestApp(dataplane, config.protocols, config.max_body_bytes)
+        routes: tuple[rest.Route, ...] = rest.ROUTES
+        if contract.PROTOCOL_OPENAI in config.protocols:
+            from modelplane_runtime import openai
+
+            routes = (*rest.ROUTES, *openai.ROUTES)
+        app = RestApp(dataplane, config.protocols, config.max_body_bytes, routes)
         grpc_server = None
         if model is not None and contract.PROTOCOL_GRPC in config.protocols:
             from modelplane_runtime.grpc.service import make_server
@@ -296,6 +312,8 @@ def _serve(config: ServeConfig, metrics_module: Any) -> int:
     log.info("model %s (%s) loaded and warmed up in %.2f s", config.name, config.format, load_seconds)
     if contract.PROTOCOL_GRPC in config.protocols:
         import modelplane_runtime.grpc.service  # noqa: F401  (imported once here, shared by the workers)
+    if isinstance(model, LanguageModel):
+        return _serve_in_process(sock, config, model, metrics, metrics_module, responder)
     gc.collect()
     gc.freeze()  # the collector would otherwise touch, and so copy, every shared object in each worker
     _stop(responder)
@@ -319,6 +337,30 @@ def _serve(config: ServeConfig, metrics_module: Any) -> int:
         )
     finally:
         sock.close()
+
+
+def _serve_in_process(
+    sock: socket.socket,
+    config: ServeConfig,
+    model: LanguageModel,
+    metrics: Any,
+    metrics_module: Any,
+    responder: int,
+) -> int:
+    """A language model serves from the process that loaded it: its engine's threads and KV cache
+    would not survive a fork, and one engine batching every request is the point."""
+    model.scheduler.observer = metrics_module.LLMMetrics(config.name)
+    _stop(responder)
+    log.info(
+        "serving %s in one process (its engine batches sequences): http %d", config.name, config.http_port
+    )
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
+    try:
+        _run_worker(sock, config, model, metrics)
+    finally:
+        model.close()
+        sock.close()
+    return 0
 
 
 def _supervise(

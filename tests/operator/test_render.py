@@ -28,6 +28,7 @@ OBSERVATIONS = {
     ),
     "gpu": render.Observations(),
     "pvc": render.Observations(),
+    "gguf": render.Observations(),
 }
 
 

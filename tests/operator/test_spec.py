@@ -99,3 +99,36 @@ def test_canary_and_pvc() -> None:
     assert md.model.pvc == ("claim", "dir/model")
     assert md.canary is not None
     assert md.canary.traffic_percent == 20
+
+
+GGUF = {"uri": "s3://b/model.gguf", "format": "gguf"}
+
+
+def test_a_gguf_model_serves_openai_from_one_engine_process_by_default() -> None:
+    md = spec.parse(body(model=GGUF))
+    assert md.runtime.protocols == ("openai",)
+    assert md.runtime.llm == spec.LLM(engine="builtin", context_length=2048, max_sequences=4, threads=1)
+    assert spec.parse(body()).runtime.llm is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"model": GGUF, "runtime": {"protocols": ["v2"]}}, "spec.runtime.protocols"),
+        ({"runtime": {"protocols": ["openai"]}}, "spec.runtime.protocols"),
+        ({"runtime": {"llm": {"contextLength": 512}}}, "spec.runtime.llm"),
+        ({"model": GGUF, "runtime": {"workers": 2}}, "spec.runtime.workers"),
+        ({"model": GGUF, "runtime": {"llm": {"engine": "vllm"}}}, "spec.runtime.llm.engine"),
+        ({"model": GGUF, "runtime": {"llm": {"contextLength": 8}}}, "spec.runtime.llm.contextLength"),
+        (
+            {
+                "model": GGUF,
+                "rollout": {"strategy": "Canary", "canary": {"model": {"uri": "s3://b/k", "format": "onnx"}}},
+            },
+            "spec.rollout.canary.model",
+        ),
+    ],
+)
+def test_language_model_errors_name_the_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(spec.SpecError, match=named.replace(".", r"\.")):
+        spec.parse(body(**fields))

@@ -204,6 +204,10 @@ def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str,
     ]
     if model.digest:
         env.append(_env(contract.ENV_MODEL_DIGEST, model.digest))
+    if runtime.llm is not None:
+        env.append(_env(contract.ENV_CONTEXT_LENGTH, str(runtime.llm.context_length)))
+        env.append(_env(contract.ENV_MAX_SEQUENCES, str(runtime.llm.max_sequences)))
+        env.append(_env(contract.ENV_ENGINE_THREADS, str(runtime.llm.threads)))
     if model.version:
         env.append(_env(contract.ENV_MODEL_VERSION, model.version))
     if runtime.batching is not None:

@@ -19,6 +19,7 @@ _CLASSES: Final = {
     "pytorch": "pytorch:PyTorchModel",
     "huggingface": "huggingface:HuggingFaceModel",
     "custom": "custom:CustomModel",
+    "gguf": "gguf:GGUFModel",
 }
 assert set(_CLASSES) == set(contract.FORMATS)
 

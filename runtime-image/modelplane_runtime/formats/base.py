@@ -8,12 +8,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modelplane_runtime import contract
 from modelplane_runtime.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from modelplane_runtime.llm.llamacpp import EngineConfig
+    from modelplane_runtime.llm.scheduler import Scheduler
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -51,6 +55,7 @@ class LoadOptions:
     custom_class: str | None = None
     threads: int = 1  # threads a model may use per worker process
     extra: dict[str, str] = field(default_factory=dict)
+    llm: EngineConfig | None = None  # the engine settings of a language model
 
 
 class Model(ABC):
@@ -121,6 +126,46 @@ class Model(ABC):
         if parameters:
             meta["parameters"] = parameters
         return meta
+
+
+class LanguageModel(Model):
+    """A model served over the OpenAI API by an engine that batches sequences itself.
+
+    It runs in one process per pod (no forked workers: the engine's threads and KV cache are
+    not shared across a fork) and the data plane gives it no batcher. It has no tensor signature.
+    """
+
+    scheduler: Scheduler
+    #: True for an embedding model (POST /v1/embeddings), False for a generative one.
+    embedding: bool = False
+
+    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
+        from modelplane_runtime.errors import InvalidInput
+
+        raise InvalidInput(
+            f"model {self.options.name!r} is a language model: it serves the OpenAI API "
+            "(POST /v1/chat/completions, /v1/completions, /v1/embeddings), not tensor inference"
+        )
+
+    @property
+    def default_outputs(self) -> tuple[str, ...]:
+        return ()
+
+    @abstractmethod
+    def chat_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """The prompt's tokens for chat messages, through the model's own chat template."""
+
+    @abstractmethod
+    def text_prompt(self, prompt: str | list[int]) -> list[int]:
+        """The prompt's tokens for a completion (text, or token ids as given)."""
+
+    @abstractmethod
+    def warm_up(self) -> None:
+        """Generate a few real tokens; raises ModelLoadError when the engine cannot."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the engine and free its memory."""
 
 
 def find_artifact(model_dir: Path, suffixes: Sequence[str], what: str) -> Path:

@@ -1,0 +1,11 @@
+# Language models: llama-cpp-python is served by PyPI as an sdist only, and compiling llama.cpp
+# takes minutes, so hack/llama-cpp-wheel.sh builds one portable wheel per content key into
+# $(CACHE_DIR)/llama-cpp-wheel/ and every install (project venv, runtime venv, image) finds it there.
+LLAMA_CPP_WHEEL_SH := env CACHE_DIR=$(CACHE_DIR) HOST_PYTHON=$(HOST_PYTHON) $(REPO_ROOT)/hack/llama-cpp-wheel.sh
+# The directory holding the wheel (built first when the cache has none); for pip's --find-links.
+LLAMA_CPP_WHEEL_DIR = $$($(LLAMA_CPP_WHEEL_SH))
+
+.PHONY: llama-cpp-wheel
+llama-cpp-wheel: ## Build the portable llama-cpp-python wheel once (cached by content) and print its directory.
+	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >&2
+	@$(LLAMA_CPP_WHEEL_SH)
