@@ -5,7 +5,7 @@ VENV_STAMP := $(VENV)/.installed
 $(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt hack/llama-cpp-wheel.sh
 	@test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >/dev/null
+	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >&2  # the phase time shows; the directory is read below
 	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt --find-links $(LLAMA_CPP_WHEEL_DIR) \
 	  -e '.[dev]' -e './runtime-image[$(RUNTIME_EXTRAS)]'
 	@touch $@
