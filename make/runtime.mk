@@ -4,7 +4,7 @@ RUNTIME_DIR := $(REPO_ROOT)/runtime-image
 RUNTIME_IMAGE_EXTRAS := sklearn,xgboost,lightgbm,onnx,llm
 RUNTIME_VENV := $(CACHE_DIR)/runtime-venv
 RUNTIME_VENV_STAMP := $(RUNTIME_VENV)/.installed
-RUNTIME_SOURCES := $(shell find $(RUNTIME_DIR)/modelplane_runtime -name '*.py' -o -name '*.proto' 2>/dev/null)
+RUNTIME_SOURCES := $(shell find $(RUNTIME_DIR)/modelplane_runtime $(RUNTIME_DIR)/modelplane_contract -name '*.py' -o -name '*.proto' 2>/dev/null)
 
 $(RUNTIME_VENV_STAMP): $(RUNTIME_DIR)/pyproject.toml $(RUNTIME_DIR)/constraints.txt $(RUNTIME_SOURCES)
 	@test -x $(RUNTIME_VENV)/bin/python || $(HOST_PYTHON) -m venv $(RUNTIME_VENV)

@@ -15,7 +15,7 @@ WHEELS_ROOT=$CACHE_DIR/wheels
 image_spec() {
   case "$1" in
     runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx,llm]|runtime-image/constraints.txt|hack/llama-cpp-wheel.sh" ;;
-    operator) echo ".|operator/Dockerfile|operator pyproject.toml runtime-image/modelplane_runtime/contract.py runtime-image/pyproject.toml|. ./runtime-image|runtime-image/constraints.txt" ;;
+    operator) echo ".|operator/Dockerfile|operator pyproject.toml runtime-image/modelplane_contract runtime-image/constraints.txt|.|runtime-image/constraints.txt" ;;
     http-echo) echo "tests/cluster/images/http-echo|tests/cluster/images/http-echo/Containerfile|tests/cluster/images/http-echo||" ;;
     *) echo "unknown image $1" >&2; return 1 ;;
   esac

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 GROUP: Final = "modelplane.io"
 VERSION: Final = "v1alpha1"

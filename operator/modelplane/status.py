@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from modelplane import spec as specs
 from modelplane.render import split, urls

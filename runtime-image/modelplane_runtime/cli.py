@@ -1,6 +1,6 @@
 """``modelplane-runtime pull ...`` and ``modelplane-runtime serve ...``.
 
-Every serve flag defaults to an environment variable named in :mod:`modelplane_runtime.contract`,
+Every serve flag defaults to an environment variable named in :mod:`modelplane_contract`,
 so the operator may set either.
 """
 
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0

@@ -16,9 +16,9 @@ import contextlib
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+import modelplane_contract as contract
 import orjson
 
-from modelplane_runtime import contract
 from modelplane_runtime.errors import ClientGone, InvalidInput, ModelNotFound, Overloaded, RuntimeFailure
 from modelplane_runtime.formats.base import LanguageModel, Model
 from modelplane_runtime.llm import schema

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
+
 from modelplane_runtime.storage import archive, digest
 from modelplane_runtime.storage.base import Backend, PullError, Settings
 from modelplane_runtime.storage.dispatch import backend_for

@@ -13,9 +13,10 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import modelplane_contract as contract
 import orjson
 
-from modelplane_runtime import codecs, contract
+from modelplane_runtime import codecs
 from modelplane_runtime.dataplane import DataPlane
 from modelplane_runtime.errors import ClientGone, InvalidInput, Overloaded, RuntimeFailure
 

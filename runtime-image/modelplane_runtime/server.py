@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import modelplane_contract as contract
 import numpy as np
 
-from modelplane_runtime import codecs, contract
+from modelplane_runtime import codecs
 from modelplane_runtime.batching import BatchingConfig
 from modelplane_runtime.errors import InvalidInput, ModelLoadError
 from modelplane_runtime.formats import LoadOptions, Model, load_model

@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from tests.bench import harness, machine, servers
 from tests.bench.harness import Measurement, Protocol

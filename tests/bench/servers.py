@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from tests.bench.harness import FLOOR, KSERVE, MLSERVER, MLSERVER_BATCHING, OURS, OURS_UNBATCHED, Protocol
 from tests.bench.models import BenchModel

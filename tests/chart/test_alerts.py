@@ -8,9 +8,9 @@ import re
 import subprocess
 from pathlib import Path
 
+import modelplane_contract as contract
 import yaml
 from modelplane import metrics as operator_metrics
-from modelplane_runtime import contract
 from prometheus_client import Counter, Gauge, Histogram
 
 from tests.chart.conftest import CHART, Helm, by_kind, documents

@@ -9,11 +9,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import modelplane_contract as contract
 import pytest
 import yaml
 from modelplane import render, spec
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
-from modelplane_runtime import contract
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = render.RenderSettings(runtime_image="localhost/modelplane/runtime:test")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import modelplane_contract as contract
 import yaml
 from modelplane import render, spec, status
-from modelplane_runtime import contract
 
 from tests.operator.test_render import GOLDEN, SETTINGS
 

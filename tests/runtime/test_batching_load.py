@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import modelplane_contract as contract
 import numpy as np
 import orjson
 import pytest
 import skops.io
-from modelplane_runtime import contract
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression

@@ -6,9 +6,9 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 
+import modelplane_contract as contract
 import orjson
 import pytest
-from modelplane_runtime import contract
 from modelplane_runtime.dataplane import DataPlane
 from modelplane_runtime.errors import ModelNotFound, RequestTimeout
 from modelplane_runtime.rest import EVENT_STREAM, ROUTES, Exchange, RestApp, Route, Router

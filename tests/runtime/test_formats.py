@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import modelplane_contract as contract
 import numpy as np
 import pytest
 import skops.io
-from modelplane_runtime import contract
 from modelplane_runtime.dataplane import DataPlane
 from modelplane_runtime.datatypes import NUMPY_BY_DATATYPE
 from modelplane_runtime.errors import ModelLoadError

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import grpc
 import httpx
+import modelplane_contract as contract
 import numpy as np
 import pytest
-from modelplane_runtime import contract
 from modelplane_runtime.grpc.generated import inference_pb2 as pb
 from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
 from sklearn.linear_model import LogisticRegression

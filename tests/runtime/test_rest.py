@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import modelplane_contract as contract
 import numpy as np
 import pytest
-from modelplane_runtime import contract
 from sklearn.linear_model import LogisticRegression
 
 from tests.runtime.models import iris

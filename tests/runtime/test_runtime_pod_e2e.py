@@ -11,9 +11,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import modelplane_contract as contract
 import numpy as np
 import pytest
-from modelplane_runtime import contract
 from sklearn.linear_model import LogisticRegression
 
 from tests.runtime.models import iris, save_iris_logistic_regression

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from tests.runtime.conftest import make_slow_model_dir
 from tests.runtime.serving import start_server

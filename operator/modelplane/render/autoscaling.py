@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from modelplane import spec as specs
 from modelplane.render.common import STABLE, Manifest, metadata, stamp, track_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from modelplane import spec as specs
 from modelplane.render.common import Manifest, metadata, non_empty, selector, stamp, track_name

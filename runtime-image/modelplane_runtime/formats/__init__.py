@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Final
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
+
 from modelplane_runtime.errors import ModelLoadError
 from modelplane_runtime.formats.base import LoadOptions, Model, TensorSpec, Trust
 

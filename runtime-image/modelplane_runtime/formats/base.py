@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import modelplane_contract as contract
 import numpy as np
 
-from modelplane_runtime import contract
 from modelplane_runtime.errors import ModelLoadError
 
 if TYPE_CHECKING:

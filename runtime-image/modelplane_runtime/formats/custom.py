@@ -16,9 +16,9 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import modelplane_contract as contract
 import numpy as np
 
-from modelplane_runtime import contract
 from modelplane_runtime.errors import ModelLoadError
 from modelplane_runtime.formats.base import Arrays, Model, TensorSpec, require_code_trust
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+import modelplane_contract as contract
 
-from modelplane_runtime import contract
 from modelplane_runtime.dataplane import DataPlane
 from modelplane_runtime.errors import (
     InvalidInput,

@@ -13,7 +13,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
+
 from modelplane_runtime.storage.base import PullError, safe_relpath
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")

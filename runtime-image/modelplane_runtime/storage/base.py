@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 
 class PullError(Exception):

@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
+
 from modelplane_runtime.storage.base import PullError
 
 PREFIX = "sha256:"

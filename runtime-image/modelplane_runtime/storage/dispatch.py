@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
+
 from modelplane_runtime.storage.base import Backend, PullError, Settings
 
 SCHEMES = ("s3://", "gs://", "http://", "https://", "file://", "hf://", "a local path")

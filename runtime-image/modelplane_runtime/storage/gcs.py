@@ -13,13 +13,13 @@ import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+import modelplane_contract as contract
 import requests
 from google.api_core import exceptions as gexc
 from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import storage
 
-from modelplane_runtime import contract
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
 
 

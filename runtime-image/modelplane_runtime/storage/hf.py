@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import modelplane_contract as contract
 from huggingface_hub import HfApi, constants, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -21,7 +22,6 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers
 
-from modelplane_runtime import contract
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings
 from modelplane_runtime.storage.http import http_client, status_error, stream_url, translate_httpx
 

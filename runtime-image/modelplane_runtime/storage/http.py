@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping
 from urllib.parse import unquote, urlsplit
 
 import httpx
+import modelplane_contract as contract
 
-from modelplane_runtime import contract
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
 
 

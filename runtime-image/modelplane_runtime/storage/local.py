@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
+
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, transient
 
 

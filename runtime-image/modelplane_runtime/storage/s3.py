@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import modelplane_contract as contract
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -27,7 +28,6 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from modelplane_runtime import contract
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})

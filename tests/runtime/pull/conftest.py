@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import modelplane_contract as contract
 import pytest
-from modelplane_runtime import contract
 from modelplane_runtime.pull import main as pull_main
 from modelplane_runtime.storage.digest import manifest_digest
 

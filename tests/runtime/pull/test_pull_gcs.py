@@ -6,10 +6,10 @@ import os
 import uuid
 from typing import Any
 
+import modelplane_contract as contract
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage
-from modelplane_runtime import contract
 
 from tests.runtime.pull.conftest import PullRunner, assert_failed, sha256, tree_digest
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
+import modelplane_contract as contract
 import pytest
-from modelplane_runtime import contract
 
 from tests.runtime.pull.conftest import (
     FaultyHTTPServer,

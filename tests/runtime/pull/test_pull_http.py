@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from tests.runtime.pull.conftest import FaultyHTTPServer, PullRunner, Route, assert_failed, sha256
 

@@ -10,8 +10,8 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import modelplane_contract as contract
 import pytest
-from modelplane_runtime import contract
 
 from tests.runtime.pull.conftest import PullRunner, assert_failed, sha256
 from tests.support.cluster import REPO_ROOT

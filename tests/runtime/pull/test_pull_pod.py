@@ -8,8 +8,8 @@ import json
 import subprocess
 from typing import Any
 
+import modelplane_contract as contract
 import pytest
-from modelplane_runtime import contract
 
 from tests.runtime.pull.conftest import sha256
 from tests.support.cluster import REPO_ROOT, Cluster, make_print

@@ -9,8 +9,8 @@ import tarfile
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import modelplane_contract as contract
 import pytest
-from modelplane_runtime import contract
 
 from tests.runtime.pull.conftest import FaultProxy, PullRunner, assert_failed, sha256, tree_digest
 from tests.support.s3 import S3Server

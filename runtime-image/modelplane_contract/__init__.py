@@ -1,8 +1,9 @@
 """The contract between the operator and the runtime: the single definition of both sides.
 
-The operator renders pods against these names and the runtime reads them, so nothing here may
-import anything outside the standard library (the operator image installs this package with
-``--no-deps`` just for this module).
+The operator renders pods against these names and the runtime reads them. This one source file is
+packaged into both distributions (the operator's pyproject.toml at the repository root and
+runtime-image/pyproject.toml), so each installs and imports on its own; it imports nothing but the
+standard library, so it adds no dependency to either.
 """
 
 from __future__ import annotations
