@@ -7,7 +7,8 @@ source "$HERE/config.sh"
 ref=$1 context=$2 file=$3; shift 3
 BUILDAH=(buildah --root "$CACHE_DIR/buildah/root" --runroot /run/modelplane/buildah --storage-driver vfs)
 mkdir -p "$CACHE_DIR/images"
-"${BUILDAH[@]}" bud --isolation chroot --layers=false -q -f "$file" -t "$ref" "$@" "$context" >/dev/null
+# LAYERS=true reuses the cached layers of a build before (images.sh keeps a dependency stage so).
+"${BUILDAH[@]}" bud --isolation chroot --layers="${LAYERS:-false}" -q -f "$file" -t "$ref" "$@" "$context" >/dev/null
 archive="$CACHE_DIR/images/$(echo "$ref" | tr '/:' '__').oci.tar"
 rm -f "$archive"
 "${BUILDAH[@]}" push -q --disable-compression "$ref" "oci-archive:$archive:$ref"

@@ -92,6 +92,29 @@ wheelhouse() { # name -> directory with every wheel the image's pip install need
   echo "$dir"
 }
 
+# A containerfile with a stage named `deps` (the dependencies, from the package's metadata alone) has
+# that stage built first and kept in buildah's store, tagged by a hash of what it reads (the base, the
+# containerfile, the files its COPY lines name); the image is then built with buildah's layer cache, so
+# a source edit reuses the stage and reinstalls no dependency. Only the newest stage is kept: a changed
+# one (new pins, new extras) frees the one before.
+deps_stage_ref() { # name context containerfile
+  local name=$1 ctx=$2 file=$3 sources
+  sources=$(awk 'toupper($1) == "FROM" { in_deps = (toupper($(NF-1)) == "AS" && $NF == "deps") }
+                 in_deps && toupper($1) == "COPY" { for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i }' "$file")
+  local hash; hash=$({ base_ref; cat "$file"; for f in $sources; do (cd "$ctx" && sha256sum "$f"); done; } |
+    sha256sum | cut -c1-12)
+  echo "localhost/modelplane/$name-deps:$hash"
+}
+
+build_deps_stage() { # name context containerfile ref [bud args...]
+  local name=$1 ctx=$2 file=$3 ref=$4; shift 4
+  if buildah_ images -q "$ref" >/dev/null 2>&1; then log "$ref is current"; return 0; fi
+  log "building the dependency stage $ref"
+  buildah_ bud --isolation chroot --layers=true -q --target deps -f "$file" -t "$ref" "$@" "$ctx" >/dev/null
+  buildah_ images --format '{{.Name}}:{{.Tag}}' | grep "^localhost/modelplane/$name-deps:" | grep -vx "$ref" |
+    while read -r old; do buildah_ rmi "$old" >/dev/null 2>&1 || true; done || true  # none older: grep fails
+}
+
 build_image() {
   local name=$1 ref ctx file
   ref=$(image_ref "$name")
@@ -101,9 +124,16 @@ build_image() {
   build_base
   ctx=$REPO/$(field "$name" 1); file=$REPO/$(field "$name" 2)
   local wheels; wheels=$(wheelhouse "$name")
+  local args=(--build-arg "BASE_IMAGE=$(base_ref)" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels
+              --volume "$wheels:/wheels:ro")
+  local layers=false
+  if grep -qiE '^FROM .* AS deps$' "$file"; then
+    build_deps_stage "$name" "$ctx" "$file" "$(deps_stage_ref "$name" "$ctx" "$file")" "${args[@]}"
+    layers=true
+    args+=(--build-arg "SOURCE_HASH=$(image_hash "$name")")  # the source stage's cache key
+  fi
   log "building $ref"
-  "$HERE/image-import.sh" "$ref" "$ctx" "$file" --build-arg "BASE_IMAGE=$(base_ref)" \
-    --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels --volume "$wheels:/wheels:ro"
+  LAYERS=$layers "$HERE/image-import.sh" "$ref" "$ctx" "$file" "${args[@]}"
 }
 
 case "${1:-}" in
