@@ -9,8 +9,10 @@ from typing import Any
 import joblib
 import numpy as np
 from sklearn.datasets import load_iris, make_classification
-from sklearn.ensemble import RandomForestClassifier
+from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tests.bench.harness import Protocol
 
@@ -49,25 +51,37 @@ def _noisy_rows(base: np.ndarray[Any, Any], scale: float, seed: int) -> np.ndarr
     return rows
 
 
-def make_models(root: Path) -> tuple[BenchModel, BenchModel]:
-    """LogisticRegression on iris and a 100-tree RandomForest on 20 features, saved with joblib."""
+def make_models(root: Path) -> list[BenchModel]:
+    """The benchmark's scikit-learn models, saved with joblib.
+
+    LogisticRegression on iris and a 100-tree RandomForest on 20 features (the original rows), and
+    what users deploy beyond them: a Pipeline (StandardScaler + LogisticRegression) and a
+    GradientBoostingClassifier (100 trees of depth 3), on the same 20 features.
+    """
     iris_x, iris_y = load_iris(return_X_y=True)
     lr = LogisticRegression(max_iter=1000).fit(iris_x, iris_y)
     rf_x, rf_y = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
     rf = RandomForestClassifier(n_estimators=100, random_state=0).fit(rf_x, rf_y)
-    models = (
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(rf_x, rf_y)
+    boosted = GradientBoostingClassifier(n_estimators=100, random_state=0).fit(rf_x, rf_y)
+    models = [
         BenchModel("lr-iris", lr, _noisy_rows(iris_x, 0.2, seed=1), root / "lr-iris"),
         BenchModel("rf-20", rf, _noisy_rows(rf_x, 0.5, seed=2), root / "rf-20"),
-    )
+        BenchModel("pipeline-20", pipeline, _noisy_rows(rf_x, 0.5, seed=3), root / "pipeline-20"),
+        BenchModel("gb-20", boosted, _noisy_rows(rf_x, 0.5, seed=4), root / "gb-20"),
+    ]
     for model in models:
         model.directory.mkdir(parents=True, exist_ok=True)
         joblib.dump(model.estimator, model.artifact)
     return models
 
 
-def workloads(lr: BenchModel, rf: BenchModel) -> list[Workload]:
+def workloads(models: list[BenchModel]) -> list[Workload]:
+    lr, rf, pipeline, boosted = models
     return [
         Workload("LR iris v1", lr, "v1"),
         Workload("LR iris v2", lr, "v2"),
         Workload("RF 100x20 v2", rf, "v2"),
+        Workload("Pipeline scaler+LR v2", pipeline, "v2"),
+        Workload("GB 100x20 v2", boosted, "v2"),
     ]

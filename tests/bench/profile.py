@@ -41,7 +41,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    by_label = {w.label: w for w in workloads(*make_models(args.work_dir / "models"))}
+    by_label = {w.label: w for w in workloads(make_models(args.work_dir / "models"))}
     if args.workload not in by_label:
         print(f"--workload must be one of {', '.join(by_label)}", file=sys.stderr)
         return 2

@@ -182,8 +182,9 @@ class Bench:
             self.failures.append(message)
 
     def run(self) -> None:
-        lr, rf = make_models(self.work_dir / "models")
-        selected = [w for w in workloads(lr, rf) if not self.args.workload or w.label in self.args.workload]
+        models = make_models(self.work_dir / "models")
+        lr = models[0]
+        selected = [w for w in workloads(models) if not self.args.workload or w.label in self.args.workload]
         bodies = {w.label: self.bodies_file(w.model, w.protocol) for w in selected}
         wanted = set(self.args.server) if self.args.server else None
 
@@ -196,7 +197,7 @@ class Bench:
             self.serve_and_measure(
                 spec, [(Workload("HTTP floor (fixed body)", lr, "v2"), bodies[lr_v2.label])]
             )
-        for model in (lr, rf):
+        for model in models:
             runs = [(w, bodies[w.label]) for w in selected if w.model is model]
             if not runs:
                 continue
@@ -256,7 +257,12 @@ class Bench:
         ratios += harness.throughput_ratios(
             m, "RF 100x20 v2", 3, [32, 64], against=[harness.MLSERVER_BATCHING]
         )
-        for workload in ("LR iris v2", "RF 100x20 v2"):
+        for workload in ("Pipeline scaler+LR v2", "GB 100x20 v2"):
+            ratios += harness.throughput_ratios(m, workload, 3, [8, 32, 64])
+        # At concurrency 1, no row slower than the best alternative.
+        for workload in ("LR iris v1", "LR iris v2", "RF 100x20 v2", "Pipeline scaler+LR v2", "GB 100x20 v2"):
+            ratios += harness.throughput_ratios(m, workload, 1, [1])
+        for workload in ("LR iris v2", "RF 100x20 v2", "Pipeline scaler+LR v2", "GB 100x20 v2"):
             cost = harness.batching_cost(m, workload)
             if cost is not None:
                 ratios.append(cost)
