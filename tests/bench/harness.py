@@ -31,8 +31,16 @@ ALTERNATIVES = (MLSERVER, MLSERVER_BATCHING, KSERVE)
 _LINE_NUMBER = re.compile(r":\d+\)$")
 
 
-def request_body(protocol: Protocol, row: Sequence[float]) -> str:
-    """One row as one request, in one line of JSON (the Lua script reads a body per line)."""
+def request_body(protocol: Protocol, row: Sequence[float] | str) -> str:
+    """One row as one request, in one line of JSON (the Lua script reads a body per line).
+
+    A row is numbers, or one string (a text model's input: v1 a string, v2 a BYTES tensor).
+    """
+    if isinstance(row, str):
+        if protocol == "v1":
+            return json.dumps({"instances": [row]}, separators=(",", ":"))
+        text = {"name": V2_INPUT_NAME, "shape": [1], "datatype": "BYTES", "data": [row]}
+        return json.dumps({"inputs": [text]}, separators=(",", ":"))
     values = [float(value) for value in row]
     if protocol == "v1":
         return json.dumps({"instances": [values]}, separators=(",", ":"))
@@ -40,7 +48,7 @@ def request_body(protocol: Protocol, row: Sequence[float]) -> str:
     return json.dumps({"inputs": [tensor]}, separators=(",", ":"))
 
 
-def bodies_text(protocol: Protocol, rows: Iterable[Sequence[float]]) -> str:
+def bodies_text(protocol: Protocol, rows: Iterable[Sequence[float] | str]) -> str:
     """The file the Lua script cycles through: one request body per line."""
     lines = [request_body(protocol, row) for row in rows]
     if len(set(lines)) < len(lines):

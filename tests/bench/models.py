@@ -10,7 +10,9 @@ import joblib
 import numpy as np
 from sklearn.datasets import load_iris, make_classification
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -56,7 +58,8 @@ def make_models(root: Path) -> list[BenchModel]:
 
     LogisticRegression on iris and a 100-tree RandomForest on 20 features (the original rows), and
     what users deploy beyond them: a Pipeline (StandardScaler + LogisticRegression) and a
-    GradientBoostingClassifier (100 trees of depth 3), on the same 20 features.
+    GradientBoostingClassifier (100 trees of depth 3), on the same 20 features; and a text pipeline
+    (TfidfVectorizer + MultinomialNB) on short made-up reviews, strings in.
     """
     iris_x, iris_y = load_iris(return_X_y=True)
     lr = LogisticRegression(max_iter=1000).fit(iris_x, iris_y)
@@ -64,11 +67,14 @@ def make_models(root: Path) -> list[BenchModel]:
     rf = RandomForestClassifier(n_estimators=100, random_state=0).fit(rf_x, rf_y)
     pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(rf_x, rf_y)
     boosted = GradientBoostingClassifier(n_estimators=100, random_state=0).fit(rf_x, rf_y)
+    texts, labels = _reviews(ROWS * 2, seed=5)
+    text = make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(texts[ROWS:], labels[ROWS:])
     models = [
         BenchModel("lr-iris", lr, _noisy_rows(iris_x, 0.2, seed=1), root / "lr-iris"),
         BenchModel("rf-20", rf, _noisy_rows(rf_x, 0.5, seed=2), root / "rf-20"),
         BenchModel("pipeline-20", pipeline, _noisy_rows(rf_x, 0.5, seed=3), root / "pipeline-20"),
         BenchModel("gb-20", boosted, _noisy_rows(rf_x, 0.5, seed=4), root / "gb-20"),
+        BenchModel("text-nb", text, texts[:ROWS], root / "text-nb"),
     ]
     for model in models:
         model.directory.mkdir(parents=True, exist_ok=True)
@@ -77,11 +83,45 @@ def make_models(root: Path) -> list[BenchModel]:
 
 
 def workloads(models: list[BenchModel]) -> list[Workload]:
-    lr, rf, pipeline, boosted = models
+    lr, rf, pipeline, boosted, text = models
     return [
         Workload("LR iris v1", lr, "v1"),
         Workload("LR iris v2", lr, "v2"),
         Workload("RF 100x20 v2", rf, "v2"),
         Workload("Pipeline scaler+LR v2", pipeline, "v2"),
         Workload("GB 100x20 v2", boosted, "v2"),
+        Workload("Text TF-IDF+NB v2", text, "v2"),
     ]
+
+
+_POSITIVE = ["good", "great", "wonderful", "moving", "funny", "warm", "brilliant"]
+_NEGATIVE = ["bad", "dull", "awful", "boring", "long", "weak", "tedious"]
+_NEUTRAL = [
+    "film",
+    "story",
+    "actors",
+    "plot",
+    "music",
+    "scenes",
+    "ending",
+    "camera",
+    "the",
+    "a",
+    "and",
+    "was",
+    "very",
+]
+
+
+def _reviews(count: int, seed: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Distinct short reviews of 6-12 words and their sentiment (the majority of their tone words)."""
+    rng = np.random.default_rng(seed)
+    texts: dict[str, int] = {}
+    while len(texts) < count:
+        tone = int(rng.integers(0, 2))
+        words = rng.choice(_NEUTRAL, int(rng.integers(4, 8))).tolist()
+        words += rng.choice(_POSITIVE if tone else _NEGATIVE, int(rng.integers(2, 5))).tolist()
+        words += rng.choice(_NEGATIVE if tone else _POSITIVE, int(rng.integers(0, 2))).tolist()
+        rng.shuffle(words)
+        texts.setdefault(" ".join(words), tone)
+    return np.asarray(list(texts), dtype=object), np.asarray(list(texts.values()))

@@ -257,10 +257,17 @@ class Bench:
         ratios += harness.throughput_ratios(
             m, "RF 100x20 v2", 3, [32, 64], against=[harness.MLSERVER_BATCHING]
         )
-        for workload in ("Pipeline scaler+LR v2", "GB 100x20 v2"):
+        for workload in ("Pipeline scaler+LR v2", "GB 100x20 v2", "Text TF-IDF+NB v2"):
             ratios += harness.throughput_ratios(m, workload, 3, [8, 32, 64])
         # At concurrency 1, no row slower than the best alternative.
-        for workload in ("LR iris v1", "LR iris v2", "RF 100x20 v2", "Pipeline scaler+LR v2", "GB 100x20 v2"):
+        for workload in (
+            "LR iris v1",
+            "LR iris v2",
+            "RF 100x20 v2",
+            "Pipeline scaler+LR v2",
+            "GB 100x20 v2",
+            "Text TF-IDF+NB v2",
+        ):
             ratios += harness.throughput_ratios(m, workload, 1, [1])
         for workload in ("LR iris v2", "RF 100x20 v2", "Pipeline scaler+LR v2", "GB 100x20 v2"):
             cost = harness.batching_cost(m, workload)

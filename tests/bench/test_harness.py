@@ -31,6 +31,12 @@ def test_v2_body_is_one_fp64_row() -> None:
     assert body == {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.5, -2.0]}]}
 
 
+def test_a_text_row_is_a_string_in_v1_and_a_bytes_tensor_in_v2() -> None:
+    assert json.loads(harness.request_body("v1", "good film")) == {"instances": ["good film"]}
+    tensor = json.loads(harness.request_body("v2", "good film"))["inputs"][0]
+    assert tensor == {"name": harness.V2_INPUT_NAME, "shape": [1], "datatype": "BYTES", "data": ["good film"]}
+
+
 def test_bodies_text_has_a_line_per_row_and_refuses_repeats() -> None:
     text = harness.bodies_text("v2", [[1.0, 2.0], [3.0, 4.0]])
     assert [json.loads(line)["inputs"][0]["data"] for line in text.splitlines()] == [[1.0, 2.0], [3.0, 4.0]]
