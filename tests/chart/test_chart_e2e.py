@@ -16,7 +16,7 @@ from tests.chart.conftest import CHART, Helm, by_kind, documents, image_values
 from tests.harness.conftest import make
 from tests.support.cluster import Cluster, make_print, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.modeldeployments import condition, predict_v1, wait_ready, wait_reason
+from tests.support.modeldeployments import condition, predict_v1, wait_ready, wait_reason, wait_service
 from tests.support.models import SklearnModel
 from tests.support.prometheus import PrometheusServer
 from tests.support.s3 import S3Server
@@ -345,6 +345,7 @@ def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_
     assert "exceeded quota" in condition(over_quota, "Ready")["message"]
 
     requests = 20
+    wait_service(cluster, namespace, "iris")
     for _ in range(requests):
         assert predict_v1(cluster, namespace, "iris", "iris", iris.sample) == iris.expected()
 

@@ -34,6 +34,7 @@ from tests.support.modeldeployments import (
     request_json,
     service_url,
     wait_ready,
+    wait_service,
 )
 from tests.support.models import OnnxModel, SklearnModel, XGBoostModel
 from tests.support.s3 import S3Server
@@ -159,6 +160,7 @@ def test_sklearn_from_s3(
     obj = wait_ready(cluster, namespace, "iris")
     assert obj["status"]["url"] == f"http://iris.{namespace}.svc.cluster.local"
     assert_reconciled_by_the_chart(cluster, namespace, "iris")
+    wait_service(cluster, namespace, "iris")
     assert predict_v1(cluster, namespace, "iris", "iris", v1.sample) == v1.expected()
     assert metadata_digest(cluster, namespace, "iris", "iris") == v1.digest
 
@@ -171,6 +173,7 @@ def test_xgboost_over_http(
 
     wait_ready(cluster, namespace, "xgboost-http")
     assert_reconciled_by_the_chart(cluster, namespace, "xgboost-http")
+    wait_service(cluster, namespace, "xgboost-http")
     expected = xgboost_model.expected()
     v1 = predict_v1(cluster, namespace, "xgboost-http", "xgboost-http", xgboost_model.sample)
     assert np.allclose(v1, expected, atol=1e-5), v1
@@ -256,6 +259,7 @@ def test_onnx_from_a_persistent_volume_claim(
     assert {"claimName": claim_name, "readOnly": True} in [
         v.get("persistentVolumeClaim") for v in pod_spec["volumes"]
     ]
+    wait_service(cluster, namespace, "onnx-pvc")
     assert predict_v1(cluster, namespace, "onnx-pvc", "onnx-pvc", onnx_model.sample) == onnx_model.expected()
     # What the loader verified and recorded beside the model on the claim is what is served.
     assert metadata_digest(cluster, namespace, "onnx-pvc", "onnx-pvc") == onnx_model.digest
@@ -282,6 +286,8 @@ def test_canary_serves_both_versions_and_status_shows_the_canary(
     }
     assert (status["stable"]["version"], status["stable"]["readyReplicas"]) == ("1", 4)
     # Each track's own Service answers with its own model.
+    for service in ("iris-canary-stable", "iris-canary-canary", "iris-canary"):
+        wait_service(cluster, namespace, service)
     assert predict_v1(cluster, namespace, "iris-canary-stable", "iris-canary", v1.sample) == v1.expected()
     assert predict_v1(cluster, namespace, "iris-canary-canary", "iris-canary", v2.sample) == v2.expected()
     # The model's Service spreads requests over both tracks' pods (1 in 5 is the canary's): both
@@ -310,6 +316,7 @@ def test_cpu_autoscaling_has_an_hpa_reading_cpu(
 
     wait_ready(cluster, namespace, "iris-autoscaled")
     assert_reconciled_by_the_chart(cluster, namespace, "iris-autoscaled")
+    wait_service(cluster, namespace, "iris-autoscaled")
     assert predict_v1(cluster, namespace, "iris-autoscaled", "iris-autoscaled", v1.sample) == v1.expected()
     [hpa] = children(cluster, namespace, "iris-autoscaled", "hpa")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)

@@ -25,6 +25,7 @@ from tests.support.modeldeployments import (
     predict_v1,
     wait_ready,
     wait_reason,
+    wait_service,
 )
 from tests.support.models import SklearnModel, XGBoostModel
 from tests.support.s3 import S3Server
@@ -135,6 +136,7 @@ def test_sklearn_from_s3_end_to_end(
             obj["metadata"]["uid"],
             True,
         )
+    wait_service(cluster, namespace, "iris")
     assert predict_v1(cluster, namespace, "iris", "iris", v1.sample) == v1.expected()
     metrics = _operator_metrics()
     assert metrics['modelplane_operator_reconciles_total{result="ok"}'] > 0
@@ -161,6 +163,7 @@ def test_examples_run_and_the_gpu_one_says_why_it_waits(
     cluster.apply([credentials_secret(s3), *example("gpu.yaml")], namespace)
 
     wait_ready(cluster, namespace, "xgboost-http")
+    wait_service(cluster, namespace, "xgboost-http")
     predictions = predict_v1(cluster, namespace, "xgboost-http", "xgboost-http", xgboost_model.sample)
     assert np.allclose(predictions, xgboost_model.expected(), atol=1e-5), predictions
     assert_waits_for_a_gpu(cluster, namespace, "gpu-model")
@@ -226,6 +229,7 @@ def test_canary_warms_up_before_the_stable_track_shrinks_then_rollback_and_promo
     assert obj["status"]["canary"]["uri"] == f"s3://modelplane/{v2.key}"
     services = {s["metadata"]["name"] for s in children(cluster, namespace, "cn", "service")}
     assert services == {"cn", "cn-stable", "cn-canary"}
+    wait_service(cluster, namespace, "cn-canary")
     assert predict_v1(cluster, namespace, "cn-canary", "cn", v2.sample) == v2.expected()
 
     # Rollback: remove the canary -> stable only, canary children pruned.

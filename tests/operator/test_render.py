@@ -218,3 +218,38 @@ def test_gpu_limits_and_scheduling() -> None:
 def test_rendering_is_deterministic() -> None:
     for case in OBSERVATIONS:
         assert rendered(case) == rendered(case)
+
+
+def _server(manifests: list[dict[str, Any]], name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    pod = pod_spec(manifests, name)
+    [server] = [c for c in pod["containers"] if c["name"] == contract.SERVER_CONTAINER_NAME]
+    return pod, {entry["name"]: entry.get("value", "") for entry in server["env"]}
+
+
+def test_pods_drain_then_outlast_the_longest_request() -> None:
+    """On deletion the runtime drains (endpoints drop the pod while it still serves), then gives
+    in-flight requests the whole request timeout; the pod's grace covers both, and the rollout never
+    takes a serving pod away before its replacement is Ready."""
+    manifests = rendered("sklearn-s3")
+    pod, env = _server(manifests, "iris")
+    drain, grace = int(env[contract.ENV_DRAIN_SECONDS]), int(env[contract.ENV_SHUTDOWN_GRACE_SECONDS])
+    assert drain > 0
+    assert grace > int(env[contract.ENV_REQUEST_TIMEOUT_SECONDS])
+    assert pod["terminationGracePeriodSeconds"] > drain + grace
+    strategy = by_kind(manifests)[("Deployment", "iris")]["spec"]["strategy"]
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+
+
+def test_runtime_env_replaces_a_rendered_variable_and_the_grace_follows() -> None:
+    body = yaml.safe_load((GOLDEN / "sklearn-s3.input.yaml").read_text())
+    body["spec"]["runtime"] = {
+        "requestTimeoutSeconds": 120,
+        "env": [{"name": contract.ENV_SHUTDOWN_GRACE_SECONDS, "value": "20"}],
+    }
+    manifests = render.children(spec.parse(body), SETTINGS, OBSERVATIONS["sklearn-s3"])
+    pod, env = _server(manifests, "iris")
+    [server] = pod["containers"]
+    names = [entry["name"] for entry in server["env"]]
+    assert names.count(contract.ENV_SHUTDOWN_GRACE_SECONDS) == 1  # one entry per name, the user's
+    assert env[contract.ENV_SHUTDOWN_GRACE_SECONDS] == "20"
+    assert pod["terminationGracePeriodSeconds"] == int(env[contract.ENV_DRAIN_SECONDS]) + 20 + 5

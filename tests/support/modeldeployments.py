@@ -8,6 +8,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from modelplane_runtime import contract
+
 from tests.support.cluster import Cluster, wait_until
 
 
@@ -64,32 +66,37 @@ def service_url(cluster: Cluster, namespace: str, service: str) -> str:
     return f"http://{cluster.get('service', service, namespace)['spec']['clusterIP']}"
 
 
-# A model is Ready when its pods are; kube-proxy changes the Service's rules a moment later. Until then
-# the ClusterIP refuses connections (no pod yet) or sends them to a pod that is gone after a rollout (the
-# connection times out: its retried SYNs follow the first one's conntrack entry). A new connection
-# after the rules change gets through.
+# A new Service's rules reach kube-proxy a moment after its first pods are Ready: until then its
+# ClusterIP refuses connections. The wait for that is the one place that retries a failed connection;
+# every other request must succeed at once (pods ending drain first: see the runtime's --drain-seconds).
 SERVICE_RULES_TIMEOUT = 60.0
 
 
-def request_json(url: str, body: Any | None = None) -> Any:
-    """GET (or POST BODY as JSON to) URL; the decoded answer. A connection that fails (refused, timed out,
-    unreachable) is retried until the Service's rules are in place; an HTTP error is raised."""
-    data = None if body is None else json.dumps(body).encode()
+def wait_service(cluster: Cluster, namespace: str, service: str) -> None:
+    """Until a new Service answers its readiness through the ClusterIP; failed connections are retried."""
+    url = f"{service_url(cluster, namespace, service)}{contract.READY_PATH}"
 
-    def attempt() -> tuple[Any] | None:
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    def answers() -> bool:
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return (json.loads(response.read()),)
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return bool(response.status == 200)
         except urllib.error.HTTPError:
             raise
         except urllib.error.URLError as error:  # raised only while connecting and sending
             if isinstance(error.reason, OSError):
-                return None
+                return False
             raise
 
-    (answer,) = wait_until(f"{url} to accept connections", attempt, SERVICE_RULES_TIMEOUT, interval=0.5)
-    return answer
+    wait_until(f"Service {service} to accept connections", answers, SERVICE_RULES_TIMEOUT, interval=0.5)
+
+
+def request_json(url: str, body: Any | None = None) -> Any:
+    """GET (or POST BODY as JSON to) URL; the decoded answer. Nothing is retried: a refused or reset
+    connection, like an HTTP error, fails the caller (after a new Service, call wait_service first)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
 
 
 def predict_v1(cluster: Cluster, namespace: str, service: str, model: str, instances: list[Any]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import modelplane_contract as contract
@@ -19,6 +20,12 @@ FILE_CREDENTIAL_KEYS: Final = {
 }
 GPU_RESOURCE: Final = "nvidia.com/gpu"
 PVC_VOLUME: Final = "model-pvc"
+# After SIGTERM the runtime serves on this long, readiness failing and each answer closing its
+# connection, while the endpoints controller and kube-proxy drop the pod (about a second on a quiet
+# cluster; kept-alive clients move on at their next request); only then does it refuse connections.
+DRAIN_SECONDS: Final = 5
+# Beyond the drain and the longest request: the supervisor's own exit after its workers'.
+EXIT_MARGIN_SECONDS: Final = 5
 
 
 def deployment(
@@ -106,7 +113,7 @@ def _pod_spec(
         "imagePullPolicy": "IfNotPresent",
         "command": [contract.RUNTIME_COMMAND, contract.SERVE_SUBCOMMAND],
         **non_empty({"args": list(runtime.args)}),
-        "env": _server_env(md, model) + [_env(name, value) for name, value in runtime.env],
+        "env": _with_user_env(_server_env(md, model), runtime.env),
         "ports": ports,
         "startupProbe": _probe(contract.LIVE_PATH, period=2, failures=150),
         "readinessProbe": _probe(contract.READY_PATH, period=3, failures=2),
@@ -136,8 +143,39 @@ def _pod_spec(
         ),
         "containers": [server],
         "volumes": volumes,
+        # Long enough for the drain and then the longest request (or stream) to finish.
+        "terminationGracePeriodSeconds": _termination_grace(runtime),
     }
     return pod
+
+
+def _shutdown_grace(runtime: specs.Runtime) -> int:
+    """Seconds the runtime gives in-flight requests once it stops accepting: a request started
+    just before may take the whole request timeout."""
+    return runtime.request_timeout_seconds + 1
+
+
+def _termination_grace(runtime: specs.Runtime) -> int:
+    """The drain, then the in-flight requests' time, as the runtime will have them (spec.runtime.env
+    may set either), then the supervisor's exit."""
+    user_env = dict(runtime.env)
+    seconds = 0
+    for name, rendered in (
+        (contract.ENV_DRAIN_SECONDS, DRAIN_SECONDS),
+        (contract.ENV_SHUTDOWN_GRACE_SECONDS, _shutdown_grace(runtime)),
+    ):
+        try:
+            seconds += math.ceil(float(user_env.get(name, rendered)))
+        except ValueError:  # the runtime refuses it at start, saying which variable
+            seconds += rendered
+    return seconds + EXIT_MARGIN_SECONDS
+
+
+def _with_user_env(rendered: list[dict[str, str]], user: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    """The rendered variables, each replaced by spec.runtime.env's when it names the same one (a
+    container's env is keyed by name: two entries of one name would be refused)."""
+    names = {name for name, _ in user}
+    return [entry for entry in rendered if entry["name"] not in names] + [_env(n, v) for n, v in user]
 
 
 def _pull_container(
@@ -200,6 +238,8 @@ def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str,
         _env(contract.ENV_PROTOCOLS, ",".join(runtime.protocols)),
         _env(contract.ENV_WORKERS, str(runtime.workers)),
         _env(contract.ENV_REQUEST_TIMEOUT_SECONDS, str(runtime.request_timeout_seconds)),
+        _env(contract.ENV_DRAIN_SECONDS, str(DRAIN_SECONDS)),
+        _env(contract.ENV_SHUTDOWN_GRACE_SECONDS, str(_shutdown_grace(runtime))),
         _env(contract.ENV_BATCHING, _bool(runtime.batching is not None)),
     ]
     if model.digest:
