@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -68,7 +69,7 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
 
     indexes = _Indexes(asyncio.get_running_loop(), kwargs)
     reconciler = Reconciler(kube, config, Cache(indexes.snapshot))
-    STATE.controller = Controller(reconciler, config, indexes.keys)
+    STATE.controller = Controller(reconciler, config, indexes.keys, peered=bool(config.peering_name))
     STATE.controller.start()
     log.info(
         "modelplane operator: runtime image %s, field manager %s, %d workers, resync every %ss",
@@ -132,7 +133,26 @@ async def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any
 async def required_crd_event(**_: Any) -> None:
     """A CRD a child kind needs came (or went): every ModelDeployment may render differently now."""
     if STATE.controller is not None:
+        STATE.controller.alive()
         await asyncio.to_thread(STATE.controller.resync)
+
+
+# kopf's peering keep-alive patches the peering object about once a minute. Seeing it proves kopf is
+# not paused in favour of another operator (a paused kopf runs no handler and its watches, hence our
+# cache, stand still): the controller's resync and retries wait while these stop coming.
+_PEERING_PLURAL: Final = (
+    "kopfpeerings" if os.environ.get("MODELPLANE_WATCH_NAMESPACES") else "clusterkopfpeerings"
+)
+
+
+def _our_peering(name: str, **_: Any) -> bool:
+    return STATE.config is not None and bool(STATE.config.peering_name) and name == STATE.config.peering_name
+
+
+@kopf.on.event("kopf.dev", "v1", _PEERING_PLURAL, when=_our_peering)
+async def peering_event(**_: Any) -> None:
+    if STATE.controller is not None:
+        STATE.controller.alive()
 
 
 for _row in children.CHILD_KINDS:

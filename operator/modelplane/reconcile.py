@@ -185,7 +185,16 @@ class Reconciler:
 
 
 class Controller:
-    """Workers over one work queue of ModelDeployment keys, and the periodic resync."""
+    """Workers over one work queue of ModelDeployment keys, and the periodic resync.
+
+    With peering (``peered``), kopf may pause this operator in favour of another one: it then runs no
+    handler and its watches stand still. Keys come from handlers, the resync and retries; the last two
+    wait while no handler ran for PEERING_SILENCE seconds (kopf's peering keep-alive is an event about
+    once a minute: ``alive``).
+    On resuming, kopf lists everything again, and every ModelDeployment is queued from its events.
+    """
+
+    PEERING_SILENCE = 150.0  # kopf's keep-alive comes every ~55 s (settings.peering.lifetime 60)
 
     def __init__(
         self,
@@ -193,6 +202,8 @@ class Controller:
         config: Config,
         keys: Callable[[], Iterable[Key]],
         queue: WorkQueue[Key] | None = None,
+        peered: bool = False,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.reconciler = reconciler
         self.queue: WorkQueue[Key] = (
@@ -202,14 +213,32 @@ class Controller:
         )
         self._config = config
         self._keys = keys
+        self._peered = peered
+        self._monotonic = monotonic
+        self._last_alive: float | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def enqueue(self, namespace: str, name: str) -> None:
+        """From a kopf handler (which kopf runs only while not paused)."""
+        self.alive()
         self.queue.add((namespace, name))
+
+    def alive(self) -> None:
+        """kopf is not paused: a handler of ours just ran."""
+        self._last_alive = self._monotonic()
+
+    @property
+    def paused(self) -> bool:
+        if not self._peered:
+            return False
+        return self._last_alive is None or self._monotonic() - self._last_alive > self.PEERING_SILENCE
 
     def resync(self) -> None:
         """Queue every known ModelDeployment (the safety net under the watches)."""
+        if self.paused:
+            log.info("resync skipped: kopf is paused in favour of another operator")
+            return
         for key in self._keys():
             self.queue.add(key)
 
@@ -236,6 +265,9 @@ class Controller:
             self.queue.done(key)
 
     def _timed(self, key: Key) -> Outcome | None:
+        if self.paused:  # a retry come due while another operator is active: kopf queues it on resuming
+            self.queue.discard(key)
+            return None
         started = time.monotonic()
         try:
             outcome = self.reconciler.reconcile(*key)
