@@ -186,7 +186,7 @@ class EventCounter:
 
         version = ""
         while not self._stop.is_set():
-            stream = watch.Watch().stream(
+            stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                 lister,
                 self.namespace,
                 label_selector="modelplane.io/name",

@@ -61,7 +61,8 @@ def settled(cluster: Cluster, namespace: str, name: str) -> dict[tuple[str, str]
     if condition(obj, "Ready").get("reason") != "AllReplicasReady":
         return None
     [dep] = children(cluster, namespace, name, "deployment")
-    progressing = next((c for c in dep["status"].get("conditions", []) if c["type"] == "Progressing"), {})
+    conditions: list[dict[str, Any]] = dep["status"].get("conditions", [])
+    progressing = next((c for c in conditions if c["type"] == "Progressing"), {})
     if progressing.get("reason") != "NewReplicaSetAvailable":
         return None
     versions = {("modeldeployment", name): obj["metadata"]["resourceVersion"]}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ def desired(case: str = "sklearn-s3", **changes: Any) -> plan.Desired:
 SECRETS = {"sklearn-s3": {"s3-credentials": AWS_KEYS}, "autoscaling-concurrency": {"gcs": frozenset()}}
 
 
-def observed(*objects: dict[str, Any], crds: frozenset[str] = frozenset(), **kwargs: Any) -> plan.Observed:
+def observed(*objects: Mapping[str, Any], crds: frozenset[str] = frozenset(), **kwargs: Any) -> plan.Observed:
     return plan.Observed(
         children={(o["kind"], o["metadata"]["name"]): o for o in objects}, crds=crds, **kwargs
     )
@@ -133,7 +133,7 @@ def test_drift_of_each_owned_field_is_put_back(case: str) -> None:
                 continue  # identity, not a field one can edit in place
             if path[:2] == ("metadata", "ownerReferences"):
                 continue  # ownership: the garbage collector's business, not drift
-            edited = copy.deepcopy(live)
+            edited: Any = copy.deepcopy(dict(live))
             target = edited
             for step in path[:-1]:
                 target = target[step]
