@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import eventually, make
-from tests.support.cluster import Cluster
+from tests.support.cluster import Cluster, make, wait_until
 from tests.support.examples import credentials_secret
 from tests.support.modeldeployments import children, condition, md, wait_ready
 from tests.support.models import SklearnModel
@@ -85,16 +84,16 @@ def test_a_deleted_scaled_object_comes_back_within_15s_and_nothing_else_changes(
     assert resync >= 120, "the periodic resync must not be what brings the ScaledObject back"
     cluster.apply([credentials_secret(s3), keda_md("keda", iris_models["v1"])], namespace)
     wait_ready(cluster, namespace, "keda")
-    original = eventually(lambda: scaled_object(cluster, namespace, "keda"), 60, "the ScaledObject")
-    before = eventually(lambda: settled(cluster, namespace, "keda"), 120, "the children settled")
+    original = wait_until("the ScaledObject", lambda: scaled_object(cluster, namespace, "keda"), timeout=60)
+    before = wait_until("the children settled", lambda: settled(cluster, namespace, "keda"), timeout=120)
     assert len(before) == 1 + len(SETTLED_KINDS), before  # the MD, its Deployment, Service and PDB
 
     started = time.monotonic()
     cluster.kubectl("delete", "scaledobject", "keda", "-n", namespace, "--wait=true")
-    back = eventually(
-        lambda: scaled_object(cluster, namespace, "keda", not_uid=original["metadata"]["uid"]),
-        15,
+    back = wait_until(
         "the ScaledObject back",
+        lambda: scaled_object(cluster, namespace, "keda", not_uid=original["metadata"]["uid"]),
+        timeout=15,
         interval=0.5,
     )
     took = time.monotonic() - started
@@ -128,27 +127,29 @@ def test_a_kind_whose_crd_arrives_after_the_operator_started_is_applied_and_watc
         cluster.kubectl("delete", "crd", KEDA_CRD, "--wait=true", timeout=120)
         make("operator-up")
         cluster.apply([credentials_secret(s3), keda_md("late", iris_models["v1"])], namespace)
-        eventually(
+        wait_until(
+            "Degraded: AutoscalerUnavailable while KEDA is missing",
             lambda: (
                 condition(md(cluster, namespace, "late"), "Degraded").get("reason") == "AutoscalerUnavailable"
             ),
-            120,
-            "Degraded: AutoscalerUnavailable while KEDA is missing",
+            timeout=120,
         )
         assert children(cluster, namespace, "late", "deployment")[0]["spec"]["replicas"] == 1  # its minimum
         install_crd()
-        first = eventually(lambda: scaled_object(cluster, namespace, "late"), 60, "the ScaledObject applied")
-        eventually(
-            lambda: condition(md(cluster, namespace, "late"), "Degraded").get("reason") == "AsExpected",
-            120,
+        first = wait_until(
+            "the ScaledObject applied", lambda: scaled_object(cluster, namespace, "late"), timeout=60
+        )
+        wait_until(
             "Degraded cleared once KEDA's CRD is there",
+            lambda: condition(md(cluster, namespace, "late"), "Degraded").get("reason") == "AsExpected",
+            timeout=120,
         )
         # Watched, not only applied: deleting it brings it back.
         cluster.kubectl("delete", "scaledobject", "late", "-n", namespace, "--wait=true")
-        eventually(
-            lambda: scaled_object(cluster, namespace, "late", not_uid=first["metadata"]["uid"]),
-            15,
+        wait_until(
             "the ScaledObject back",
+            lambda: scaled_object(cluster, namespace, "late", not_uid=first["metadata"]["uid"]),
+            timeout=15,
             interval=0.5,
         )
     finally:
