@@ -6,6 +6,8 @@ OPERATOR_PID := $(OPERATOR_DIR)/operator.pid
 OPERATOR_KUBECONFIG := $(OPERATOR_DIR)/kubeconfig
 OPERATOR_METRICS_PORT ?= 18480
 OPERATOR_HEALTH_PORT ?= 18481
+# Far longer than any e2e wait: a test sees what the watches do, not what the safety net repairs.
+OPERATOR_RESYNC_SECONDS ?= 3600
 # The runtime image the operator defaults to: the one `make images` builds (override to pin another).
 OPERATOR_RUNTIME_IMAGE ?=
 
@@ -38,6 +40,7 @@ operator-up: operator-kubeconfig ## Run the operator on the host, in the backgro
 	runtime_image=$(or $(OPERATOR_RUNTIME_IMAGE),$$($(IMAGES_SH) ref runtime)); \
 	KUBECONFIG=$(OPERATOR_KUBECONFIG) MODELPLANE_RUNTIME_IMAGE=$$runtime_image \
 	  MODELPLANE_METRICS_PORT=$(OPERATOR_METRICS_PORT) MODELPLANE_HEALTH_PORT=$(OPERATOR_HEALTH_PORT) \
+	  MODELPLANE_RESYNC_SECONDS=$(OPERATOR_RESYNC_SECONDS) \
 	  setsid nohup $(VENV)/bin/modelplane run >> $(OPERATOR_LOG) 2>&1 < /dev/null & echo $$! > $(OPERATOR_PID); \
 	for i in $$(seq 60); do \
 	  curl -fsS http://127.0.0.1:$(OPERATOR_HEALTH_PORT)/healthz >/dev/null 2>&1 && break; \

@@ -65,6 +65,10 @@ host_network() {
 control_plane() {
   "$HERE/node-link.sh"
   "$HERE/pki.sh"
+  # The API server reads its audit policy only at start: a changed policy restarts it.
+  if render "$HERE/audit-policy.yaml" "$CLUSTER_DIR/audit-policy.yaml" -e ''; then
+    restart_if_running kube-apiserver
+  fi
   start etcd "$BIN_DIR/etcd" --name "$NODE_NAME" --data-dir "$CLUSTER_DIR/etcd" \
     --listen-client-urls "https://127.0.0.1:$ETCD_CLIENT_PORT" \
     --advertise-client-urls "https://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -98,7 +102,7 @@ control_plane() {
     --requestheader-username-headers X-Remote-User \
     --proxy-client-cert-file "$PKI_DIR/front-proxy-client.crt" --proxy-client-key-file "$PKI_DIR/front-proxy-client.key" \
     --enable-aggregator-routing=true \
-    --audit-policy-file "$HERE/audit-policy.yaml" --audit-log-path "$LOG_DIR/audit.log" \
+    --audit-policy-file "$CLUSTER_DIR/audit-policy.yaml" --audit-log-path "$LOG_DIR/audit.log" \
     --audit-log-maxsize 200 --audit-log-maxbackup 2 --audit-log-format json
   wait_for kube-apiserver 120 "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz
 

@@ -25,7 +25,14 @@ class Config:
     # The live peer with the highest priority reconciles; the others wait. Unset: random, so that
     # replicas of one Deployment differ (kopf pauses every peer when two share a priority).
     peering_priority: int = 0
-    retry_seconds: float = 10.0
+    # A reconcile that failed for a reason that passes is retried after retry_seconds, doubling per
+    # failure up to retry_max_seconds (with jitter); a refusal only a change can fix is not retried.
+    retry_seconds: float = 1.0
+    retry_max_seconds: float = 300.0
+    # Every ModelDeployment is reconciled again this often even without an event: the safety net under
+    # the watches (a missed event, a Secret that changed). 0 turns it off.
+    resync_seconds: float = 600.0
+    workers: int = 4  # reconciles of different ModelDeployments run in parallel; one key never twice
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -49,7 +56,10 @@ class Config:
             health_port=_int(env, "MODELPLANE_HEALTH_PORT", cls.health_port),
             peering_name=env.get("MODELPLANE_PEERING_NAME", cls.peering_name),
             peering_priority=_int(env, "MODELPLANE_PEERING_PRIORITY", random.randint(1, 1_000_000)),
-            retry_seconds=float(_int(env, "MODELPLANE_RETRY_SECONDS", int(cls.retry_seconds))),
+            retry_seconds=_float(env, "MODELPLANE_RETRY_SECONDS", cls.retry_seconds),
+            retry_max_seconds=_float(env, "MODELPLANE_RETRY_MAX_SECONDS", cls.retry_max_seconds),
+            resync_seconds=_float(env, "MODELPLANE_RESYNC_SECONDS", cls.resync_seconds),
+            workers=max(1, _int(env, "MODELPLANE_WORKERS", cls.workers)),
         )
 
 
@@ -61,6 +71,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} must be an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be a number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
 
 
 def _quantities(env: Mapping[str, str], name: str, default: Mapping[str, str]) -> Mapping[str, str]:

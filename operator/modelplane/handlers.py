@@ -1,118 +1,198 @@
-"""kopf registrations only: each handler names the ModelDeployment concerned and asks for a reconcile.
+"""kopf registrations only: the watches (derived from children.CHILD_KINDS) feed kopf indexes, and every
+event names the ModelDeployment concerned to the controller's work queue.
 
 Level-based: every event of a ModelDeployment or of one of its children (server-side filtered by our
-label, so other objects never reach the operator) leads to the same reconcile, which compares the
-whole desired state with the live one. Only watching handlers are used, so kopf writes nothing of
-its own into our objects (no finalizers, no status.kopf, no last-handled annotations).
+label, so other objects never reach the operator) queues the same reconcile, which compares the whole
+desired state with the cached one. Only indexing and watching handlers are used, so kopf writes
+nothing of its own into our objects (no finalizers, no status.kopf, no last-handled annotations).
+kopf runs no handler until every index is filled from its first listing, so a reconcile never sees a
+half-listed cache; a kind whose CRD arrives later (KEDA's ScaledObject) is watched from then on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
+import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
-from modelplane import metrics
+from modelplane import children, metrics
 from modelplane import spec as specs
+from modelplane.cache import Cache, Key, Snapshot
 from modelplane.config import Config
-from modelplane.kube import Kube, KubeError, load_client
-from modelplane.reconcile import Reconciler
+from modelplane.kube import Kube, load_client
+from modelplane.reconcile import Controller, Reconciler
 from modelplane.render.common import LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
 
 log = logging.getLogger(__name__)
-OURS = {LABEL_MANAGED_BY: MANAGED_BY}
-CHILD_RESOURCES = (
-    ("apps", "v1", "deployments"),
-    ("", "v1", "services"),
-    ("autoscaling", "v2", "horizontalpodautoscalers"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("", "v1", "pods"),
-)
+OURS: Final = {LABEL_MANAGED_BY: MANAGED_BY}
+CRD_GROUP: Final = "apiextensions.k8s.io"
+SNAPSHOT_TIMEOUT: Final = 30.0
 
 
 class _State:
     config: Config | None = None  # set by `modelplane run` before kopf starts, else read at startup
-    reconciler: Reconciler
+    controller: Controller | None = None
 
 
 STATE = _State()
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     config = STATE.config or Config.from_env()
     STATE.config = config
     kube = Kube(load_client(), config.field_manager)
-    STATE.reconciler = Reconciler(kube, config)
     # kopf keeps its own bookkeeping out of our status and objects.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.modelplane.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="operator.modelplane.io")
     settings.persistence.finalizer = "operator.modelplane.io/finalizer"
     settings.posting.enabled = False  # our Events are posted by reconcile, on transitions only
-    settings.execution.max_workers = 8
     settings.watching.server_timeout = 300
-    for group, _version, plural in CHILD_RESOURCES:
-        settings.watching.label_selectors[group or "v1", plural] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    for row in children.CHILD_KINDS:
+        settings.watching.label_selectors[row.group or "v1", row.plural] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
     if config.peering_name:
         settings.peering.name = config.peering_name
         settings.peering.mandatory = True
         settings.peering.clusterwide = not config.namespaces
         settings.peering.priority = config.peering_priority
-        kube.ensure_peering(config.peering_name, config.namespaces)
+        await asyncio.to_thread(kube.ensure_peering, config.peering_name, config.namespaces)
     else:
         settings.peering.standalone = True
     # One line per handled event of every child would drown the log; ours say what was done.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     metrics.serve(config.metrics_port)
+
+    indexes = _Indexes(asyncio.get_running_loop(), kwargs)
+    reconciler = Reconciler(kube, config, Cache(indexes.snapshot))
+    STATE.controller = Controller(reconciler, config, indexes.keys, peered=bool(config.peering_name))
+    STATE.controller.start()
     log.info(
-        "modelplane operator: runtime image %s, field manager %s",
+        "modelplane operator: runtime image %s, field manager %s, %d workers, resync every %ss",
         config.render.runtime_image,
         config.field_manager,
+        config.workers,
+        config.resync_seconds,
     )
 
 
 @kopf.on.cleanup()
-def cleanup(**_: Any) -> None:
+async def cleanup(**_: Any) -> None:
     log.info("modelplane operator stopping")
+    if STATE.controller is not None:
+        await asyncio.to_thread(STATE.controller.stop)
+
+
+# The watch-fed cache: kopf indexes, read by the controller's workers through _Indexes.
+
+
+@kopf.index(specs.GROUP, specs.VERSION, specs.PLURAL)
+async def model_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): _plain(body)} if namespace else None
+
+
+async def children_by_owner(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> Any:
+    owner = labels.get(LABEL_NAME)
+    return {(namespace, owner): _plain(body)} if owner and namespace else None
+
+
+def _required_crd(name: str, **_: Any) -> bool:
+    return name in children.REQUIRED_CRDS
+
+
+@kopf.index(CRD_GROUP, "v1", "customresourcedefinitions", when=_required_crd)
+async def required_crds(name: str, status: Mapping[str, Any], **_: Any) -> Any:
+    established = any(
+        c.get("type") == "Established" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    return {name: established}
+
+
+# Events: each names the ModelDeployment to reconcile.
 
 
 @kopf.on.event(specs.GROUP, specs.VERSION, specs.PLURAL)
-def modeldeployment_event(
-    *,
-    type: str,  # noqa: A002 - kopf passes the event type by this name
-    namespace: str | None,
-    name: str,
-    **_: Any,
-) -> None:
-    if namespace is None:
-        return
-    if type == "DELETED":
-        metrics.record_ready(namespace, name, None)
-        return
-    _reconcile(namespace, name)
+async def modeldeployment_event(namespace: str | None, name: str, **_: Any) -> None:
+    if namespace and STATE.controller is not None:
+        STATE.controller.enqueue(namespace, name)
 
 
-def _child_event(*, namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+async def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
     parent = labels.get(LABEL_NAME)
-    if parent and namespace:
-        _reconcile(namespace, parent)
+    if parent and namespace and STATE.controller is not None:
+        STATE.controller.enqueue(namespace, parent)
 
 
-for _group, _version, _plural in CHILD_RESOURCES:
-    kopf.on.event(_group or "", _version, _plural, labels={**OURS, LABEL_NAME: kopf.PRESENT})(_child_event)
+@kopf.on.event(CRD_GROUP, "v1", "customresourcedefinitions", when=_required_crd)
+async def required_crd_event(**_: Any) -> None:
+    """A CRD a child kind needs came (or went): every ModelDeployment may render differently now."""
+    if STATE.controller is not None:
+        STATE.controller.alive()
+        await asyncio.to_thread(STATE.controller.resync)
 
 
-def _reconcile(namespace: str, name: str) -> None:
-    try:
-        STATE.reconciler.request(namespace, name)
-    except KubeError as error:
-        # Watching handlers are not retried by kopf: retry ourselves, a little later.
-        delay = STATE.config.retry_seconds if STATE.config else 10.0
-        log.warning("reconcile of %s/%s failed, retrying in %ss: %s", namespace, name, delay, error)
-        retry = threading.Timer(delay, _reconcile, args=(namespace, name))
-        retry.daemon = True
-        retry.start()
+# kopf's peering keep-alive patches the peering object about once a minute. Seeing it proves kopf is
+# not paused in favour of another operator (a paused kopf runs no handler and its watches, hence our
+# cache, stand still): the controller's resync and retries wait while these stop coming.
+_PEERING_PLURAL: Final = (
+    "kopfpeerings" if os.environ.get("MODELPLANE_WATCH_NAMESPACES") else "clusterkopfpeerings"
+)
+
+
+def _our_peering(name: str, **_: Any) -> bool:
+    return STATE.config is not None and bool(STATE.config.peering_name) and name == STATE.config.peering_name
+
+
+@kopf.on.event("kopf.dev", "v1", _PEERING_PLURAL, when=_our_peering)
+async def peering_event(**_: Any) -> None:
+    if STATE.controller is not None:
+        STATE.controller.alive()
+
+
+for _row in children.CHILD_KINDS:
+    _filters: dict[str, Any] = {"labels": {**OURS, LABEL_NAME: kopf.PRESENT}}
+    kopf.index(_row.group, _row.version, _row.plural, id="children_by_owner", **_filters)(children_by_owner)
+    kopf.on.event(_row.group, _row.version, _row.plural, id="child_event", **_filters)(child_event)
+
+
+class _Indexes:
+    """Reads of the kopf indexes for the worker threads, done on kopf's event loop (where the
+    indexes change), so a worker never sees one half-updated."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, indices: Mapping[str, Any]) -> None:
+        self._loop = loop
+        self._mds: kopf.Index[Key, Any] = indices["model_deployments"]
+        self._children: kopf.Index[Key, Any] = indices["children_by_owner"]
+        self._crds: kopf.Index[str, bool] = indices["required_crds"]
+
+    def snapshot(self, key: Key) -> Snapshot:
+        return asyncio.run_coroutine_threadsafe(self._snapshot(key), self._loop).result(SNAPSHOT_TIMEOUT)
+
+    def keys(self) -> list[Key]:
+        return asyncio.run_coroutine_threadsafe(self._keys(), self._loop).result(SNAPSHOT_TIMEOUT)
+
+    async def _snapshot(self, key: Key) -> Snapshot:
+        bodies = list(self._mds.get(key, ()))
+        # A namesake created right after a delete can briefly share the key: the live one wins.
+        bodies.sort(key=lambda b: bool(b["metadata"].get("deletionTimestamp")))
+        return Snapshot(
+            body=bodies[0] if bodies else None,
+            objects=tuple(self._children.get(key, ())),
+            crds=frozenset(name for name, values in self._crds.items() if any(values)),
+        )
+
+    async def _keys(self) -> list[Key]:
+        return list(self._mds.keys())
+
+
+def _plain(body: kopf.Body) -> dict[str, Any]:
+    """The object as plain dicts, without managedFields (large, and never read)."""
+    raw = dict(body)
+    raw["metadata"] = {k: v for k, v in dict(body["metadata"]).items() if k != "managedFields"}
+    return raw

@@ -8,7 +8,6 @@ name (GET): never listed, never watched.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -25,8 +24,6 @@ from modelplane import metrics
 from modelplane import spec as specs
 
 Obj = dict[str, Any]
-KEDA_CRD: Final = "scaledobjects.keda.sh"
-CRD_CACHE_SECONDS: Final = 60.0
 EVENT_COMPONENT: Final = "modelplane-operator"
 
 
@@ -51,8 +48,6 @@ class Kube:
     def __init__(self, api_client: k8s.ApiClient, field_manager: str) -> None:
         self._dynamic: Any = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._field_manager = field_manager
-        self._crd_cache: dict[str, tuple[float, bool]] = {}
-        self._lock = threading.Lock()
 
     # Reads
 
@@ -63,11 +58,6 @@ class Kube:
             except NotFoundError:
                 return None
 
-    def list(self, api_version: str, kind: str, namespace: str, label_selector: str) -> list[Obj]:
-        with self._errors("list", f"{kind} in {namespace} ({label_selector})"):
-            result = self._resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
-            return [_plain(item) for item in result.items]
-
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """The keys of the one Secret a ModelDeployment names (values are never kept), None if absent."""
         secret = self.get("v1", "Secret", namespace, name)
@@ -76,17 +66,6 @@ class Kube:
         return frozenset((secret.get("data") or {}).keys()) | frozenset(
             (secret.get("stringData") or {}).keys()
         )
-
-    def crd_installed(self, name: str) -> bool:
-        """Whether a CustomResourceDefinition exists (cached for a minute: KEDA comes and goes rarely)."""
-        with self._lock:
-            cached = self._crd_cache.get(name)
-        if cached is not None and time.monotonic() - cached[0] < CRD_CACHE_SECONDS:
-            return cached[1]
-        installed = self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", None, name) is not None
-        with self._lock:
-            self._crd_cache[name] = (time.monotonic(), installed)
-        return installed
 
     # Writes
 
@@ -119,11 +98,11 @@ class Kube:
             except NotFoundError:
                 pass
 
-    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """A merge patch of the status subresource (keys set to None are removed)."""
+    def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj:
+        """A merge patch of the status subresource (keys set to None are removed); the object after."""
         with self._errors("patch", f"{specs.KIND} {namespace}/{name} status"):
             resource = self._resource(specs.API_VERSION, specs.KIND)
-            self._dynamic.patch(
+            result = self._dynamic.patch(
                 resource.status,
                 body={"status": dict(status)},
                 name=name,
@@ -131,19 +110,23 @@ class Kube:
                 content_type="application/merge-patch+json",
                 field_manager=self._field_manager,
             )
+            return _plain(result)
 
-    def post_event(self, md: specs.ModelDeployment, warning: bool, reason: str, message: str) -> None:
+    def post_event(
+        self, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str
+    ) -> None:
+        """An Event regarding the ModelDeployment NAMESPACE/NAME."""
         now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         event = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"name": f"{md.name}.{time.time_ns():x}", "namespace": md.namespace},
+            "metadata": {"name": f"{name}.{time.time_ns():x}", "namespace": namespace},
             "regarding": {
                 "apiVersion": specs.API_VERSION,
                 "kind": specs.KIND,
-                "name": md.name,
-                "namespace": md.namespace,
-                "uid": md.uid,
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
             },
             "type": "Warning" if warning else "Normal",
             "reason": reason,
@@ -153,8 +136,8 @@ class Kube:
             "reportingController": f"{specs.GROUP}/operator",
             "reportingInstance": EVENT_COMPONENT,
         }
-        with self._errors("create", f"Event for {md.namespace}/{md.name}"):
-            self._resource("events.k8s.io/v1", "Event").create(body=event, namespace=md.namespace)
+        with self._errors("create", f"Event for {namespace}/{name}"):
+            self._resource("events.k8s.io/v1", "Event").create(body=event, namespace=namespace)
 
     def ensure_peering(self, name: str, namespaces: tuple[str, ...]) -> None:
         """kopf's peering object must exist for peering to work; create it once if it is missing."""

@@ -34,6 +34,41 @@ API_ERRORS: Final = Counter(
     ["verb", "code"],
 )
 
+# The work queue's metrics under controller-runtime's names, so its dashboards and alerts apply as is.
+_QUEUE_LABELS: Final = ["name", "controller"]
+WORKQUEUE_DEPTH: Final = Gauge("workqueue_depth", "Current depth of the work queue.", _QUEUE_LABELS)
+WORKQUEUE_ADDS: Final = Counter(
+    "workqueue_adds", "Total number of adds handled by the work queue.", _QUEUE_LABELS
+)
+WORKQUEUE_RETRIES: Final = Counter(
+    "workqueue_retries",
+    "Total number of retries (rate-limited adds) handled by the work queue.",
+    _QUEUE_LABELS,
+)
+_QUEUE_BUCKETS: Final = (0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1000)
+WORKQUEUE_QUEUE_DURATION: Final = Histogram(
+    "workqueue_queue_duration_seconds",
+    "How long in seconds an item stays in the work queue before being requested.",
+    _QUEUE_LABELS,
+    buckets=_QUEUE_BUCKETS,
+)
+WORKQUEUE_WORK_DURATION: Final = Histogram(
+    "workqueue_work_duration_seconds",
+    "How long in seconds processing an item from the work queue takes.",
+    _QUEUE_LABELS,
+    buckets=_QUEUE_BUCKETS,
+)
+WORKQUEUE_UNFINISHED_WORK: Final = Gauge(
+    "workqueue_unfinished_work_seconds",
+    "How many seconds of work has been done that is in progress and hasn't been observed by work_duration.",
+    _QUEUE_LABELS,
+)
+WORKQUEUE_LONGEST_RUNNING: Final = Gauge(
+    "workqueue_longest_running_processor_seconds",
+    "How many seconds has the longest running processor for the work queue been running.",
+    _QUEUE_LABELS,
+)
+
 _ready_by_key: dict[tuple[str, str], str] = {}
 _lock = threading.Lock()
 

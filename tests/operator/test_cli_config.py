@@ -71,3 +71,25 @@ def test_config_errors_name_the_variable() -> None:
         Config.from_env({"MODELPLANE_METRICS_PORT": "many"})
     with pytest.raises(ConfigError, match="MODELPLANE_DEFAULT_REQUESTS"):
         Config.from_env({"MODELPLANE_DEFAULT_REQUESTS": "cpu"})
+
+
+def test_resync_retry_and_workers_from_env() -> None:
+    config = Config.from_env(
+        {
+            "MODELPLANE_RESYNC_SECONDS": "3600",
+            "MODELPLANE_RETRY_SECONDS": "0.5",
+            "MODELPLANE_RETRY_MAX_SECONDS": "120",
+            "MODELPLANE_WORKERS": "2",
+        }
+    )
+    assert (config.resync_seconds, config.retry_seconds, config.retry_max_seconds, config.workers) == (
+        3600,
+        0.5,
+        120,
+        2,
+    )
+    assert Config.from_env({}).resync_seconds == 600
+    with pytest.raises(ConfigError, match="MODELPLANE_RESYNC_SECONDS"):
+        Config.from_env({"MODELPLANE_RESYNC_SECONDS": "soon"})
+    with pytest.raises(ConfigError, match="MODELPLANE_RETRY_SECONDS"):
+        Config.from_env({"MODELPLANE_RETRY_SECONDS": "-1"})

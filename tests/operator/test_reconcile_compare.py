@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 from modelplane.kube import KubeError
-from modelplane.reconcile import contains, needs_apply, refused_for_good
+from modelplane.plan import contains, needs_apply
+from modelplane.reconcile import refused_for_good
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
 
 from tests.operator.test_render import rendered

@@ -1,0 +1,300 @@
+"""Pure: (desired, observed, previous status, now) -> what to apply, what to prune, the status to write
+and the events to post. reconcile.py carries a plan out through kube.py; nothing here does I/O.
+
+A steady state plans nothing: a child is applied only when a field we own differs (or our rendering
+changed, which the applied-hash annotation tells), status is written only when it changed, and an
+Event is posted only when the Ready or Degraded condition changes status or reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import InvalidOperation
+from typing import Any, Final
+
+from kubernetes.utils import parse_quantity
+
+from modelplane import children, render, status
+from modelplane import spec as specs
+from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, STABLE, track_name
+
+EVENT_CONDITIONS: Final = ("Ready", "Degraded")  # a change of these posts an Event
+
+Obj = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The ModelDeployment as the user wrote it: parsed, or why it cannot be."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    md: specs.ModelDeployment | None  # None: the spec is invalid
+    invalid: str = ""  # the parser's message (names the field and the fix)
+    settings: render.RenderSettings = field(default_factory=render.RenderSettings)
+
+    @property
+    def secret_names(self) -> tuple[str, ...]:
+        """The credentials Secrets the spec names (read one by one, by name, never listed)."""
+        if self.md is None:
+            return ()
+        models = (self.md.model, self.md.canary.model if self.md.canary else None)
+        return tuple(sorted({m.credentials_secret for m in models if m and m.credentials_secret}))
+
+
+def desired(body: Obj, settings: render.RenderSettings) -> Desired:
+    meta = body["metadata"]
+    try:
+        md: specs.ModelDeployment | None = specs.parse(body)
+        invalid = ""
+    except specs.SpecError as error:
+        md, invalid = None, str(error)
+    return Desired(
+        namespace=meta["namespace"],
+        name=meta["name"],
+        uid=meta.get("uid", ""),
+        generation=meta.get("generation", 0),
+        md=md,
+        invalid=invalid,
+        settings=settings,
+    )
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The cluster as the watches show it (children by kind and name, with any owner), and the rest."""
+
+    children: Mapping[tuple[str, str], Obj] = field(default_factory=dict)
+    pods: Sequence[Obj] = ()
+    crds: frozenset[str] = frozenset()  # the CRDs of children.REQUIRED_CRDS that are installed
+    # The keys of each credentials Secret the spec names (values are never read), None if it is absent.
+    secrets: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+
+    def owned(self, uid: str) -> dict[tuple[str, str], Obj]:
+        """Our children of the ModelDeployment with this uid (a namesake's leftovers are not ours)."""
+        return {
+            key: obj
+            for key, obj in self.children.items()
+            if any(o.get("uid") == uid for o in (obj.get("metadata") or {}).get("ownerReferences") or [])
+        }
+
+
+@dataclass(frozen=True)
+class ChildRef:
+    """Exactly one live child: the uid makes a delete spare a namesake created since."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class Event:
+    warning: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A child someone deleted or edited, which the plan puts back (counted and logged)."""
+
+    kind: str
+    name: str
+    how: str  # "deleted" or "edited"
+
+
+@dataclass(frozen=True)
+class Plan:
+    apply: tuple[Obj, ...] = ()  # in children.CHILD_KINDS order
+    prune: tuple[ChildRef, ...] = ()
+    status: Mapping[str, Any] | None = None  # a merge patch of the status subresource; None: unchanged
+    events: tuple[Event, ...] = ()
+    repairs: tuple[Repair, ...] = ()
+    ready: str = "Unknown"  # the Ready condition's status once the plan is carried out
+    result: str = "ok"  # "ok" or "invalid"
+
+
+def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> Plan:
+    md = desired.md
+    if md is None:
+        return not_ready(desired, previous, "InvalidSpec", desired.invalid, now, result="invalid")
+    owned = observed.owned(desired.uid)
+    keda = md.autoscaling is not None and md.autoscaling.uses_keda and children.KEDA_CRD in observed.crds
+    canary_ready = status.canary_is_ready(md, owned.get(("Deployment", track_name(md, CANARY))))
+    secret_keys = frozenset().union(*(keys for keys in observed.secrets.values() if keys))
+    manifests = render.children(
+        md,
+        desired.settings,
+        render.Observations(canary_ready=canary_ready, secret_keys=secret_keys, keda_installed=keda),
+    )
+    manifests.sort(key=lambda m: children.apply_order(m["kind"]))  # stable: render's order within a kind
+
+    to_apply: list[Obj] = []
+    repairs: list[Repair] = []
+    for manifest in manifests:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        current = owned.get(key)
+        if not needs_apply(manifest, current):
+            continue
+        to_apply.append(manifest)
+        if current is not None and _applied_hash(current) == _applied_hash(manifest):
+            repairs.append(Repair(*key, "edited"))
+        elif current is None and previous.get("observedGeneration") == md.generation:
+            repairs.append(Repair(*key, "deleted"))
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    prune = [
+        ChildRef(row.api_version, row.kind, desired.namespace, name, obj["metadata"]["uid"])
+        for row in reversed(children.CHILD_KINDS)
+        if row.applied
+        for (kind, name), obj in sorted(owned.items())
+        if kind == row.kind and (kind, name) not in wanted
+    ]
+
+    # Status as the children will be once the plan is carried out: what is applied now is not yet
+    # observed, so the executor plans again from the updated cache and writes that plan's status.
+    stable_name, canary_name = md.name, track_name(md, CANARY)
+    deployments = {
+        track: dep
+        for track, name in ((STABLE, stable_name), (CANARY, canary_name))
+        if (dep := owned.get(("Deployment", name)))
+    }
+    found = [observed.secrets.get(name) is not None for name in desired.secret_names]
+    new = status.compute(
+        md,
+        status.Observed(
+            deployments=deployments,
+            pods=observed.pods,
+            autoscaler=owned.get(("HorizontalPodAutoscaler", md.name)),
+            keda_installed=keda,
+            secret_found=all(found) if found else None,
+        ),
+        previous,
+        now,
+        desired.settings.cluster_domain,
+    )
+    return Plan(
+        apply=tuple(to_apply),
+        prune=tuple(prune),
+        status=_patch(previous, new),
+        events=_events(previous, new),
+        repairs=tuple(repairs),
+        ready=_ready(new),
+    )
+
+
+def not_ready(
+    desired: Desired, previous: Obj, reason: str, message: str, now: datetime, result: str = "ok"
+) -> Plan:
+    """Ready=False with REASON: the spec cannot be rendered (InvalidSpec) or a child was refused
+    (ApplyFailed). Nothing already running is touched; the other conditions are left as they were."""
+    condition = {
+        "type": "Ready",
+        "status": "False",
+        "reason": reason,
+        "message": message,
+        "observedGeneration": desired.generation,
+    }
+    old = status.condition(previous, "Ready")
+    if old and all(old.get(k) == v for k, v in condition.items()):
+        return Plan(ready="False", result=result)
+    unchanged = old and old.get("status") == "False" and old.get("lastTransitionTime")
+    condition["lastTransitionTime"] = unchanged or now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    new = {"observedGeneration": desired.generation, "conditions": [condition]}
+    return Plan(status=new, events=_events(previous, new), ready="False", result=result)
+
+
+def _patch(previous: Obj, new: Obj) -> dict[str, Any] | None:
+    if dict(previous) == dict(new):
+        return None
+    patch: dict[str, Any] = {key: None for key in previous if key not in new}
+    patch.update(new)
+    return patch
+
+
+def _ready(new: Obj) -> str:
+    ready = status.condition(new, "Ready")
+    return str(ready["status"]) if ready else "Unknown"
+
+
+def _events(previous: Obj, new: Obj) -> tuple[Event, ...]:
+    """One Event per change of Ready or Degraded (status or reason); "not degraded" at birth is no news."""
+    events = []
+    for kind in EVENT_CONDITIONS:
+        old, cond = status.condition(previous, kind), status.condition(new, kind)
+        if cond is None:
+            continue
+        if old is not None and (old.get("status"), old.get("reason")) == (
+            cond.get("status"),
+            cond.get("reason"),
+        ):
+            continue
+        bad = (kind == "Ready" and cond["status"] != "True") or (
+            kind == "Degraded" and cond["status"] == "True"
+        )
+        if kind == "Degraded" and old is None and not bad:
+            continue
+        events.append(
+            Event(bad, str(cond.get("reason")), f"{kind}={cond['status']}: {cond.get('message', '')}")
+        )
+    return tuple(events)
+
+
+def needs_apply(desired: Obj, live: Obj | None) -> bool:
+    """Whether the live object differs from what we render, in the fields we own."""
+    if live is None:
+        return True
+    if _applied_hash(desired) != _applied_hash(live):
+        return True  # our rendering changed (this also catches a field we stopped rendering)
+    atomic = children.by_kind(desired["kind"]).atomic_maps
+    meta = desired["metadata"]
+    live_meta = live.get("metadata") or {}
+    for section in ("labels", "annotations"):
+        if not contains(meta.get(section) or {}, live_meta.get(section) or {}):
+            return True
+    return not all(
+        contains(value, live.get(key), f".{key}", atomic)
+        for key, value in desired.items()
+        if key != "metadata"
+    )
+
+
+def contains(desired: Any, live: Any, path: str = "", atomic: tuple[str, ...] = ()) -> bool:
+    """desired is a sub-tree of live (the server adds defaults; it drops empty values). Maps at an
+    ``atomic`` path compare whole; quantities under resources compare by value."""
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return live is None and not desired
+        if path in atomic:
+            return dict(desired) == dict(live)
+        return all(contains(value, live.get(key), f"{path}.{key}", atomic) for key, value in desired.items())
+    if isinstance(desired, Sequence) and not isinstance(desired, str):
+        if live is None:
+            return not desired
+        if not isinstance(live, Sequence) or isinstance(live, str) or len(live) != len(desired):
+            return False
+        return all(contains(d, item, path, atomic) for d, item in zip(desired, live, strict=True))
+    if live is None:
+        return desired in (False, 0, "")
+    if desired == live:
+        return True
+    return ".resources." in f"{path}." and _same_quantity(desired, live)
+
+
+def _same_quantity(a: Any, b: Any) -> bool:
+    try:
+        return bool(parse_quantity(a) == parse_quantity(b))  # type: ignore[no-untyped-call]
+    except (ValueError, InvalidOperation, TypeError):
+        return False
+
+
+def _applied_hash(obj: Obj) -> str | None:
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANNOTATION_APPLIED_HASH)
+    return str(value) if value is not None else None

@@ -1,0 +1,295 @@
+"""The executor and the controller loop against the in-memory stand-in at the Kube seam."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+from modelplane import children, plan
+from modelplane.cache import Cache
+from modelplane.config import Config
+from modelplane.reconcile import Controller, Reconciler
+from modelplane.workqueue import Backoff, WorkQueue
+
+from tests.operator.memory_kube import MemoryKube
+from tests.operator.test_render import AWS_KEYS, GOLDEN, SETTINGS
+
+NOW = datetime(2026, 11, 23, 20, 0, 0, tzinfo=UTC)
+KEY = ("ml", "iris")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def md_body(case: str = "sklearn-s3", **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load((GOLDEN / f"{case}.input.yaml").read_text())
+    body["spec"].update(changes)
+    return body
+
+
+@pytest.fixture
+def kube() -> MemoryKube:
+    kube = MemoryKube()
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    return kube
+
+
+def controller(kube: MemoryKube, clock: Clock | None = None, **config: Any) -> Controller:
+    clock = clock or Clock()
+    settings = Config(render=SETTINGS, peering_name="", **config)
+    reconciler = Reconciler(kube, settings, Cache(kube.snapshot, clock), clock=lambda: NOW, monotonic=clock)
+    queue: WorkQueue[tuple[str, str]] = WorkQueue("test", Backoff(1.0, 8.0, rand=lambda: 0.0), clock)
+    return Controller(reconciler, settings, list, queue)
+
+
+def run(ctl: Controller, key: tuple[str, str] = KEY) -> Any:
+    ctl.enqueue(*key)
+    return ctl.process_one(timeout=0)
+
+
+def roll_out(kube: MemoryKube, namespace: str = "ml") -> None:
+    """The Deployment controller's part: every Deployment's pods are there and Ready."""
+    for (kind, ns, _), obj in list(kube.objects.items()):
+        if kind == "Deployment" and ns == namespace:
+            replicas = obj["spec"].get("replicas", 1)
+            status = {
+                "observedGeneration": obj["metadata"]["generation"],
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+            }
+            kube.edit("Deployment", ns, obj["metadata"]["name"], lambda o, s=status: o.update(status=s))
+
+
+def test_create_applies_once_then_a_steady_state_makes_no_call(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    outcome = run(ctl)
+    assert outcome.applied == ("Deployment/iris", "Service/iris", "PodDisruptionBudget/iris")
+    assert outcome.status_written
+    assert [c for c in kube.calls if c[0] == "get"] == [("get", "Secret", "s3-credentials")]
+    roll_out(kube)
+    assert run(ctl).status_written  # Ready now
+    kube.calls.clear()
+    for _ in range(3):
+        assert run(ctl) == run(ctl).__class__("ok")
+    assert kube.calls == []  # no GET, no LIST, no write: everything came from the cache
+
+
+def test_a_reconcile_right_after_an_apply_does_not_apply_again(kube: MemoryKube) -> None:
+    """The watch has not delivered our own writes yet: the apply and status responses stand in."""
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    kube.lag()  # the watches still show the cluster before the first reconcile
+    run(ctl)
+    writes = kube.writes()
+    assert ("apply", "Deployment", "iris") in writes
+    run(ctl)
+    assert kube.writes() == writes
+    kube.catch_up()
+    run(ctl)
+    assert kube.writes() == writes
+
+
+def test_a_child_event_reads_no_secret_but_a_new_generation_does(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    run(ctl)
+
+    def secret_gets() -> list[tuple[str, str, str]]:
+        return [c for c in kube.calls if c == ("get", "Secret", "s3-credentials")]
+
+    kube.add_pod("ml", "iris", "iris-abc")  # a child event
+    run(ctl)
+    assert len(secret_gets()) == 1
+    kube.update_spec("ml", "iris", replicas=3)
+    run(ctl)
+    assert len(secret_gets()) == 2
+
+
+def test_a_missing_secret_is_read_again_until_it_exists(kube: MemoryKube) -> None:
+    del kube.secrets[("ml", "s3-credentials")]
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    run(ctl)
+    md = kube.objects[("ModelDeployment", "ml", "iris")]
+    assert md["status"]["conditions"][0]["reason"] == "CredentialsSecretNotFound"
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    run(ctl)
+    assert md["status"]["conditions"][0]["reason"] != "CredentialsSecretNotFound"
+
+
+def test_the_secret_is_read_again_after_a_resync_interval(kube: MemoryKube) -> None:
+    clock = Clock()
+    kube.create_md(md_body())
+    ctl = controller(kube, clock, resync_seconds=600)
+    run(ctl)
+    clock.now += 601
+    run(ctl)
+    assert kube.calls.count(("get", "Secret", "s3-credentials")) == 2
+
+
+def test_deleted_and_edited_children_are_put_back(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    run(ctl)
+    roll_out(kube)
+    run(ctl)
+    del kube.objects[("Service", "ml", "iris")]
+    assert run(ctl).applied == ("Service/iris",)
+    kube.edit(
+        "Deployment",
+        "ml",
+        "iris",
+        lambda o: o["spec"]["template"]["spec"]["containers"][0].update(image="nginx"),
+    )
+    assert run(ctl).applied == ("Deployment/iris",)
+    assert (
+        kube.objects[("Deployment", "ml", "iris")]["spec"]["template"]["spec"]["containers"][0]["image"]
+        != "nginx"
+    )
+
+
+def test_what_the_spec_no_longer_asks_for_is_pruned_exactly_once(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    run(ctl)
+    kube.update_spec("ml", "iris", replicas=1)
+    kube.lag()
+    assert run(ctl).pruned == ("PodDisruptionBudget/iris",)
+    assert ("PodDisruptionBudget", "ml", "iris") not in kube.objects
+    run(ctl)  # the watch still shows it: our delete stands in
+    assert kube.calls.count(("delete", "PodDisruptionBudget", "iris")) == 1
+
+
+@pytest.mark.parametrize("code", [400, 403, 422])
+def test_a_refusal_for_good_is_written_as_apply_failed_and_not_retried(kube: MemoryKube, code: int) -> None:
+    kube.create_md(md_body())
+    kube.refuse[("Deployment", "iris")] = code
+    ctl = controller(kube)
+    outcome = run(ctl)
+    assert outcome.result == "refused"
+    md = kube.objects[("ModelDeployment", "ml", "iris")]
+    ready = md["status"]["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "ApplyFailed")
+    assert str(code) in ready["message"]
+    assert [e[1] for e in kube.events] == ["ApplyFailed"]
+    assert ctl.queue.failures(KEY) == 0
+    assert ctl.queue.get(timeout=0) is None
+    # A change (here: the quota raised) and the next event or resync fix it.
+    del kube.refuse[("Deployment", "iris")]
+    assert run(ctl).applied[0] == "Deployment/iris"
+
+
+@pytest.mark.parametrize("code", [409, 429, 500, 503])
+def test_a_passing_failure_is_retried_with_backoff(kube: MemoryKube, code: int) -> None:
+    clock = Clock()
+    kube.create_md(md_body())
+    kube.refuse[("Deployment", "iris")] = code
+    ctl = controller(kube, clock)
+    assert run(ctl) is None
+    assert "status" not in kube.objects[("ModelDeployment", "ml", "iris")]  # nothing to tell users yet
+    assert ctl.queue.failures(KEY) == 1
+    assert ctl.queue.get(timeout=0) is None  # not before its backoff
+    clock.now += 1.0
+    assert ctl.process_one(timeout=0) is None  # due: retried, fails again
+    assert ctl.queue.failures(KEY) == 2
+    clock.now += 1.9
+    assert ctl.queue.get(timeout=0) is None  # the second wait is twice as long
+    del kube.refuse[("Deployment", "iris")]
+    clock.now += 0.1
+    assert ctl.process_one(timeout=0) is not None
+    assert ctl.queue.failures(KEY) == 0  # success resets the backoff
+
+
+def test_status_is_written_only_on_change_and_events_only_on_transitions(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    run(ctl)
+    assert [e[1] for e in kube.events] == ["RolloutInProgress"]  # status as of after the applies
+    patches = kube.calls.count(("patch", "ModelDeployment", "iris"))
+    run(ctl)
+    assert kube.calls.count(("patch", "ModelDeployment", "iris")) == patches
+    roll_out(kube)
+    run(ctl)
+    run(ctl)
+    assert [e[1] for e in kube.events] == ["RolloutInProgress", "AllReplicasReady"]
+    assert kube.calls.count(("patch", "ModelDeployment", "iris")) == patches + 1
+
+
+def test_an_invalid_spec_is_reported_once_and_nothing_is_applied(kube: MemoryKube) -> None:
+    kube.create_md(md_body(model={"uri": "ftp://x", "format": "sklearn"}))
+    ctl = controller(kube)
+    assert run(ctl).result == "invalid"
+    assert run(ctl).result == "invalid"
+    assert kube.writes() == [("patch", "ModelDeployment", "iris"), ("create", "Event", "iris")]
+
+
+def test_scaled_object_once_the_keda_crd_is_installed(kube: MemoryKube) -> None:
+    kube.secrets[("ml", "gcs")] = frozenset()
+    kube.create_md(md_body("autoscaling-concurrency"))
+    ctl = controller(kube)
+    key = ("ml", "busy")
+    assert "ScaledObject/busy" not in run(ctl, key).applied
+    kube.crds.add(children.KEDA_CRD)
+    assert "ScaledObject/busy" in run(ctl, key).applied
+
+
+def test_a_deleted_model_deployment_is_forgotten(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    run(ctl)
+    del kube.objects[("ModelDeployment", "ml", "iris")]
+    kube.calls.clear()
+    assert run(ctl).result == "gone"
+    assert kube.calls == []  # the garbage collector deletes the children
+
+
+def test_one_key_is_never_reconciled_twice_at_once(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    ctl.enqueue(*KEY)
+    key = ctl.queue.get(timeout=0)
+    ctl.enqueue(*KEY)  # an event while it is being reconciled
+    ctl.enqueue(*KEY)
+    assert ctl.queue.get(timeout=0) is None  # held back while processing...
+    assert key is not None
+    ctl.queue.done(key)
+    assert ctl.queue.get(timeout=0) == KEY  # ...then once
+    ctl.queue.done(KEY)
+    assert ctl.queue.get(timeout=0) is None
+
+
+def test_plan_and_executor_agree_on_the_applied_order(kube: MemoryKube) -> None:
+    kube.create_md(md_body("canary-ready"))
+    run(controller(kube))
+    applied = [c[1] for c in kube.calls if c[0] == "apply"]
+    assert applied == sorted(applied, key=children.apply_order)
+    assert plan.Plan().apply == ()
+
+
+def test_a_paused_operator_neither_resyncs_nor_retries(kube: MemoryKube) -> None:
+    """With peering, kopf may pause this operator for another: only kopf's handlers prove it is not."""
+    clock = Clock()
+    kube.create_md(md_body())
+    settings = Config(render=SETTINGS)
+    reconciler = Reconciler(kube, settings, Cache(kube.snapshot, clock), clock=lambda: NOW, monotonic=clock)
+    queue: WorkQueue[tuple[str, str]] = WorkQueue("paused", Backoff(1.0, 8.0, rand=lambda: 0.0), clock)
+    ctl = Controller(reconciler, settings, lambda: [KEY], queue, peered=True, monotonic=clock)
+    ctl.resync()
+    assert ctl.process_one(timeout=0) is None  # no handler ran yet: maybe paused
+    ctl.enqueue(*KEY)  # a handler ran: kopf is active
+    assert ctl.process_one(timeout=0) is not None
+    clock.now += Controller.PEERING_SILENCE + 1  # no keep-alive since: paused
+    ctl.resync()
+    assert ctl.queue.get(timeout=0) is None
+    ctl.alive()
+    ctl.resync()
+    assert ctl.process_one(timeout=0) is not None
