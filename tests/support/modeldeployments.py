@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from modelplane_runtime import contract
+import modelplane_contract as contract
 
 from tests.support.cluster import Cluster, wait_until
 
