@@ -148,6 +148,29 @@ def ratios(samples: Sequence[Sample]) -> list[harness.Ratio]:
     return found
 
 
+def cpu_per_gib(samples: Sequence[Sample], case: str, method: str) -> float | None:
+    """Client plus S3 server CPU seconds per GiB (None without the server's figures)."""
+    runs = [s for s in samples if (s.case, s.method) == (case, method)]
+    if not runs or any(s.server_cpu is None for s in runs):
+        return None
+    return per_gib([s.client_cpu + (s.server_cpu or 0.0) for s in runs], runs)
+
+
+def cpu_bound_lines(samples: Sequence[Sample]) -> list[str]:
+    """When the transfer itself keeps the cores busy, speed goes as 1 / CPU per byte: the pull's
+    ceiling against the raw GET is then the ratio of their CPU costs."""
+    lines = []
+    for case in (SINGLE, SHARDED):
+        raw, pulled = cpu_per_gib(samples, case, "raw GET"), cpu_per_gib(samples, case, "pull")
+        if raw is None or pulled is None or not pulled:
+            continue
+        lines.append(
+            f"- {case}: client + S3 server CPU per GiB: raw GET {raw:.2f} s, pull {pulled:.2f} s; "
+            f"on cores that the transfer keeps busy, a pull can reach {raw / pulled:.2f}x the raw GET"
+        )
+    return lines
+
+
 def round_ratios(samples: Sequence[Sample], case: str) -> list[float]:
     """pull / raw GET within each round (the two measured minutes apart at most)."""
     pulls = [s for s in samples if (s.case, s.method) == (case, "pull")]
@@ -394,6 +417,7 @@ def report(bench: Bench, started: datetime.datetime, load_before: str, sha_rate:
             + ", ".join(f"{r:.2f}x" for r in round_ratios(samples, case))
             for case in (SINGLE, SHARDED)
         ],
+        *cpu_bound_lines(samples),
         "",
     ]
     return "\n".join(lines)

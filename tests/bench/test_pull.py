@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 from tests.bench import pull
@@ -95,3 +96,11 @@ def test_random_source_hashes_what_it_hands_out() -> None:
     data = b"".join(parts)
     assert [len(p) for p in parts] == [4096, 4096, 1808, 0]
     assert source.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def test_cpu_bound_ceiling_is_the_ratio_of_cpu_per_gib() -> None:
+    raw = dataclasses.replace(sample(SINGLE, "raw GET", 1.0), client_cpu=0.25, server_cpu=1.25)
+    pulled = dataclasses.replace(sample(SINGLE, "pull", 2.0), client_cpu=2.0, server_cpu=1.0)
+    [line] = pull.cpu_bound_lines([raw, pulled, sample(SHARDED, "raw GET", 1.0, server=None)])
+    assert "raw GET 1.50 s, pull 3.00 s" in line
+    assert line.endswith("can reach 0.50x the raw GET")

@@ -1,11 +1,14 @@
 """Fetching a listing's files into a directory: retries with backoff, stall limits, hashing, progress.
 
-Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way, by a
-thread of its own (:class:`OverlappedHash`): sha256 is the dearest step of a pull and one core's
-worth of it, so the download thread receives and writes the next chunk while the last one is
-hashed, and the bytes are never read back from disk. At most ``HASH_DEPTH`` chunks per file wait
-for the hash, which bounds the memory of a pull whatever the file sizes. Several files (the shards
-of a large model) come down side by side. A transient failure (connection lost, a read that
+Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way; the
+bytes are never read back from disk. Several files (the shards of a large model) come down side by
+side, each hashed by the thread that downloads it, which spreads the hashing over the cores. When
+fewer files are in flight than there are cores (one large file), each file's sha256 runs on a
+thread of its own (:class:`OverlappedHash`): it is the dearest step of a pull, about one core's
+worth, so the download thread receives and writes the next chunk while the last one is hashed. At
+most ``HASH_DEPTH`` chunks per file wait for the hash, which bounds the memory of a pull whatever
+the file sizes. (Where every core is already busy, the hand-off only adds cost: chunks hashed on
+another core leave the cache they were written from.) A transient failure (connection lost, a read that
 stalled past the limit, 5xx) is retried after an exponential backoff with jitter, up to the retry
 budget, resuming the file where it stopped; a permanent one ends the pull.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import queue
 import random
 import threading
@@ -44,12 +48,16 @@ class Hash(Protocol):
 class OverlappedHash:
     """A sha256 fed on a thread of its own: update() queues the chunk and returns, so hashing one
     chunk overlaps receiving and writing the next (hashlib releases the GIL on large buffers).
+    With THREADED false, update() hashes in the caller's thread (same interface).
 
     The queue holds at most DEPTH chunks; update() blocks beyond that, so memory stays bounded when
     the hash is the slower side. The chunks are hashed in the order given.
     """
 
-    def __init__(self, new_hash: Callable[[], Hash] = hashlib.sha256, depth: int = HASH_DEPTH) -> None:
+    def __init__(
+        self, new_hash: Callable[[], Hash] = hashlib.sha256, depth: int = HASH_DEPTH, threaded: bool = True
+    ) -> None:
+        self.threaded = threaded
         self.new_hash = new_hash
         self.hash = new_hash()
         self.pending: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
@@ -57,6 +65,9 @@ class OverlappedHash:
         self.error: BaseException | None = None
 
     def update(self, chunk: bytes) -> None:
+        if not self.threaded:
+            self.hash.update(chunk)
+            return
         if self.thread is None:
             self.thread = threading.Thread(target=self._run, name="pull-hash", daemon=True)
             self.thread.start()
@@ -186,10 +197,11 @@ class FileFetch:
         progress: Progress,
         abort: threading.Event,
         new_hash: Callable[[], Hash] = hashlib.sha256,
+        overlap: bool = True,
     ) -> None:
         self.backend, self.remote, self.target, self.progress = backend, remote, target, progress
         self.abort = abort
-        self.sha = OverlappedHash(new_hash)
+        self.sha = OverlappedHash(new_hash, threaded=overlap)
         self.count = 0
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(b"")
@@ -226,6 +238,11 @@ class FileFetch:
             self.sha.close()
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity; a CPU quota is not seen)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def fetch_all(
     backend: Backend,
     listing: Listing,
@@ -233,21 +250,26 @@ def fetch_all(
     policy: RetryPolicy,
     concurrency: int = 4,
     new_hash: Callable[[], Hash] = hashlib.sha256,
+    overlap: bool | None = None,
 ) -> dict[str, tuple[str, int]]:
     """Fetches every file of LISTING under INTO, CONCURRENCY files at once (shards of a large model
-    come down side by side); returns relpath -> (hex sha256, bytes). The first failure stops the rest."""
+    come down side by side); returns relpath -> (hex sha256, bytes). The first failure stops the rest.
+
+    OVERLAP: hash each file on a thread of its own; by default when fewer files are in flight than
+    this process may use cores."""
     sizes = [f.size for f in listing.files]
     progress = Progress(None if None in sizes else sum(s or 0 for s in sizes))
     abort = threading.Event()
+    workers = max(1, min(concurrency, len(listing.files)))
+    if overlap is None:
+        overlap = workers < usable_cores()
     jobs = {
-        relpath: FileFetch(backend, remote, into / relpath, progress, abort, new_hash)
+        relpath: FileFetch(backend, remote, into / relpath, progress, abort, new_hash, overlap)
         for remote in listing.files
         for relpath in [safe_relpath(remote.relpath, remote.locator)]
     }
     results: dict[str, tuple[str, int]] = {}
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(concurrency, len(jobs))), thread_name_prefix="pull"
-    ) as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
         futures = {pool.submit(fetch.fetch, relpath, policy): relpath for relpath, fetch in jobs.items()}
         try:
             for future in as_completed(futures):

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from modelplane_runtime.storage import transfer
 from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, transient
 from modelplane_runtime.storage.transfer import HASH_DEPTH, Hash, OverlappedHash, RetryPolicy, fetch_all
 
@@ -102,7 +103,7 @@ def test_hashing_a_chunk_overlaps_receiving_the_next(tmp_path: Path) -> None:
             return self.sha.hexdigest()
 
     backend = MemoryBackend({"model.bin": data}, before_chunk=before_chunk)
-    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, new_hash=WaitingHash)
+    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, new_hash=WaitingHash, overlap=True)
     assert result == hashes_of({"model.bin": data})
     assert threading.get_ident() not in hashed_on
 
@@ -162,7 +163,9 @@ def test_memory_stays_bounded_when_the_hash_is_slower(tmp_path: Path) -> None:
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, concurrency=2, new_hash=SlowHash)
+        result = fetch_all(
+            backend, backend.listing(), tmp_path, NO_BACKOFF, concurrency=2, new_hash=SlowHash, overlap=True
+        )
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
@@ -170,6 +173,34 @@ def test_memory_stays_bounded_when_the_hash_is_slower(tmp_path: Path) -> None:
     # Per file: DEPTH queued, one being hashed, one being written; never the whole 12 MiB file.
     bound = 2 * (HASH_DEPTH + 3) * chunk
     assert peak < bound, f"peak {peak / 2**20:.1f} MiB over the bound {bound / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize(("cores", "hashed_by"), [(2, "pull_"), (8, "pull-hash")])
+def test_a_thread_of_its_own_hashes_a_file_only_when_cores_would_idle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, hashed_by: str
+) -> None:
+    """Two files in flight: on 2 cores their download threads hash them (both cores are busy already);
+    on 8, each file's hash gets a thread of its own."""
+    monkeypatch.setattr(transfer, "usable_cores", lambda: cores)
+    names: set[str] = set()
+
+    class NamingHash:
+        def __init__(self) -> None:
+            self.sha = hashlib.sha256()
+
+        def update(self, data: bytes, /) -> None:
+            names.add(threading.current_thread().name)
+            self.sha.update(data)
+
+        def hexdigest(self) -> str:
+            return self.sha.hexdigest()
+
+    files = {f"shard-{i}.bin": os.urandom(200_000) for i in range(4)}
+    backend = MemoryBackend(files)
+    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, concurrency=2, new_hash=NamingHash)
+    assert result == hashes_of(files)
+    assert names
+    assert all(name.startswith(hashed_by) for name in names), names
 
 
 def test_a_cut_file_resumes_where_it_stopped_with_the_right_digest(tmp_path: Path) -> None:
