@@ -9,3 +9,7 @@ LLAMA_CPP_WHEEL_DIR = $$($(LLAMA_CPP_WHEEL_SH))
 llama-cpp-wheel: ## Build the portable llama-cpp-python wheel once (cached by content) and print its directory.
 	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >&2
 	@$(LLAMA_CPP_WHEEL_SH)
+
+.PHONY: cache-dir
+cache-dir: ## Print the cache directory, where tests keep what they fetch once (use with make -s).
+	@echo $(CACHE_DIR)
