@@ -33,6 +33,12 @@ class KubeError(RuntimeError):
     def __init__(self, verb: str, what: str, error: ApiException) -> None:
         super().__init__(f"{verb} {what}: {error.status} {error.reason}: {_api_message(error)}")
         self.status = error.status
+        self.causes = _api_causes(error)
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """The namespace is being deleted: nothing new can be created in it, ever again."""
+        return self.status == 403 and "NamespaceTerminating" in self.causes
 
 
 def load_client() -> k8s.ApiClient:
@@ -180,6 +186,15 @@ class Kube:
 def _plain(obj: Any) -> Obj:
     result: Obj = obj.to_dict()
     return result
+
+
+def _api_causes(error: ApiException) -> frozenset[str]:
+    """The reasons in the Status's details.causes (e.g. NamespaceTerminating)."""
+    try:
+        details = json.loads(error.body or "{}").get("details") or {}
+        return frozenset(str(c.get("reason")) for c in details.get("causes") or [] if c.get("reason"))
+    except (ValueError, AttributeError):
+        return frozenset()
 
 
 def _api_message(error: ApiException) -> str:

@@ -82,6 +82,7 @@ class Reconciler:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._secrets: dict[Key, _Secrets] = {}
+        self._doomed: dict[Key, str] = {}  # the uid of each ModelDeployment whose namespace is being deleted
         self._lock = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -92,6 +93,9 @@ class Reconciler:
             metrics.record_ready(namespace, name, None)
             self.forget(key)
             return Outcome("gone")  # the garbage collector removes the children by owner reference
+        with self._lock:
+            if self._doomed.get(key) == body["metadata"].get("uid"):
+                return Outcome("gone")  # its namespace is going: every child event would only be refused
         previous: Mapping[str, Any] = body.get("status") or {}
         want = plan.desired(body, self._config.render)
         observed = plan.Observed(
@@ -112,6 +116,13 @@ class Reconciler:
                 try:
                     self._cache.wrote(key, self._kube.apply(manifest))
                 except KubeError as error:
+                    if error.namespace_terminating:
+                        # The namespace's deletion removes this ModelDeployment too; its children are
+                        # being deleted under it. Re-creating them (and retrying) would only be refused.
+                        log.info("%s/%s: namespace is being deleted; leaving it be", namespace, name)
+                        with self._lock:
+                            self._doomed[key] = str(body["metadata"].get("uid"))
+                        return Outcome("gone", tuple(applied))
                     if not refused_for_good(error):
                         raise
                     # Quota, admission or validation said no: say so; a change of spec or child retries.
@@ -136,6 +147,7 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         with self._lock:
             self._secrets.pop(key, None)
+            self._doomed.pop(key, None)
         self._cache.forget([key])
 
     def _read_secrets(self, key: Key, want: plan.Desired) -> dict[str, frozenset[str] | None]:

@@ -63,8 +63,11 @@ def compute(
     ready = sum(_int(dep, "status", "readyReplicas") for dep in observed.deployments.values())
     existing = sum(_int(dep, "status", "replicas") for dep in observed.deployments.values())
 
-    stable_done = _rolled_out(stable_dep, stable_want)
-    canary_done = md.canary is None or (canary_ready and _rolled_out(canary_dep, canary_want))
+    draining = _previous_revision_pods(md, observed.pods)
+    stable_done = _rolled_out(stable_dep, stable_want) and not draining.get(STABLE)
+    canary_done = md.canary is None or (
+        canary_ready and _rolled_out(canary_dep, canary_want) and not draining.get(CANARY)
+    )
     problem = _problem(md, observed)
     stopped = md.autoscaling is None and md.replicas == 0
 
@@ -78,6 +81,7 @@ def compute(
         desired=desired,
         stable_dep=stable_dep,
         canary_dep=canary_dep,
+        draining=sum(draining.values()),
     )
     http_url, grpc_url = urls(md, cluster_domain)
     status: Status = {
@@ -141,6 +145,7 @@ def _conditions(
     desired: int,
     stable_dep: Mapping[str, Any] | None,
     canary_dep: Mapping[str, Any] | None,
+    draining: int = 0,
 ) -> list[dict[str, str]]:
     def cond(kind: str, value: bool, reason: str, message: str) -> dict[str, str]:
         return {"type": kind, "status": "True" if value else "False", "reason": reason, "message": message}
@@ -155,6 +160,8 @@ def _conditions(
             cond("Degraded", False, "Stopped", message),
         ]
     counts = f"{ready}/{desired} replicas ready"
+    if draining:
+        counts += f", {draining} pod(s) of the previous revision still draining"
     if observed.secret_found is False:
         secret = md.model.credentials_secret or (md.canary.model.credentials_secret if md.canary else "")
         problem = Problem(
@@ -324,6 +331,35 @@ def _runs_model(pod: Mapping[str, Any], model: specs.Model) -> bool:
             and env.get(contract.ENV_MODEL_DIGEST) == model.digest
         )
     return False
+
+
+def _previous_revision_pods(md: specs.ModelDeployment, pods: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Per track, the pods of an older model revision that may still answer (terminating ones too).
+
+    A Deployment counts its rollout complete once the old pods are terminating, but a terminating pod
+    keeps answering through its drain while the Service's endpoints catch up: until it is gone, a
+    client can still get the old model's answers, so the rollout is not over."""
+    found: dict[str, int] = {}
+    for pod in pods:
+        if not _server_running(pod):
+            continue  # never started, or ended (an evicted pod stays listed): it answers nothing
+        track = (pod.get("metadata", {}).get("labels") or {}).get(LABEL_TRACK, STABLE)
+        model = md.canary.model if track == CANARY and md.canary is not None else md.model
+        if track == CANARY and md.canary is None:
+            continue  # a removed canary's pods: pruned with its Deployment, not a revision of stable
+        if not _runs_model(pod, model):
+            found[track] = found.get(track, 0) + 1
+    return found
+
+
+def _server_running(pod: Mapping[str, Any]) -> bool:
+    pod_status = pod.get("status") or {}
+    if pod_status.get("phase") in ("Succeeded", "Failed"):
+        return False
+    return any(
+        item.get("name") == contract.SERVER_CONTAINER_NAME and "running" in (item.get("state") or {})
+        for item in pod_status.get("containerStatuses") or []
+    )
 
 
 def _served_digest(model: specs.Model, track: str, pods: Sequence[Mapping[str, Any]]) -> str | None:

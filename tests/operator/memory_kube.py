@@ -6,6 +6,7 @@ kopf's indexes would hold, either current or, with ``lag()``, frozen at an earli
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ class MemoryKube:
         self.events: list[tuple[str, str, bool, str]] = []  # (namespace/name, reason, warning, message)
         self.refuse: dict[tuple[str, str], int] = {}  # (kind, name) -> HTTP status an apply gets
         self.crds: set[str] = set()
+        self.terminating: set[str] = set()  # namespaces being deleted: nothing new may be created there
         self._version = 100
         self._uids = 0
         self._frozen: dict[tuple[str, str, str], Obj] | None = None
@@ -40,6 +42,8 @@ class MemoryKube:
             raise KubeError("apply", f"{kind} {meta['name']}", ApiException(status=status, reason="Refused"))
         key = (kind, meta["namespace"], meta["name"])
         current = self.objects.get(key)
+        if current is None and meta["namespace"] in self.terminating:
+            raise KubeError("apply", f"{kind} {meta['name']}", _namespace_terminating(meta["namespace"]))
         body = copy.deepcopy(dict(manifest))
         if current is None:
             body["metadata"].update(uid=self._uid(), generation=1)
@@ -165,3 +169,20 @@ class MemoryKube:
 def _meta(obj: Obj) -> tuple[Any, ...]:
     meta = obj["metadata"]
     return meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")
+
+
+def _namespace_terminating(namespace: str) -> ApiException:
+    """What the API server's NamespaceLifecycle admission answers a create in a namespace being deleted."""
+    error = ApiException(status=403, reason="Forbidden")
+    error.body = json.dumps(
+        {
+            "kind": "Status",
+            "status": "Failure",
+            "reason": "Forbidden",
+            "code": 403,
+            "message": f"unable to create new content in namespace {namespace} "
+            "because it is being terminated",
+            "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
+        }
+    )
+    return error

@@ -188,6 +188,24 @@ def test_a_refusal_for_good_is_written_as_apply_failed_and_not_retried(kube: Mem
     assert run(ctl).applied[0] == "Deployment/iris"
 
 
+def test_in_a_namespace_being_deleted_nothing_is_recreated_or_retried(kube: MemoryKube) -> None:
+    kube.create_md(md_body())
+    ctl = controller(kube)
+    roll_out(kube)
+    assert run(ctl).result == "ok"
+    # The namespace controller deletes the children before the ModelDeployment itself.
+    kube.terminating.add("ml")
+    del kube.objects[("PodDisruptionBudget", "ml", "iris")]
+    kube.calls.clear()
+    assert run(ctl).result == "gone"
+    assert kube.calls == [("apply", "PodDisruptionBudget", "iris")]  # refused once; no status, no Event
+    assert ctl.queue.failures(KEY) == 0
+    kube.calls.clear()
+    del kube.objects[("Service", "ml", "iris")]
+    assert run(ctl).result == "gone"  # every later child event of its teardown: no call at all
+    assert kube.calls == []
+
+
 @pytest.mark.parametrize("code", [409, 429, 500, 503])
 def test_a_passing_failure_is_retried_with_backoff(kube: MemoryKube, code: int) -> None:
     clock = Clock()

@@ -211,6 +211,26 @@ def test_rollout_in_progress_then_ready_with_history() -> None:
     assert len(done["history"]) == 1
 
 
+def test_rollout_is_not_over_while_a_pod_of_the_previous_model_still_drains() -> None:
+    old = md()
+    new = md(model={"uri": "s3://models/iris/v2.joblib", "format": "sklearn", "version": "2"})
+    serving = [{"name": contract.SERVER_CONTAINER_NAME, "state": {"running": {}}}]
+    draining = pod(old, phase="Running", containerStatuses=serving)
+    draining["metadata"] = {**draining["metadata"], "deletionTimestamp": "2026-11-23T20:04:59Z"}
+    # The Deployment already counts its rollout complete: the old pod is terminating, not counted.
+    complete = status.Observed(
+        deployments={"stable": deployment(2, 2, generation=2, observed=2)},
+        pods=[pod(new, phase="Running"), pod(new, phase="Running"), draining],
+    )
+    result = status.compute(new, complete, {}, LATER)
+    assert conditions(result)["Ready"] == ("False", "RolloutInProgress")
+    message = (status.condition(result, "Ready") or {})["message"]
+    assert "1 pod(s) of the previous revision still draining" in message
+    evicted = pod(old, phase="Failed", containerStatuses=serving)  # ended: it answers nothing
+    gone = status.Observed(deployments=complete.deployments, pods=[*complete.pods[:2], evicted])
+    assert conditions(status.compute(new, gone, result, LATER))["Ready"] == ("True", "AllReplicasReady")
+
+
 def test_transition_time_kept_while_nothing_changes() -> None:
     model = md()
     observed = status.Observed(deployments={"stable": deployment(2, 2)})
