@@ -1,4 +1,6 @@
-"""Fixtures shared by every area. Areas keep their own in tests/<area>/conftest.py."""
+"""Fixtures shared by every area, registered here once (`pytest_plugins`), so that every area shares one
+session instance of each (one S3 server, one HTTP server on its port). Areas keep their own fixtures in
+tests/<area>/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,10 +11,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.cluster import REPO_ROOT, Cluster, make_print, namespace_name
-from tests.support.models import http_models, iris_models, onnx_model, s3, xgboost_model
 
-# Registered here, once, so that every area shares one session instance (one HTTP server on its port).
-__all__ = ["http_models", "iris_models", "onnx_model", "s3", "xgboost_model"]
+# A module comes before the modules that import it (models imports s3): pytest rewrites the asserts of a
+# plugin module only when it imports it first.
+pytest_plugins = [
+    "tests.support.s3",
+    "tests.support.models",
+    "tests.support.helm",
+    "tests.support.images",
+    "tests.support.tools",
+]
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ batches: at most 64 rows, 5 ms.
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,9 @@ import modelplane_contract as contract
 
 from tests.bench.harness import FLOOR, KSERVE, MLSERVER, MLSERVER_BATCHING, OURS, OURS_UNBATCHED, Protocol
 from tests.bench.models import BenchModel
+from tests.support.net import LOOPBACK, free_port
 
-HOST = "127.0.0.1"
+HOST = LOOPBACK
 MAX_BATCH_SIZE = 64
 MAX_BATCH_MS = 5
 BENCH_DIR = Path(__file__).resolve().parent
@@ -37,12 +37,6 @@ class ServerSpec:
 
     def url(self, path: str) -> str:
         return f"http://{HOST}:{self.port}{path}"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
 
 
 def _v2_paths(model: str) -> dict[Protocol, str]:

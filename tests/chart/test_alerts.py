@@ -13,7 +13,8 @@ import yaml
 from modelplane import metrics as operator_metrics
 from prometheus_client import Counter, Gauge, Histogram
 
-from tests.chart.conftest import CHART, Helm, by_kind, documents
+from tests.chart.conftest import by_kind, documents
+from tests.support.helm import CHART, Helm
 
 ALERTS = CHART / "files" / "alerts.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"

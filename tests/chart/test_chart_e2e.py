@@ -12,11 +12,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, Helm, by_kind, documents, image_values
-from tests.harness.conftest import make
-from tests.support.cluster import Cluster, make_print, wait_until
+from tests.chart.conftest import by_kind, documents, install, release_values
+from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.modeldeployments import condition, predict_v1, wait_ready, wait_reason, wait_service
+from tests.support.helm import CHART, Helm
+from tests.support.modeldeployments import (
+    condition,
+    model_deployment,
+    predict_v1,
+    s3_model_deployment,
+    wait_ready,
+    wait_reason,
+    wait_service,
+)
 from tests.support.models import SklearnModel
 from tests.support.prometheus import PrometheusServer
 from tests.support.s3 import S3Server
@@ -71,14 +79,6 @@ def can_i(
     return answer == "yes"
 
 
-def install(
-    helm: Helm, release: str, namespace: str, values: dict[str, Any], tmp_path: Path, *extra: str
-) -> None:
-    values_file = tmp_path / "install-values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    helm.run("install", release, str(CHART), "-n", namespace, "-f", str(values_file), *extra)
-
-
 def managers(obj: dict[str, Any]) -> set[tuple[str, str]]:
     return {
         (entry["manager"], entry.get("subresource", "")) for entry in obj["metadata"].get("managedFields", [])
@@ -95,22 +95,8 @@ def managers_of(cluster: Cluster, kind: str, namespace: str) -> set[tuple[str, s
 def assert_the_operator_reconciles(cluster: Cluster, namespace: str) -> None:
     """A ModelDeployment in the watched namespace gets its Deployment and its status from the chart's
     operator: its own field manager is on both (the host operator, if running, uses another)."""
-    cluster.apply(
-        {
-            "apiVersion": "modelplane.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "probe"},
-            "spec": {
-                "model": {
-                    "uri": "https://models.invalid/iris.joblib",
-                    "format": "sklearn",
-                    "allowPickle": True,
-                },
-                "replicas": 1,
-            },
-        },
-        namespace=namespace,
-    )
+    model = {"uri": "https://models.invalid/iris.joblib", "format": "sklearn", "allowPickle": True}
+    cluster.apply(model_deployment("probe", {"model": model, "replicas": 1}), namespace=namespace)
     for kind, subresource in (("deployment", ""), ("modeldeployment", "status")):
         wait_until(
             f"{kind} {subresource} written by the chart's operator (field manager {FIELD_MANAGER})",
@@ -118,15 +104,6 @@ def assert_the_operator_reconciles(cluster: Cluster, namespace: str) -> None:
             timeout=90,
         )
     cluster.kubectl("delete", "modeldeployment", "probe", "-n", namespace, "--wait=true")
-
-
-@pytest.fixture
-def no_host_operator(cluster: Cluster) -> Iterator[None]:
-    """The operator `make operator-up` runs on the host watches every namespace: stopped while the chart's
-    operator is under test (so what reconciles the test's models is the chart's), started again after."""
-    make("operator-down")
-    yield
-    make("operator-up")
 
 
 @pytest.fixture
@@ -139,15 +116,8 @@ def release(cluster_helm: Helm, namespace: str) -> Iterator[str]:
 
 @pytest.fixture
 def operator_values(namespace: str) -> dict[str, Any]:
-    """Values for this cluster: the images `make images` built; only the test's namespace watched, and
-    the CRDs left as `make install-crds` put them (they are cluster-wide; other tests use them)."""
-    return {
-        "image": image_values("operator"),
-        "runtime": {"image": make_print("image-ref", "NAME=runtime")},
-        "watchNamespaces": [namespace],
-        "crds": {"enabled": False},
-        "fieldManager": FIELD_MANAGER,
-    }
+    """Values for this cluster, watching only the test's namespace."""
+    return release_values([namespace], FIELD_MANAGER)
 
 
 def test_install_runs_the_operator_with_least_privilege_and_uninstall_cleans_up(
@@ -291,23 +261,6 @@ def dashboard_queries() -> list[tuple[str, str]]:
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
 
 
-def iris_model(name: str, model: SklearnModel) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {
-                "uri": model.uri,
-                "format": "sklearn",
-                "digest": model.digest,
-                "credentialsSecret": "s3-credentials",
-            },
-            "replicas": 1,
-        },
-    }
-
-
 def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_data(
     cluster: Cluster,
     cluster_helm: Helm,
@@ -338,9 +291,9 @@ def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_
         namespace=namespace,
     )
     iris = iris_models["v1"]
-    cluster.apply([credentials_secret(s3), iris_model("iris", iris)], namespace=namespace)
+    cluster.apply([credentials_secret(s3), s3_model_deployment("iris", iris)], namespace=namespace)
     wait_ready(cluster, namespace, "iris")
-    cluster.apply(iris_model("over-quota", iris), namespace=namespace)
+    cluster.apply(s3_model_deployment("over-quota", iris), namespace=namespace)
     over_quota = wait_reason(cluster, namespace, "over-quota", {"ApplyFailed"}, timeout=90)
     assert "exceeded quota" in condition(over_quota, "Ready")["message"]
 

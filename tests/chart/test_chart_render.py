@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, Helm, by_kind, documents
+from tests.chart.conftest import by_kind, documents
 from tests.support.cluster import REPO_ROOT
+from tests.support.helm import CHART, Helm
 
 SECRET_READ_VERBS = {"get", "list", "watch"}
 

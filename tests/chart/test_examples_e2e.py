@@ -14,18 +14,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
 
-from tests.chart.conftest import image_values
+from tests.chart.conftest import host_operator_stopped, install, release_values
 from tests.support.cluster import Cluster, make, namespace_name, wait_until
 from tests.support.examples import (
+    CREDENTIALS_SECRET,
     credentials_secret,
     example,
     example_names,
     pin_digests,
     with_local_credentials,
 )
-from tests.support.helm import CHART, Helm
+from tests.support.helm import Helm
 from tests.support.modeldeployments import (
     assert_waits_for_a_gpu,
     children,
@@ -37,6 +37,7 @@ from tests.support.modeldeployments import (
     wait_service,
 )
 from tests.support.models import OnnxModel, SklearnModel, XGBoostModel
+from tests.support.pods import pull_pod
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -63,11 +64,6 @@ class Release:
     namespaces: dict[str, str]
 
 
-def image_ref(name: str) -> str:
-    image = image_values(name)  # built first when its sources changed
-    return f"{image['repository']}:{image['tag']}"
-
-
 @pytest.fixture(scope="module")
 def release(cluster: Cluster, helm_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     """The chart installed once, watching one namespace per example. The host operator (`make operator-up`
@@ -77,37 +73,26 @@ def release(cluster: Cluster, helm_bin: Path, tmp_path_factory: pytest.TempPathF
     workdir = tmp_path_factory.mktemp("examples-release")
     helm = Helm(helm_bin, workdir, cluster.kubeconfig)
     operator_namespace = namespace_name("examples-operator")
+    namespaces = {name: namespace_name(f"example-{Path(name).stem}") for name in example_names()}
+    values = release_values(sorted(namespaces.values()), FIELD_MANAGER)
     release = Release(
         name=f"mp-{operator_namespace.rsplit('-', 1)[-1]}",  # its CRD-reading ClusterRole is cluster-wide
         namespace=operator_namespace,
-        runtime_image=image_ref("runtime"),
-        namespaces={name: namespace_name(f"example-{Path(name).stem}") for name in example_names()},
+        runtime_image=values["runtime"]["image"],
+        namespaces=namespaces,
     )
-    values = {
-        "image": image_values("operator"),
-        "runtime": {"image": release.runtime_image},
-        "watchNamespaces": sorted(release.namespaces.values()),
-        "crds": {"enabled": False},
-        "fieldManager": FIELD_MANAGER,
-    }
-    values_file = workdir / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    make("operator-down")
-    try:
-        for namespace in (operator_namespace, *release.namespaces.values()):
-            cluster.kubectl("create", "namespace", namespace)
-            cluster.wait("serviceaccount/default", "create", namespace=namespace, timeout=60)
-        helm.run(
-            "install", release.name, str(CHART), "-n", operator_namespace, "-f", str(values_file),
-            "--wait", "--timeout", "5m",
-        )  # fmt: skip
-        yield release
-    finally:
-        for namespace in release.namespaces.values():
-            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        helm.run("uninstall", release.name, "-n", operator_namespace, "--wait", check=False)
-        cluster.kubectl("delete", "namespace", operator_namespace, "--wait=false", check=False)
-        make("operator-up")
+    with host_operator_stopped():
+        try:
+            for namespace in (operator_namespace, *release.namespaces.values()):
+                cluster.kubectl("create", "namespace", namespace)
+                cluster.wait("serviceaccount/default", "create", namespace=namespace, timeout=60)
+            install(helm, release.name, operator_namespace, values, workdir, "--wait", "--timeout", "5m")
+            yield release
+        finally:
+            for namespace in release.namespaces.values():
+                cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+            helm.run("uninstall", release.name, "-n", operator_namespace, "--wait", check=False)
+            cluster.kubectl("delete", "namespace", operator_namespace, "--wait=false", check=False)
 
 
 @pytest.fixture
@@ -194,28 +179,16 @@ def test_xgboost_over_http(
 def loader_pod(image: str, claim: str, model: OnnxModel, dest: str) -> dict[str, Any]:
     """A pod that puts MODEL onto CLAIM at DEST with the runtime's own pull (digest verified), then ends:
     what the example's comment tells users to do."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "fill-onnx-models"},
-        "spec": {
-            "restartPolicy": "Never",
-            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [
-                {
-                    "name": "pull",
-                    "image": image,
-                    "imagePullPolicy": "IfNotPresent",
-                    "command": ["modelplane-runtime", "pull"],
-                    "args": ["--uri", model.uri, "--dest", f"/models/{dest}", "--digest", model.digest],
-                    "envFrom": [{"secretRef": {"name": "s3-credentials"}}],
-                    "volumeMounts": [{"name": "models", "mountPath": "/models"}],
-                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-                }
-            ],
-            "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": claim}}],
-        },
-    }
+    return pull_pod(
+        "fill-onnx-models",
+        image,
+        model.uri,
+        {"persistentVolumeClaim": {"claimName": claim}},
+        digest=model.digest,
+        model_dir="/models",
+        dest=f"/models/{dest}",
+        env_from=[{"secretRef": {"name": CREDENTIALS_SECRET}}],
+    )
 
 
 def pod_phase(cluster: Cluster, namespace: str, name: str) -> str:

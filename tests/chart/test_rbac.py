@@ -18,8 +18,9 @@ import yaml
 from modelplane import children
 from modelplane import spec as specs
 
-from tests.chart.conftest import Helm, by_kind, documents
+from tests.chart.conftest import by_kind, documents
 from tests.support.cluster import REPO_ROOT
+from tests.support.helm import Helm
 
 HOST_OPERATOR = REPO_ROOT / "operator" / "deploy" / "host-operator.yaml"
 Need = tuple[str, str, str]  # (apiGroup, resource, verb)

@@ -12,16 +12,9 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import Cluster, wait_until
+from tests.support.pods import RESTRICTED
 
 pytestmark = pytest.mark.e2e
-
-RESTRICTED_CONTAINER_SECURITY: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "readOnlyRootFilesystem": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def echo_deployment(image: str, replicas: int) -> dict[str, Any]:
@@ -45,7 +38,7 @@ def echo_deployment(image: str, replicas: int) -> dict[str, Any]:
                                 "httpGet": {"path": "/ready", "port": 8080},
                                 "periodSeconds": 2,
                             },
-                            "securityContext": RESTRICTED_CONTAINER_SECURITY,
+                            "securityContext": RESTRICTED,
                         }
                     ]
                 },

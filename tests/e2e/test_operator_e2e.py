@@ -8,21 +8,25 @@ import subprocess
 import threading
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import OPERATOR_USER, eventually, make
-from tests.support.cluster import REPO_ROOT, Cluster
+from tests.e2e.conftest import OPERATOR_USER
+from tests.support.cluster import REPO_ROOT, Cluster, make, wait_until
 from tests.support.examples import ZERO_DIGEST, credentials_secret, example, with_local_credentials
 from tests.support.modeldeployments import (
     assert_waits_for_a_gpu,
     children,
     condition,
     md,
+    model_deployment,
     predict_v1,
+    s3_model_deployment,
+    s3_model_spec,
     wait_ready,
     wait_reason,
     wait_service,
@@ -31,24 +35,6 @@ from tests.support.models import SklearnModel, XGBoostModel
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
-
-
-def iris_md(name: str, model: SklearnModel, replicas: int = 1, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {
-                "uri": f"s3://modelplane/{model.key}",
-                "format": "sklearn",
-                "digest": model.digest,
-                "credentialsSecret": "s3-credentials",
-            },
-            "replicas": replicas,
-            **spec,
-        },
-    }
 
 
 def printer_columns(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
@@ -96,14 +82,8 @@ def test_invalid_specs_are_rejected_naming_the_field(cluster: Cluster, namespace
         ({"model": {"uri": "s3://models/k"}}, "spec.model.format"),
     ]
     for index, (spec, field) in enumerate(cases):
-        body = {
-            "apiVersion": "modelplane.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": f"bad-{index}"},
-        }
-        result = cluster.kubectl(
-            "apply", "-n", namespace, "-f", "-", input=json.dumps({**body, "spec": spec}), check=False
-        )
+        body = model_deployment(f"bad-{index}", spec)
+        result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body), check=False)
         assert result.returncode != 0, f"accepted: {spec}"
         assert field in result.stderr, f"{field} not named in: {result.stderr}"
     assert cluster.kubectl("get", "md", "-n", namespace, "-o", "name").stdout.strip() == ""
@@ -173,18 +153,18 @@ def test_uri_change_rolls_the_deployment_and_records_history(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1, v2 = iris_models["v1"], iris_models["v2"]
-    cluster.apply([credentials_secret(s3), iris_md("roll", v1)], namespace)
+    cluster.apply([credentials_secret(s3), s3_model_deployment("roll", v1)], namespace)
     wait_ready(cluster, namespace, "roll")
-    cluster.apply(iris_md("roll", v2), namespace)
-    eventually(
-        lambda: condition(md(cluster, namespace, "roll"), "Progressing").get("status") == "True",
-        60,
+    cluster.apply(s3_model_deployment("roll", v2), namespace)
+    wait_until(
         "Progressing=True",
+        lambda: condition(md(cluster, namespace, "roll"), "Progressing").get("status") == "True",
+        timeout=60,
         interval=0.3,
     )
     obj = wait_ready(cluster, namespace, "roll")
-    assert obj["status"]["stable"]["uri"] == f"s3://modelplane/{v2.key}"
-    assert obj["status"]["history"][0]["uri"] == f"s3://modelplane/{v1.key}"
+    assert obj["status"]["stable"]["uri"] == v2.uri
+    assert obj["status"]["history"][0]["uri"] == v1.uri
     assert predict_v1(cluster, namespace, "roll", "roll", v2.sample) == v2.expected()
     [deployment] = children(cluster, namespace, "roll", "deployment")
     assert deployment["metadata"]["generation"] == 2
@@ -200,49 +180,50 @@ def test_canary_warms_up_before_the_stable_track_shrinks_then_rollback_and_promo
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1, v2 = iris_models["v1"], iris_models["v2"]
-    missing = SklearnModel("examples/does-not-exist/model.joblib", v2.digest, v2.estimator, v2.sample)
+    missing = replace(v2, key="examples/does-not-exist/model.joblib")
 
     def canary_spec(model: SklearnModel) -> dict[str, Any]:
         return {
             "strategy": "Canary",
-            "canary": {"trafficPercent": 20, "model": iris_md("x", model)["spec"]["model"]},
+            "canary": {"trafficPercent": 20, "model": s3_model_spec(model)},
         }
 
     cluster.apply(
-        [credentials_secret(s3), iris_md("cn", v1, replicas=5, rollout=canary_spec(missing))], namespace
+        [credentials_secret(s3), s3_model_deployment("cn", v1, replicas=5, rollout=canary_spec(missing))],
+        namespace,
     )
     # The canary cannot become Ready (its model is missing): the stable track keeps all 5.
     wait_reason(cluster, namespace, "cn", {"ModelPullFailed"}, timeout=240)
-    eventually(lambda: _replicas(cluster, namespace, "cn") == {"cn": 5, "cn-canary": 1}, 30, "5 + 1")
-    stable_ready = eventually(
-        lambda: len([p for p in children(cluster, namespace, "cn", "pod") if _pod_ready(p)]) == 5 or None,
-        240,
+    wait_until("5 + 1", lambda: _replicas(cluster, namespace, "cn") == {"cn": 5, "cn-canary": 1}, timeout=30)
+    stable_ready = wait_until(
         "5 stable pods Ready",
+        lambda: len([p for p in children(cluster, namespace, "cn", "pod") if _pod_ready(p)]) == 5 or None,
+        timeout=240,
     )
     assert stable_ready
     assert _replicas(cluster, namespace, "cn") == {"cn": 5, "cn-canary": 1}
 
     # A canary that can start: once it is Ready, 4 stable + 1 canary.
-    cluster.apply(iris_md("cn", v1, replicas=5, rollout=canary_spec(v2)), namespace)
+    cluster.apply(s3_model_deployment("cn", v1, replicas=5, rollout=canary_spec(v2)), namespace)
     obj = wait_ready(cluster, namespace, "cn", timeout=300)
     assert _replicas(cluster, namespace, "cn") == {"cn": 4, "cn-canary": 1}
-    assert obj["status"]["canary"]["uri"] == f"s3://modelplane/{v2.key}"
+    assert obj["status"]["canary"]["uri"] == v2.uri
     services = {s["metadata"]["name"] for s in children(cluster, namespace, "cn", "service")}
     assert services == {"cn", "cn-stable", "cn-canary"}
     wait_service(cluster, namespace, "cn-canary")
     assert predict_v1(cluster, namespace, "cn-canary", "cn", v2.sample) == v2.expected()
 
     # Rollback: remove the canary -> stable only, canary children pruned.
-    cluster.apply(iris_md("cn", v1, replicas=5, rollout={"strategy": "Canary"}), namespace)
+    cluster.apply(s3_model_deployment("cn", v1, replicas=5, rollout={"strategy": "Canary"}), namespace)
     wait_ready(cluster, namespace, "cn", timeout=300)
-    eventually(lambda: _replicas(cluster, namespace, "cn") == {"cn": 5}, 60, "canary pruned")
+    wait_until("canary pruned", lambda: _replicas(cluster, namespace, "cn") == {"cn": 5}, timeout=60)
     services = {s["metadata"]["name"] for s in children(cluster, namespace, "cn", "service")}
     assert services == {"cn", "cn-stable"}
 
     # Promote: the canary model becomes spec.model.
-    cluster.apply(iris_md("cn", v2, replicas=5, rollout={"strategy": "Canary"}), namespace)
+    cluster.apply(s3_model_deployment("cn", v2, replicas=5, rollout={"strategy": "Canary"}), namespace)
     obj = wait_ready(cluster, namespace, "cn", timeout=300)
-    assert obj["status"]["stable"]["uri"] == f"s3://modelplane/{v2.key}"
+    assert obj["status"]["stable"]["uri"] == v2.uri
     assert predict_v1(cluster, namespace, "cn", "cn", v2.sample) == v2.expected()
 
 
@@ -255,13 +236,14 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 def test_deleted_or_edited_children_are_put_back(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
-    cluster.apply([credentials_secret(s3), iris_md("drift", iris_models["v1"])], namespace)
+    cluster.apply([credentials_secret(s3), s3_model_deployment("drift", iris_models["v1"])], namespace)
     wait_ready(cluster, namespace, "drift")
     [original] = children(cluster, namespace, "drift", "deployment")
     image = original["spec"]["template"]["spec"]["containers"][0]["image"]
 
     cluster.kubectl("delete", "deployment", "drift", "-n", namespace, "--wait=false")
-    recreated = eventually(
+    recreated = wait_until(
+        "the Deployment recreated",
         lambda: next(
             (
                 d
@@ -270,36 +252,35 @@ def test_deleted_or_edited_children_are_put_back(
             ),
             None,
         ),
-        30,
-        "the Deployment recreated",
+        timeout=30,
     )
     assert recreated["spec"]["template"]["spec"]["containers"][0]["image"] == image
 
     cluster.kubectl("set", "image", "deployment/drift", "model-server=nginx:edited", "-n", namespace)
-    eventually(
+    wait_until(
+        "the image reverted",
         lambda: (
             children(cluster, namespace, "drift", "deployment")[0]["spec"]["template"]["spec"]["containers"][
                 0
             ]["image"]
             == image
         ),
-        30,
-        "the image reverted",
+        timeout=30,
     )
     cluster.kubectl(
         "patch", "service", "drift", "-n", namespace, "-p", '{"spec":{"selector":{"app":"other"}}}'
     )
-    eventually(
+    wait_until(
+        "the Service selector reverted",
         lambda: (
             cluster.get("service", "drift", namespace)["spec"]["selector"] == {"modelplane.io/name": "drift"}
         ),
-        30,
-        "the Service selector reverted",
+        timeout=30,
     )
     wait_ready(cluster, namespace, "drift")
     # The scale subresource: `kubectl scale md` sets spec.replicas, and the Deployment follows.
     cluster.kubectl("scale", "md", "drift", "--replicas=2", "-n", namespace)
-    eventually(lambda: _replicas(cluster, namespace, "drift") == {"drift": 2}, 30, "scaled to 2")
+    wait_until("scaled to 2", lambda: _replicas(cluster, namespace, "drift") == {"drift": 2}, timeout=30)
     obj = wait_ready(cluster, namespace, "drift")
     assert obj["status"]["ready"] == "2/2"
 
@@ -308,10 +289,15 @@ def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1 = iris_models["v1"]
-    missing = SklearnModel("examples/missing/model.joblib", v1.digest, v1.estimator, v1.sample)
-    wrong = SklearnModel(v1.key, "sha256:" + "1" * 64, v1.estimator, v1.sample)
+    missing = replace(v1, key="examples/missing/model.joblib")
+    wrong = replace(v1, digest="sha256:" + "1" * 64)
     cluster.apply(
-        [credentials_secret(s3), iris_md("missing", missing), iris_md("wrong-digest", wrong)], namespace
+        [
+            credentials_secret(s3),
+            s3_model_deployment("missing", missing),
+            s3_model_deployment("wrong-digest", wrong),
+        ],
+        namespace,
     )
     for name, reason in (("missing", "ModelPullFailed"), ("wrong-digest", "DigestMismatch")):
         obj = wait_reason(cluster, namespace, name, {reason}, timeout=180)
@@ -332,14 +318,18 @@ def test_a_pull_that_really_fails_is_reported_in_kubectl_get(
 def test_deleting_the_model_deployment_removes_every_child(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
-    autoscaled = iris_md("gone", iris_models["v1"], autoscaling={"minReplicas": 1, "maxReplicas": 2})
+    autoscaled = s3_model_deployment(
+        "gone", iris_models["v1"], autoscaling={"minReplicas": 1, "maxReplicas": 2}
+    )
     cluster.apply([credentials_secret(s3), autoscaled], namespace)
     wait_ready(cluster, namespace, "gone")
     kinds = ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget", "pod")
     assert all(children(cluster, namespace, "gone", kind) for kind in kinds)
     cluster.kubectl("delete", "md", "gone", "-n", namespace, "--wait=true", timeout=120)
-    eventually(
-        lambda: not any(children(cluster, namespace, "gone", kind) for kind in kinds), 120, "every child gone"
+    wait_until(
+        "every child gone",
+        lambda: not any(children(cluster, namespace, "gone", kind) for kind in kinds),
+        timeout=120,
     )
 
 
@@ -347,19 +337,19 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
     v1, v2 = iris_models["v1"], iris_models["v2"]
-    cluster.apply([credentials_secret(s3), iris_md("restart", v1, replicas=2)], namespace)
+    cluster.apply([credentials_secret(s3), s3_model_deployment("restart", v1, replicas=2)], namespace)
     wait_ready(cluster, namespace, "restart")
     make("operator-down")
     try:
         # Changed while no operator runs, then the operator comes back in the middle of it.
-        cluster.apply(iris_md("restart", v2, replicas=2), namespace)
+        cluster.apply(s3_model_deployment("restart", v2, replicas=2), namespace)
         make("operator-up")
-        eventually(
+        wait_until(
+            "rollout started",
             lambda: (
                 condition(md(cluster, namespace, "restart"), "Progressing").get("status") == "True" or None
             ),
-            60,
-            "rollout started",
+            timeout=60,
             interval=0.3,
         )
         make("operator-down")
@@ -367,7 +357,7 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(
     finally:
         make("operator-up")
     obj = wait_ready(cluster, namespace, "restart", timeout=300)
-    assert obj["status"]["stable"]["uri"] == f"s3://modelplane/{v2.key}"
+    assert obj["status"]["stable"]["uri"] == v2.uri
     assert [d["metadata"]["name"] for d in children(cluster, namespace, "restart", "deployment")] == [
         "restart"
     ]
@@ -377,7 +367,9 @@ def test_operator_restart_mid_rollout_converges_without_duplicates(
     assert [
         p["metadata"]["name"] for p in children(cluster, namespace, "restart", "poddisruptionbudget")
     ] == ["restart"]
-    eventually(lambda: len(children(cluster, namespace, "restart", "pod")) == 2, 120, "exactly 2 pods")
+    wait_until(
+        "exactly 2 pods", lambda: len(children(cluster, namespace, "restart", "pod")) == 2, timeout=120
+    )
 
 
 def _audit_entries(path: Path, since: float) -> list[dict[str, Any]]:
@@ -412,21 +404,21 @@ def test_steady_state_writes_nothing_and_secrets_are_never_listed(
     cluster.apply(
         [
             credentials_secret(s3),
-            iris_md("quiet-a", iris_models["v1"]),
-            iris_md("quiet-b", iris_models["v2"], replicas=2),
+            s3_model_deployment("quiet-a", iris_models["v1"]),
+            s3_model_deployment("quiet-b", iris_models["v2"], replicas=2),
         ],
         namespace,
     )
     wait_ready(cluster, namespace, "quiet-a")
     wait_ready(cluster, namespace, "quiet-b")
     # Ready settles a moment after the last pod event; give the last writes time to land, then watch.
-    eventually(
+    wait_until(
+        "settled",
         lambda: all(
             condition(md(cluster, namespace, n), "Ready").get("reason") == "AllReplicasReady"
             for n in ("quiet-a", "quiet-b")
         ),
-        60,
-        "settled",
+        timeout=60,
     )
     time.sleep(5)  # the audit log is written asynchronously by the apiserver (batch backend)
     window_start = time.time()
@@ -478,21 +470,21 @@ def test_cpu_autoscaler_scales_up_under_load(
     for worker in workers:
         worker.start()
     try:
-        hpa = eventually(
+        hpa = wait_until(
+            "the HPA to want more than one replica",
             lambda: (
                 (h := cluster.get("hpa", "iris-autoscaled", namespace))["status"].get("desiredReplicas", 1)
                 > 1
                 and h
             ),
-            240,
-            "the HPA to want more than one replica",
+            timeout=240,
             interval=5,
         )
         assert hpa["status"]["desiredReplicas"] > 1
-        eventually(
-            lambda: cluster.get("deployment", "iris-autoscaled", namespace)["spec"]["replicas"] > 1,
-            60,
+        wait_until(
             "the Deployment scaled up",
+            lambda: cluster.get("deployment", "iris-autoscaled", namespace)["spec"]["replicas"] > 1,
+            timeout=60,
         )
     finally:
         stop.set()
@@ -557,32 +549,31 @@ def test_two_operators_never_reconcile_at_once(
             [str(REPO_ROOT / ".venv/bin/modelplane"), "run"], env=env, stdout=sink, stderr=sink
         )
     try:
-        eventually(
-            lambda: "Pausing operations in favour of" in first_log.read_text()[first_offset:],
-            60,
+        wait_until(
             "the first to pause",
+            lambda: "Pausing operations in favour of" in first_log.read_text()[first_offset:],
+            timeout=60,
         )
-        cluster.apply(
-            {
-                "apiVersion": "modelplane.io/v1alpha1",
-                "kind": "ModelDeployment",
-                "metadata": {"name": "peered"},
-                "spec": {"model": {"uri": "s3://modelplane/examples/iris/model.joblib", "format": "sklearn"}},
-            },
-            namespace,
-        )
-        eventually(
-            lambda: f"{namespace}/peered: applied" in second_log.read_text(), 60, "the second to reconcile"
+        model = {"uri": "s3://modelplane/examples/iris/model.joblib", "format": "sklearn"}
+        cluster.apply(model_deployment("peered", {"model": model}), namespace)
+        wait_until(
+            "the second to reconcile",
+            lambda: f"{namespace}/peered: applied" in second_log.read_text(),
+            timeout=60,
         )
         assert f"{namespace}/peered" not in first_log.read_text()[first_offset:]
     finally:
         second.terminate()
         second.wait(timeout=60)
-    eventually(
-        lambda: "Resuming operations" in first_log.read_text()[first_offset:], 90, "the first to resume"
+    wait_until(
+        "the first to resume",
+        lambda: "Resuming operations" in first_log.read_text()[first_offset:],
+        timeout=90,
     )
     cluster.kubectl("scale", "md", "peered", "--replicas=0", "-n", namespace)
-    eventually(
-        lambda: condition(md(cluster, namespace, "peered"), "Ready").get("reason") == "Stopped", 60, "Stopped"
+    wait_until(
+        "Stopped",
+        lambda: condition(md(cluster, namespace, "peered"), "Ready").get("reason") == "Stopped",
+        timeout=60,
     )
     assert f"{namespace}/peered" in first_log.read_text()[first_offset:]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.cluster import Cluster, wait_until
+from tests.support.pods import run_once_pod
 
 pytestmark = pytest.mark.e2e
 
@@ -141,25 +142,16 @@ def claim(name: str) -> dict[str, Any]:
 
 
 def volume_pod(name: str, image: str, claim_name: str, script: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [
-                {
-                    "name": "c",
-                    "image": image,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", script],
-                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                    "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
-                }
-            ],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim_name}}],
-        },
+    container = {
+        "name": "c",
+        "image": image,
+        "imagePullPolicy": "Never",
+        "command": ["sh", "-c", script],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+        "securityContext": {"runAsNonRoot": True, "allowPrivilegeEscalation": False},
     }
+    volume = {"name": "data", "persistentVolumeClaim": {"claimName": claim_name}}
+    return run_once_pod(name, [container], volumes=[volume])
 
 
 def pod_phase(cluster: Cluster, namespace: str, name: str) -> str:

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from tests.support.prometheus import PrometheusServer, free_loopback_port
+from tests.support.net import free_port
+from tests.support.prometheus import PrometheusServer
 
 pytestmark = pytest.mark.e2e
 
@@ -24,7 +25,7 @@ def exporter() -> Iterator[str]:
     Gauge("harness_probe_value", "A value the test sets and reads back.", ["side"], registry=registry).labels(
         side="host"
     ).set(PROBE_VALUE)
-    port = free_loopback_port()
+    port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     yield f"127.0.0.1:{port}"
     server.shutdown()

@@ -9,16 +9,11 @@ import pytest
 from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 
-from tests.harness.conftest import make
 from tests.support.cluster import Cluster, make_print, wait_until
-from tests.support.s3 import S3Server, start_s3
+from tests.support.pods import run_once_pod
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def s3() -> S3Server:
-    return start_s3()
 
 
 @pytest.fixture
@@ -93,40 +88,22 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def python_image(cluster: Cluster) -> str:
-    """The cluster tests' small Python image (python3 only; boto3 comes from the mounted directory)."""
-    make("image", "NAME=http-echo")
-    return make_print("image-ref", "NAME=http-echo")
-
-
 def test_put_get_list_and_refusals_from_a_pod(
-    s3: S3Server, cluster: Cluster, namespace: str, python_image: str
+    s3: S3Server, cluster: Cluster, namespace: str, echo_image: str
 ) -> None:
+    """In the cluster tests' small Python image (python3 only; boto3 comes from the mounted directory)."""
     client_dir = make_print("s3-pod-client")
     key = f"harness/{uuid.uuid4().hex}/from-pod.txt"
     env = {**s3.env, "MODELPLANE_S3_BUCKET": s3.bucket, "KEY": key, "PYTHONPATH": "/opt/s3-client"}
-    cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "s3-client"},
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [
-                    {
-                        "name": "client",
-                        "image": python_image,
-                        "command": ["python3", "-c", POD_SCRIPT],
-                        "env": [{"name": k, "value": v} for k, v in env.items()],
-                        "volumeMounts": [{"name": "client", "mountPath": "/opt/s3-client", "readOnly": True}],
-                    }
-                ],
-                "volumes": [{"name": "client", "hostPath": {"path": client_dir, "type": "Directory"}}],
-            },
-        },
-        namespace=namespace,
-    )
+    client = {
+        "name": "client",
+        "image": echo_image,
+        "command": ["python3", "-c", POD_SCRIPT],
+        "env": [{"name": k, "value": v} for k, v in env.items()],
+        "volumeMounts": [{"name": "client", "mountPath": "/opt/s3-client", "readOnly": True}],
+    }
+    volume = {"name": "client", "hostPath": {"path": client_dir, "type": "Directory"}}
+    cluster.apply(run_once_pod("s3-client", [client], volumes=[volume]), namespace=namespace)
     phase = wait_until(
         "the s3-client pod to finish",
         lambda: (

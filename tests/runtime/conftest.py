@@ -27,10 +27,3 @@ def iris_server(
         iris_model[0], "sklearn", tmp_path_factory.mktemp("logs"), name="iris", args=["--workers", "2"]
     ) as server:
         yield server
-
-
-def make_slow_model_dir(path: Path, seconds: float) -> Path:
-    """An artifact for tests.runtime.models:SlowModel, each call taking ``seconds``."""
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "seconds").write_text(str(seconds))
-    return path

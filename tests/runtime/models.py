@@ -26,6 +26,13 @@ def save_iris_logistic_regression(model_dir: Path) -> LogisticRegression:
     return model
 
 
+def make_slow_model_dir(path: Path, seconds: float) -> Path:
+    """An artifact for SlowModel (the custom format), each call taking ``seconds``."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "seconds").write_text(str(seconds))
+    return path
+
+
 class SlowModel:
     """Takes ``SLOW_MODEL_SECONDS`` per call: for overload, timeout and shutdown tests."""
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,16 +15,11 @@ from pathlib import Path
 import httpx
 
 from tests.support.cluster import REPO_ROOT
+from tests.support.net import free_port
 
 RUNTIME_COMMAND = str(Path(sys.executable).parent / "modelplane-runtime")
 # Startup includes importing scikit-learn and skops; the shared 2-core machine can be slow.
 READY_TIMEOUT_SECONDS = 180.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

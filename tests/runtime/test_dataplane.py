@@ -15,7 +15,7 @@ from modelplane_runtime.rest import EVENT_STREAM, ROUTES, Exchange, RestApp, Rou
 from modelplane_runtime.server import ServeConfig, load
 
 from tests.runtime.asgi import call, call_json
-from tests.runtime.conftest import make_slow_model_dir
+from tests.runtime.models import make_slow_model_dir
 
 SLOW_CLASS = "tests.runtime.models:SlowModel"
 REQUEST = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}

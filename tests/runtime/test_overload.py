@@ -14,7 +14,7 @@ from modelplane_runtime.rest import RestApp
 from modelplane_runtime.server import ServeConfig, load
 
 from tests.runtime.asgi import call_json
-from tests.runtime.conftest import make_slow_model_dir
+from tests.runtime.models import make_slow_model_dir
 from tests.runtime.serving import RunningServer, serving
 
 SLOW_CLASS = "tests.runtime.models:SlowModel"

@@ -18,17 +18,10 @@ from sklearn.linear_model import LogisticRegression
 
 from tests.runtime.models import iris, save_iris_logistic_regression
 from tests.support.cluster import Cluster, make_print, wait_until
-from tests.support.s3 import S3Server, start_s3
+from tests.support.pods import RESTRICTED
+from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
-
-RESTRICTED: dict[str, Any] = {
-    "runAsNonRoot": True,
-    "readOnlyRootFilesystem": True,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def runtime_pod(image: str, uri: str, digest: str, secret: str) -> dict[str, Any]:
@@ -106,11 +99,6 @@ def post_json(url: str, payload: Any) -> Any:
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
-
-
-@pytest.fixture(scope="module")
-def s3() -> S3Server:
-    return start_s3()
 
 
 def test_runtime_pod_pulls_from_s3_and_serves_sklearn_predictions(

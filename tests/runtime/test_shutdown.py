@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.runtime.conftest import make_slow_model_dir
+from tests.runtime.models import make_slow_model_dir
 from tests.runtime.serving import start_server
 from tests.support.cluster import wait_until
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import modelplane_contract as contract
 
-from tests.runtime.conftest import make_slow_model_dir
+from tests.runtime.models import make_slow_model_dir
 from tests.runtime.serving import start_server
 
 SLOW = {contract.ENV_CUSTOM_CLASS: "tests.runtime.models:SlowModel"}

@@ -14,6 +14,8 @@ from tests.support.s3 import S3Server
 EXAMPLES = REPO_ROOT / "examples"
 # The digest the examples hold until you put your model's `sha256sum` there.
 ZERO_DIGEST = "sha256:" + "0" * 64
+# The Secret examples/sklearn-s3.yaml names for its S3 credentials.
+CREDENTIALS_SECRET = "s3-credentials"
 CREDENTIAL_KEYS = ("AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
@@ -29,7 +31,7 @@ def example(name: str, **replace: str) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def credentials_secret(s3: S3Server, name: str = "s3-credentials") -> dict[str, Any]:
+def credentials_secret(s3: S3Server, name: str = CREDENTIALS_SECRET) -> dict[str, Any]:
     """The Secret examples/sklearn-s3.yaml shows, holding the local S3 server's endpoint and keys."""
     return {
         "apiVersion": "v1",

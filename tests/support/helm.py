@@ -1,7 +1,5 @@
-"""helm as the tests run it (the binary `make helm` builds), and its fixtures.
-
-The fixtures are registered by tests/harness/conftest.py and tests/chart/conftest.py, which import them
-from here; both areas need `helm_bin` (tests/harness/conftest.py) to be in scope."""
+"""helm as the tests run it (the binary `make helm` builds, the `helm_bin` fixture of
+tests/support/tools.py), and its fixtures (registered once, by tests/conftest.py)."""
 
 from __future__ import annotations
 

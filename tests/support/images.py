@@ -1,6 +1,6 @@
 """Test images `make images` builds into the node, as fixtures.
 
-Registered by the conftest.py of each area that uses them (tests/cluster, tests/harness)."""
+Registered once, by tests/conftest.py."""
 
 from __future__ import annotations
 

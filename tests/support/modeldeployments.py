@@ -1,5 +1,6 @@
-"""Reading a ModelDeployment on the local cluster: its conditions, its children, waits on its own state
-(never a bare sleep) and requests to its Service's ClusterIP (kube-proxy's rules reach it from the host)."""
+"""A ModelDeployment on the local cluster: built for `kubectl apply`, read (its conditions, its children),
+waited on in its own state (never a bare sleep), and asked through its Service's ClusterIP (kube-proxy's
+rules reach it from the host)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,30 @@ from typing import Any
 import modelplane_contract as contract
 
 from tests.support.cluster import Cluster, wait_until
+from tests.support.examples import CREDENTIALS_SECRET
+from tests.support.models import S3Model
+
+API_VERSION = "modelplane.io/v1alpha1"
+
+
+def model_deployment(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """A ModelDeployment named NAME with SPEC, as `kubectl apply` takes it (the namespace given there)."""
+    return {"apiVersion": API_VERSION, "kind": "ModelDeployment", "metadata": {"name": name}, "spec": spec}
+
+
+def s3_model_spec(model: S3Model) -> dict[str, Any]:
+    """spec.model for MODEL in the S3 server: pinned by its digest, read with the examples' credentials."""
+    return {
+        "uri": model.uri,
+        "format": model.format,
+        "digest": model.digest,
+        "credentialsSecret": CREDENTIALS_SECRET,
+    }
+
+
+def s3_model_deployment(name: str, model: S3Model, replicas: int = 1, **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment serving MODEL from the S3 server, with SPEC's other fields."""
+    return model_deployment(name, {"model": s3_model_spec(model), "replicas": replicas, **spec})
 
 
 def md(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:

@@ -10,12 +10,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
-from tests.support.s3 import S3Server, start_s3
+from tests.support.s3 import S3Server
 
 NODE_IP = "172.28.0.1"  # the node's address on the host: pods reach the host's servers there
 HTTP_MODELS_PORT = 8765  # examples/xgboost-http.yaml names it
@@ -28,15 +28,24 @@ def _plain(values: Any) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class SklearnModel:
+class S3Model:
+    """A model's object in the S3 server's bucket, its digest, and the rows the tests ask it."""
+
+    bucket: str
     key: str
     digest: str
-    estimator: Any
     sample: list[list[float]]
+    format: ClassVar[str]
 
     @property
     def uri(self) -> str:
-        return f"s3://modelplane/{self.key}"
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class SklearnModel(S3Model):
+    estimator: Any
+    format: ClassVar[str] = "sklearn"
 
     def expected(self) -> list[Any]:
         return _plain(self.estimator.predict(np.array(self.sample)))
@@ -55,15 +64,9 @@ class XGBoostModel:
 
 
 @dataclass(frozen=True)
-class OnnxModel:
-    key: str
-    digest: str
+class OnnxModel(S3Model):
     data: bytes
-    sample: list[list[float]]
-
-    @property
-    def uri(self) -> str:
-        return f"s3://modelplane/{self.key}"
+    format: ClassVar[str] = "onnx"
 
     def expected(self) -> list[Any]:
         """The model's own answer (onnxruntime on the host): its first output, the labels."""
@@ -87,12 +90,6 @@ def _train_iris(c: float) -> tuple[bytes, Any]:
 
 
 @pytest.fixture(scope="session")
-def s3() -> S3Server:
-    """The S3 server `make s3` runs (idempotent), with the bucket the examples name."""
-    return start_s3()
-
-
-@pytest.fixture(scope="session")
 def iris_models(s3: S3Server) -> dict[str, SklearnModel]:
     """Two versions of an iris classifier in S3, at the keys the examples name."""
     models = {}
@@ -101,7 +98,7 @@ def iris_models(s3: S3Server) -> dict[str, SklearnModel]:
         ("v2", "examples/iris-v2/model.joblib", 0.05),
     ):
         data, estimator = _train_iris(c)
-        models[version] = SklearnModel(key, s3.upload(key, data), estimator, IRIS_SAMPLE)
+        models[version] = SklearnModel(s3.bucket, key, s3.upload(key, data), IRIS_SAMPLE, estimator)
     return models
 
 
@@ -118,7 +115,7 @@ def onnx_model(s3: S3Server) -> OnnxModel:
     onnx = to_onnx(estimator, features[:1].astype(np.float32), options={"zipmap": False})
     data = onnx.SerializeToString()
     key = "examples/onnx/model.onnx"
-    return OnnxModel(key, s3.upload(key, data), data, IRIS_SAMPLE)
+    return OnnxModel(s3.bucket, key, s3.upload(key, data), IRIS_SAMPLE, data)
 
 
 @pytest.fixture(scope="session")

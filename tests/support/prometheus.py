@@ -6,7 +6,6 @@ with PrometheusServer.start(bin_dir, config, workdir) as prom:
 
 from __future__ import annotations
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,17 +17,10 @@ import httpx
 import yaml
 
 from tests.support.cluster import wait_until
+from tests.support.net import free_port
 
 READY_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
-
-
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PrometheusError(AssertionError):
@@ -48,7 +40,7 @@ class PrometheusServer:
         workdir.mkdir(parents=True, exist_ok=True)
         config_path = workdir / "prometheus.yml"
         config_path.write_text(cls.config_text(config))
-        port = free_loopback_port()
+        port = free_port()
         log_path = workdir / "prometheus.log"
         cmd = [
             str(bin_dir / "prometheus"),

@@ -1,4 +1,5 @@
-"""The S3 server `make s3` starts (SeaweedFS): its settings as `make -s s3-env` prints them."""
+"""The S3 server `make s3` starts (SeaweedFS): its settings as `make -s s3-env` prints them, and the `s3`
+fixture (registered once, by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+import pytest
 from botocore.config import Config
 
 from tests.support.cluster import REPO_ROOT, make_print
@@ -66,3 +68,9 @@ def server_from_env_lines(text: str) -> S3Server:
         region=values["AWS_REGION"],
         bucket=values["MODELPLANE_S3_BUCKET"],
     )
+
+
+@pytest.fixture(scope="session")
+def s3() -> S3Server:
+    """The S3 server `make s3` runs (idempotent), with the bucket the examples name."""
+    return start_s3()

@@ -21,8 +21,9 @@ import pytest
 from modelplane_runtime.pull import main as pull_main
 from modelplane_runtime.storage.digest import manifest_digest
 
-from tests.support.cluster import REPO_ROOT, make_print
-from tests.support.s3 import S3Server, start_s3
+from tests.support.cluster import REPO_ROOT, make_print, wait_until
+from tests.support.net import free_port
+from tests.support.s3 import S3Server
 
 # Short limits keep failure tests fast: a stall is seen after 1 s, retries wait 50 ms.
 FAST_PULL_ENV = {
@@ -267,30 +268,18 @@ def fault_proxy() -> Iterator[Callable[[tuple[str, int], str, int, int], FaultPr
         proxy.close()
 
 
-# --- the S3 server of `make s3` -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> S3Server:
-    return start_s3()
+# --- the S3 server of `make s3` (the `s3` fixture of tests/support/s3.py) ----------------------------
 
 
 @pytest.fixture
-def s3_prefix(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+def s3_prefix(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh key prefix in the bucket; the process env points at the server."""
-    for name, value in s3_server.env.items():
+    for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
     return f"pull-tests/{uuid.uuid4().hex[:10]}"
 
 
 # --- fake-gcs-server, built from its Go module by `make fake-gcs-server` ---------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -323,23 +312,23 @@ def fake_gcs_server() -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_port(port, process)
+        wait_until(
+            f"fake-gcs-server to listen on {port}",
+            lambda: _listening(port, process),
+            timeout=30,
+            interval=0.1,
+        )
         yield url
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"fake-gcs-server exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"fake-gcs-server did not listen on {port} within {timeout}s")
+def _listening(port: int, process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise AssertionError(f"fake-gcs-server exited with {process.returncode}")
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True

@@ -12,7 +12,9 @@ import modelplane_contract as contract
 import pytest
 
 from tests.runtime.pull.conftest import sha256
+from tests.support import pods
 from tests.support.cluster import REPO_ROOT, Cluster, make_print
+from tests.support.pods import RESTRICTED
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -32,63 +34,27 @@ def runtime_image(cluster: Cluster) -> str:
 
 def pull_pod(image: str, s3: S3Server, uri: str, digest: str | None = None) -> dict[str, Any]:
     """A pod as the operator renders one: pull into an emptyDir, then a container that uses it."""
-    args = ["pull", "--uri", uri, "--dest", contract.MODEL_DIR] + (["--digest", digest] if digest else [])
+    show = {
+        "name": "show",
+        "image": image,
+        "command": ["python3", "-c", SHOW_MODEL],
+        "env": [{"name": "MODEL_DIR", "value": contract.MODEL_DIR}],
+        "securityContext": RESTRICTED,
+    }
     env = [{"name": k, "value": v} for k, v in s3.env.items()]
-    security = {
-        "runAsNonRoot": True,
-        "readOnlyRootFilesystem": True,
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    mounts = [
-        {"name": contract.MODEL_VOLUME_NAME, "mountPath": contract.MODEL_DIR},
-        {"name": contract.TMP_VOLUME_NAME, "mountPath": contract.TMP_DIR},
-    ]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "pull"},
-        "spec": {
-            "restartPolicy": "Never",
-            "initContainers": [
-                {
-                    "name": contract.PULL_CONTAINER_NAME,
-                    "image": image,
-                    "args": args,
-                    "env": env,
-                    "securityContext": security,
-                    "volumeMounts": mounts,
-                }
-            ],
-            "containers": [
-                {
-                    "name": "show",
-                    "image": image,
-                    "command": ["python3", "-c", SHOW_MODEL],
-                    "env": [{"name": "MODEL_DIR", "value": contract.MODEL_DIR}],
-                    "securityContext": security,
-                    "volumeMounts": mounts,
-                }
-            ],
-            "volumes": [
-                {"name": contract.MODEL_VOLUME_NAME, "emptyDir": {}},
-                {"name": contract.TMP_VOLUME_NAME, "emptyDir": {}},
-            ],
-        },
-    }
+    return pods.pull_pod("pull", image, uri, {"emptyDir": {}}, digest=digest, env=env, then=show)
 
 
 @pytest.fixture
-def s3_model(s3_server: S3Server, s3_prefix: str) -> str:
-    s3_server.client().put_object(Bucket=s3_server.bucket, Key=f"{s3_prefix}/model.json", Body=MODEL)
-    return f"s3://{s3_server.bucket}/{s3_prefix}/model.json"
+def s3_model(s3: S3Server, s3_prefix: str) -> str:
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{s3_prefix}/model.json", Body=MODEL)
+    return f"s3://{s3.bucket}/{s3_prefix}/model.json"
 
 
 def test_init_container_pulls_into_the_shared_volume(
-    cluster: Cluster, namespace: str, runtime_image: str, s3_server: S3Server, s3_model: str
+    cluster: Cluster, namespace: str, runtime_image: str, s3: S3Server, s3_model: str
 ) -> None:
-    cluster.apply(pull_pod(runtime_image, s3_server, s3_model, sha256(MODEL)), namespace=namespace)
+    cluster.apply(pull_pod(runtime_image, s3, s3_model, sha256(MODEL)), namespace=namespace)
     cluster.wait("pod/pull", "jsonpath={.status.phase}=Succeeded", namespace=namespace, timeout=180)
     shown = json.loads(cluster.kubectl("logs", "-n", namespace, "pull", "-c", "show").stdout.strip())
     assert shown == {
@@ -108,14 +74,14 @@ def test_failed_pull_shows_its_reason_in_the_pod_status(
     cluster: Cluster,
     namespace: str,
     runtime_image: str,
-    s3_server: S3Server,
+    s3: S3Server,
     s3_model: str,
     suffix: str,
     digest: str | None,
     reason: str,
 ) -> None:
     uri = s3_model.rsplit("/", 1)[0] + "/" + suffix
-    cluster.apply(pull_pod(runtime_image, s3_server, uri, digest), namespace=namespace)
+    cluster.apply(pull_pod(runtime_image, s3, uri, digest), namespace=namespace)
     cluster.wait("pod/pull", "jsonpath={.status.phase}=Failed", namespace=namespace, timeout=180)
     [status] = cluster.get("pod", "pull", namespace)["status"]["initContainerStatuses"]
     terminated = status["state"]["terminated"]

@@ -1,4 +1,5 @@
-"""Fixtures of the harness tests: the tools `make` builds into the bin dir, brought up to date first."""
+"""The tools `make` builds into the bin dir (helm, promtool, Prometheus), brought up to date first, the
+third-party CRDs and the cluster's add-ons, as fixtures (registered once, by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,6 @@ import pytest
 import yaml
 
 from tests.support.cluster import Cluster, make, make_print
-from tests.support.helm import cluster_helm, helm
-from tests.support.images import echo_image
-
-# `make` stays importable from here (tests/chart and tests/harness import it); the fixtures are
-# registered for this area.
-__all__ = ["cluster_helm", "echo_image", "helm", "make"]
 
 
 @pytest.fixture(scope="session")
