@@ -1,9 +1,10 @@
 """Child kinds on the real cluster: a deleted ScaledObject comes back from its own watch event (not from
-a resync, not from an unrelated event), and a kind whose CRD arrives after the operator started is
-watched and applied without a restart."""
+a resync, not from an unrelated event) with nothing else written, and a kind whose CRD arrives after
+the operator started is watched and applied without a restart."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.support.s3 import S3Server
 pytestmark = pytest.mark.e2e
 KEDA_CRD = "scaledobjects.keda.sh"
 SETTLED_KINDS = ("deployment", "service", "poddisruptionbudget")
+FIELD_MANAGER = "modelplane"  # the host operator's (make operator-up leaves the default)
 
 
 def keda_md(name: str, model: SklearnModel) -> dict[str, Any]:
@@ -53,9 +55,21 @@ def scaled_object(cluster: Cluster, namespace: str, name: str, not_uid: str = ""
     )
 
 
-def settled(cluster: Cluster, namespace: str, name: str) -> dict[tuple[str, str], str] | None:
-    """The resourceVersions of the MD and its other children, once the Deployment controller is done
-    with the Deployment (its own status writes would change its resourceVersion, not ours)."""
+def ours(cluster: Cluster, namespace: str, kind: str, name: str) -> tuple[Any, ...]:
+    """What only the operator's writes change on a child: its generation (spec) and when our field
+    manager last changed it. Other controllers write status (a PDB's disruptionsAllowed, a
+    Deployment's conditions) at any time: their resourceVersion says nothing of us."""
+    out = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", "--show-managed-fields").stdout
+    meta = json.loads(out)["metadata"]
+    times = sorted(
+        m.get("time", "") for m in meta.get("managedFields", []) if m.get("manager") == FIELD_MANAGER
+    )
+    return meta.get("generation"), tuple(times)
+
+
+def settled(cluster: Cluster, namespace: str, name: str) -> dict[tuple[str, str], Any] | None:
+    """The MD's resourceVersion (only our status writes change it) and what our writes change on its
+    other children, once the Deployment controller is done with the Deployment."""
     obj = md(cluster, namespace, name)
     if condition(obj, "Ready").get("reason") != "AllReplicasReady":
         return None
@@ -64,10 +78,11 @@ def settled(cluster: Cluster, namespace: str, name: str) -> dict[tuple[str, str]
     progressing = next((c for c in conditions if c["type"] == "Progressing"), {})
     if progressing.get("reason") != "NewReplicaSetAvailable":
         return None
-    versions = {("modeldeployment", name): obj["metadata"]["resourceVersion"]}
+    versions: dict[tuple[str, str], Any] = {("modeldeployment", name): obj["metadata"]["resourceVersion"]}
     for kind in SETTLED_KINDS:
         for child in children(cluster, namespace, name, kind):
-            versions[(kind, child["metadata"]["name"])] = child["metadata"]["resourceVersion"]
+            child_name = child["metadata"]["name"]
+            versions[(kind, child_name)] = ours(cluster, namespace, kind, child_name)
     return versions
 
 
