@@ -36,6 +36,7 @@ SNAPSHOT_TIMEOUT: Final = 30.0
 class _State:
     config: Config | None = None  # set by `modelplane run` before kopf starts, else read at startup
     controller: Controller | None = None
+    cache: Cache | None = None
 
 
 STATE = _State()
@@ -68,7 +69,8 @@ async def configure(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     metrics.serve(config.metrics_port)
 
     indexes = _Indexes(asyncio.get_running_loop(), kwargs)
-    reconciler = Reconciler(kube, config, Cache(indexes.snapshot))
+    STATE.cache = Cache(indexes.snapshot)
+    reconciler = Reconciler(kube, config, STATE.cache)
     STATE.controller = Controller(reconciler, config, indexes.keys, peered=bool(config.peering_name))
     STATE.controller.start()
     log.info(
@@ -123,9 +125,21 @@ async def modeldeployment_event(namespace: str | None, name: str, **_: Any) -> N
         STATE.controller.enqueue(namespace, name)
 
 
-async def child_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+async def child_event(
+    type: str | None,  # noqa: A002 (kopf's name for the watch event's type)
+    namespace: str | None,
+    name: str,
+    uid: str,
+    labels: Mapping[str, str],
+    body: kopf.Body,
+    **_: Any,
+) -> None:
     parent = labels.get(LABEL_NAME)
-    if parent and namespace and STATE.controller is not None:
+    if not parent or not namespace:
+        return
+    if type == "DELETED" and STATE.cache is not None:
+        STATE.cache.watched_deletion((namespace, parent), body.get("kind", ""), name, uid)
+    if STATE.controller is not None:
         STATE.controller.enqueue(namespace, parent)
 
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from modelplane import metrics, plan
-from modelplane.cache import Cache, Key
+from modelplane.cache import Cache, Key, Snapshot
 from modelplane.config import Config
 from modelplane.kube import KubeError
 from modelplane.workqueue import Backoff, WorkQueue
@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 class KubeApi(Protocol):
     """What the executor needs of the API (kube.Kube; an in-memory stand-in in unit tests)."""
+
+    def get(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> Mapping[str, Any] | None: ...
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]: ...
 
@@ -53,6 +57,9 @@ class Outcome:
     applied: tuple[str, ...] = ()
     pruned: tuple[str, ...] = ()
     status_written: bool = False
+    # Run again in this many seconds, even if no event comes: a child we wrote is then due to be
+    # confirmed (cache.CONFIRM_SECONDS) unless the watch has shown it by then.
+    recheck_in: float | None = None
 
 
 def refused_for_good(error: KubeError) -> bool:
@@ -87,7 +94,14 @@ class Reconciler:
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         key = (namespace, name)
-        view = self._cache.observe(key)
+        outcome = self._reconcile(key)
+        if outcome.result == "gone":
+            return outcome
+        return replace(outcome, recheck_in=self._cache.confirm_due_in(key))
+
+    def _reconcile(self, key: Key) -> Outcome:
+        namespace, name = key
+        view = self._observe(key)
         body = view.body
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.record_ready(namespace, name, None)
@@ -139,10 +153,25 @@ class Reconciler:
                 "%s/%s: applied %s; pruned %s", namespace, name, applied or "nothing", pruned or "nothing"
             )
             # Status from the children as they are now: the cache holds what the API returned.
-            view = self._cache.observe(key)
+            view = self._observe(key)
             step = plan.plan(want, replace(observed, children=view.children, pods=view.pods), previous, now)
         written = self._carry_out(key, want, step)
         return Outcome(step.result, tuple(applied), tuple(pruned), written)
+
+    def _observe(self, key: Key) -> Snapshot:
+        """The cache's view, once what we wrote and the watch still does not show is read by name:
+        a GET only in that case (the watch is late, or never saw the object because it was deleted
+        before the watch listed its kind), never in a steady state."""
+        view = self._cache.observe(key)
+        if not view.unconfirmed:
+            return view
+        for ours in view.unconfirmed:
+            meta = ours["metadata"]
+            live = self._kube.get(ours["apiVersion"], ours["kind"], meta.get("namespace"), meta["name"])
+            if live is None:
+                log.info("%s %s/%s is gone, unseen by the watch", ours["kind"], key[0], meta["name"])
+            self._cache.confirmed(key, ours, live)
+        return self._cache.observe(key)
 
     def forget(self, key: Key) -> None:
         with self._lock:
@@ -299,6 +328,8 @@ class Controller:
         self.queue.forget(key)
         if outcome.result == "gone":
             self.queue.discard(key)
+        elif outcome.recheck_in is not None:
+            self.queue.add_after(key, outcome.recheck_in)
         return outcome
 
     def _work(self) -> None:

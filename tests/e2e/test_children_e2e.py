@@ -117,14 +117,6 @@ def test_a_deleted_scaled_object_comes_back_within_15s_and_nothing_else_changes(
     assert settled(cluster, namespace, "keda") == before, "something besides the ScaledObject changed"
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known defect (issue 11): after KEDA's CRD arrives the ScaledObject is applied, but its deletion is "
-        "not seen until the resync (kopf's new watch starts late, behind 429 retries); on main's first full "
-        "run the deleted ScaledObject did not come back within 15 s"
-    ),
-    strict=False,
-)
 def test_a_kind_whose_crd_arrives_after_the_operator_started_is_applied_and_watched(
     cluster: Cluster,
     namespace: str,

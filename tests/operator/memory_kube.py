@@ -34,6 +34,11 @@ class MemoryKube:
 
     # The Kube seam (reconcile.KubeApi)
 
+    def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> Obj | None:
+        self.calls.append(("get", kind, name))
+        obj = self.objects.get((kind, namespace or "", name))
+        return copy.deepcopy(obj) if obj is not None else None
+
     def apply(self, manifest: Mapping[str, Any]) -> Obj:
         kind, meta = manifest["kind"], manifest["metadata"]
         self.calls.append(("apply", kind, meta["name"]))
