@@ -31,6 +31,14 @@ bench-runtime: $(VENV_STAMP) bench-venvs bench-tools runtime-venv ## Our runtime
 	  --mlserver-python $(BENCH_DIR)/mlserver/bin/python --kserve-python $(BENCH_DIR)/kserve/bin/python \
 	  --work-dir $(BENCH_DIR)/work --results $(REPO_ROOT)/tests/bench/results/runtime.md $(BENCH_ARGS)
 
+# Options for tests/bench/operator_requests.py, e.g. OPERATOR_REQUESTS_ARGS="--label before" (with
+# PYTHONPATH pointing at another commit's operator: see the script's docstring).
+OPERATOR_REQUESTS_ARGS ?= --label after --count 20
+
+.PHONY: bench-operator-requests
+bench-operator-requests: $(VENV_STAMP) images s3 operator-up ## The host operator's API requests (audit log) for 20 ModelDeployments: create, steady, one change, rollout restart, operator start (writes tests/bench/results/operator-requests.md).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.operator_requests $(OPERATOR_REQUESTS_ARGS)
+
 # Extra options for tests/bench/pull.py, e.g. PULL_BENCH_ARGS="--rounds 5".
 PULL_BENCH_ARGS ?=
 

@@ -1,15 +1,24 @@
 """API requests the operator makes, counted from the cluster's audit log (every request of the
 operator's identities is logged at Metadata level: hack/local-cluster/audit-policy.yaml).
 
-Run against the host operator (`make operator-up`), under the cluster lock:
-  .venv/bin/python -m tests.bench.operator_requests --label after --count 20
+Run against the host operator, under the cluster lock: `make bench-operator-requests` (this code), or
+with the operator of another commit (its operator/ and runtime-image/ put first on PYTHONPATH, so the
+same venv runs it), e.g. before the reconcile core:
+  git worktree add --detach /tmp/before d3d6f03^
+  PYTHONPATH=/tmp/before/operator:/tmp/before/runtime-image \
+    make bench-operator-requests OPERATOR_REQUESTS_ARGS="--label before"
 
 It creates COUNT ModelDeployments (one replica each) in a namespace of its own and waits until all are
-Ready and the operator is quiet (phase "create"); then restarts all their pods with
-`kubectl rollout restart` and waits the same way (phase "rollout restart"). Child events are counted by
-a watch of its own on the objects the operator watches (pods, Deployments, Services, PDBs with our
-label), from the admin identity, which the audit policy does not log. The figures of each --label are
-kept in tests/bench/results/operator-requests.json and the table in operator-requests.md shows them all.
+Ready and the operator is quiet (phase "create"); counts what the operator asks in STEADY_SECONDS of
+nothing happening (phase "steady"); scales one ModelDeployment from 1 to 2 replicas (phase "one change");
+restarts all their pods with `kubectl rollout restart` (phase "rollout restart"); and restarts the
+operator itself with the COUNT ModelDeployments in place (phase "operator start"). Requests in other
+namespaces are left out (other sessions' leftovers), cluster-wide ones (kopf's listings and watches)
+are counted. Each phase ends once everything is Ready and the operator was quiet for QUIET_SECONDS.
+Child events are counted by a watch of its own on the objects the operator watches (pods, Deployments,
+Services, PDBs with our label), from the admin identity, which the audit policy does not log. The
+figures of each --label are kept in tests/bench/results/operator-requests.json and the table in
+operator-requests.md shows them all.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.support.cluster import REPO_ROOT, Cluster, make_print
+from tests.support.cluster import REPO_ROOT, Cluster, make, make_print
 
 OPERATOR_USERS = frozenset(
     {
@@ -36,6 +45,7 @@ OPERATOR_USERS = frozenset(
 RESULTS = REPO_ROOT / "tests" / "bench" / "results"
 WATCHED = ("pods", "deployments", "services", "poddisruptionbudgets")
 QUIET_SECONDS = 15.0  # no request of the operator for this long: it is done with the phase
+STEADY_SECONDS = 60.0  # the steady-state window: longer than kopf's peering keep-alive interval
 
 
 def request_key(entry: Mapping[str, Any]) -> str:
@@ -235,7 +245,10 @@ def iris_md(name: str, key: str, digest: str) -> dict[str, Any]:
 
 
 def all_settled(cluster: Cluster, namespace: str, count: int) -> bool:
+    """COUNT ModelDeployments Ready at their generation, each Deployment rolled out, and exactly the pods
+    their replicas ask for (none terminating)."""
     mds = json.loads(cluster.kubectl("get", "md", "-n", namespace, "-o", "json").stdout)["items"]
+    want_pods = sum(m["spec"].get("replicas", 1) for m in mds)
     deps = json.loads(cluster.kubectl("get", "deploy", "-n", namespace, "-o", "json").stdout)["items"]
     pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
     ready = [
@@ -256,7 +269,7 @@ def all_settled(cluster: Cluster, namespace: str, count: int) -> bool:
         == d["status"].get("readyReplicas")
     ]
     live_pods = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return len(ready) == len(rolled) == len(live_pods) == len(pods) == count
+    return len(ready) == len(rolled) == len(mds) == count and len(live_pods) == len(pods) == want_pods
 
 
 def settle(
@@ -300,29 +313,46 @@ def main() -> int:
     phases: dict[str, Phase] = {}
     try:
         time.sleep(2)  # our watches are established (they count from here)
+
+        def measure(name: str, started: float) -> None:
+            ended = settle(cluster, audit, namespace, args.count, started, args.timeout)
+            phases[name] = Phase(
+                name,
+                count_requests(audit.entries(), started, ended, namespace),
+                events.between(started, ended),
+                args.count,
+            )
+            print(f"{name}: {phases[name].total} requests, {phases[name].child_events} child events")
+
         started = time.time()
         docs = [credentials_secret(s3), *(iris_md(f"m{i:02d}", key, digest) for i in range(args.count))]
         cluster.apply(docs, namespace)
-        ended = settle(cluster, audit, namespace, args.count, started, args.timeout)
-        phases["create"] = Phase(
-            "create",
-            count_requests(audit.entries(), started, ended),
-            events.between(started, ended),
-            args.count,
-        )
-        print(f"create: {phases['create'].total} requests, {phases['create'].child_events} child events")
+        measure("create", started)
 
         started = time.time()
-        cluster.kubectl("rollout", "restart", "deployment", "-n", namespace, "-l", "modelplane.io/name")
-        ended = settle(cluster, audit, namespace, args.count, started, args.timeout)
-        restart = Phase(
-            "rollout restart",
+        time.sleep(STEADY_SECONDS)
+        ended = time.time()
+        phases["steady"] = Phase(
+            "steady",
             count_requests(audit.entries(), started, ended, namespace),
             events.between(started, ended),
             args.count,
         )
-        phases["rollout restart"] = restart
-        print(f"rollout restart: {restart.total} requests, {restart.child_events} child events")
+        print(f"steady ({STEADY_SECONDS:.0f} s): {phases['steady'].total} requests")
+
+        started = time.time()
+        scale = '{"spec":{"replicas":2}}'
+        cluster.kubectl("patch", "md", "m00", "-n", namespace, "--type=merge", "-p", scale)
+        measure("one change", started)
+
+        started = time.time()
+        cluster.kubectl("rollout", "restart", "deployment", "-n", namespace, "-l", "modelplane.io/name")
+        measure("rollout restart", started)
+
+        make("operator-down")
+        started = time.time()
+        make("operator-up")
+        measure("operator start", started)
     finally:
         events.stop()
         cluster.kubectl(
