@@ -73,6 +73,10 @@ class Observed:
     crds: frozenset[str] = frozenset()  # the CRDs of children.REQUIRED_CRDS that are installed
     # The keys of each credentials Secret the spec names (values are never read), None if it is absent.
     secrets: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
+    # The children (kind, name) earlier reconciles observed: at an unchanged generation a missing one of
+    # these was deleted, one not among them is new (a ScaledObject once KEDA's CRD arrives). None: not
+    # known (the operator just started), then any missing child at an unchanged generation was deleted.
+    seen: frozenset[tuple[str, str]] | None = None
 
     def owned(self, uid: str) -> dict[tuple[str, str], Obj]:
         """Our children of the ModelDeployment with this uid (a namesake's leftovers are not ours)."""
@@ -146,7 +150,11 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
         to_apply.append(manifest)
         if current is not None and _applied_hash(current) == _applied_hash(manifest):
             repairs.append(Repair(*key, "edited"))
-        elif current is None and previous.get("observedGeneration") == md.generation:
+        elif (
+            current is None
+            and previous.get("observedGeneration") == md.generation
+            and (observed.seen is None or key in observed.seen)
+        ):
             repairs.append(Repair(*key, "deleted"))
     wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
     prune = [

@@ -89,6 +89,7 @@ class Reconciler:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._secrets: dict[Key, _Secrets] = {}
+        self._seen: dict[Key, frozenset[tuple[str, str]]] = {}  # every child observed since the start
         self._doomed: dict[Key, str] = {}  # the uid of each ModelDeployment whose namespace is being deleted
         self._lock = threading.Lock()
 
@@ -112,8 +113,13 @@ class Reconciler:
                 return Outcome("gone")  # its namespace is going: every child event would only be refused
         previous: Mapping[str, Any] = body.get("status") or {}
         want = plan.desired(body, self._config.render)
+        seen = self._remember(key, view)
         observed = plan.Observed(
-            children=view.children, pods=view.pods, crds=view.crds, secrets=self._read_secrets(key, want)
+            children=view.children,
+            pods=view.pods,
+            crds=view.crds,
+            secrets=self._read_secrets(key, want),
+            seen=seen,
         )
         now = self._clock()
         step = plan.plan(want, observed, previous, now)
@@ -154,9 +160,17 @@ class Reconciler:
             )
             # Status from the children as they are now: the cache holds what the API returned.
             view = self._observe(key)
+            self._remember(key, view)
             step = plan.plan(want, replace(observed, children=view.children, pods=view.pods), previous, now)
         written = self._carry_out(key, want, step)
         return Outcome(step.result, tuple(applied), tuple(pruned), written)
+
+    def _remember(self, key: Key, view: Snapshot) -> frozenset[tuple[str, str]] | None:
+        """Add VIEW's children to those seen for KEY; returns what was seen before (None: nothing yet)."""
+        with self._lock:
+            seen = self._seen.get(key)
+            self._seen[key] = (seen or frozenset()) | frozenset(view.children)
+        return seen
 
     def _observe(self, key: Key) -> Snapshot:
         """The cache's view, once what we wrote and the watch still does not show is read by name:
@@ -176,6 +190,7 @@ class Reconciler:
     def forget(self, key: Key) -> None:
         with self._lock:
             self._secrets.pop(key, None)
+            self._seen.pop(key, None)
             self._doomed.pop(key, None)
         self._cache.forget([key])
 

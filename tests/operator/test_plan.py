@@ -166,6 +166,30 @@ def test_a_deleted_child_is_recreated_and_counted() -> None:
     assert result.repairs == (plan.Repair("Service", "iris", "deleted"),)
 
 
+def test_a_child_first_rendered_at_an_unchanged_generation_is_new_not_deleted() -> None:
+    """KEDA's CRD arrived: the ScaledObject is applied for the first time, and the HPA goes."""
+    want = desired("autoscaling-concurrency")
+    secrets = SECRETS["autoscaling-concurrency"]
+    seen, written = converged(want, secrets=secrets)
+    assert ("ScaledObject", "busy") not in seen.children
+    with_keda = observed(
+        *seen.children.values(),
+        crds=frozenset({children.KEDA_CRD}),
+        secrets=secrets,
+        seen=frozenset(seen.children),
+    )
+    result = plan.plan(want, with_keda, written, LATER)
+    assert ("ScaledObject", "busy") in kinds(result.apply)
+    assert result.repairs == ()
+    # The same ScaledObject deleted by hand later is a repair.
+    applied = {(m["kind"], m["metadata"]["name"]): ready(as_served(dict(m))) for m in result.apply}
+    everything = frozenset(seen.children) | frozenset(applied)
+    again = observed(
+        *seen.children.values(), crds=frozenset({children.KEDA_CRD}), secrets=secrets, seen=everything
+    )
+    assert plan.Repair("ScaledObject", "busy", "deleted") in plan.plan(want, again, written, LATER).repairs
+
+
 @pytest.mark.parametrize(
     ("case", "before", "after", "pruned"),
     [
