@@ -147,6 +147,15 @@ def render_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NOTES = "\n## Notes\n"
+
+
+def with_notes(table: str, previous: str) -> str:
+    """TABLE followed by the hand-written notes of the PREVIOUS results file (from its "## Notes")."""
+    at = previous.find(NOTES)
+    return table + previous[at:] if at >= 0 else table
+
+
 # The driver (I/O from here on).
 
 
@@ -367,7 +376,8 @@ def main() -> int:
     table = render_table(
         {label: {k: v for k, v in run.items() if k != "_recorded"} for label, run in runs.items()}
     )
-    (RESULTS / "operator-requests.md").write_text(table)
+    results = RESULTS / "operator-requests.md"
+    results.write_text(with_notes(table, results.read_text() if results.exists() else ""))
     print(table)
     return 0
 

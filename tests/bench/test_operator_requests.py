@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tests.bench.operator_requests import count_requests, render_table
+from tests.bench.operator_requests import count_requests, render_table, with_notes
 
 USER = "system:serviceaccount:modelplane-system:modelplane-operator"
 
@@ -45,3 +45,9 @@ def test_the_table_divides_by_model_deployments_and_child_events() -> None:
     }
     table = render_table(runs)
     assert "| after | rollout restart | 20 | 200 | 40 | 2.0 | 0.20 | 0 | 0 | 0 | 40 | 3 |" in table
+
+
+def test_the_hand_written_notes_survive_a_new_table() -> None:
+    previous = "# old table\n| a |\n\n## Notes\n\nmachine shared\n"
+    assert with_notes("# new\n", previous) == "# new\n\n## Notes\n\nmachine shared\n"
+    assert with_notes("# new\n", "# no notes\n") == "# new\n"
