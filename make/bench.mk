@@ -60,3 +60,21 @@ bench: ## Every benchmark (each documented bench-* target).
 	@targets=$$(grep -hoE '^bench-[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | cut -d: -f1 | \
 	  grep -vxE 'bench-venvs|bench-tools|bench-profile' | sort -u); \
 	for t in $$targets; do echo "== make $$t"; $(MAKE) --no-print-directory $$t; done
+
+# llama-cpp-python's own server, from the same cached wheel our runtime uses (PyPI has only its sdist).
+LLAMA_CPP_SERVER_VENV := $(BENCH_DIR)/llama-cpp-server
+$(LLAMA_CPP_SERVER_VENV)/.installed: $(BENCH_REQUIREMENTS)/llama-cpp-server.txt hack/llama-cpp-wheel.sh
+	@rm -rf $(LLAMA_CPP_SERVER_VENV)
+	@mkdir -p $(BENCH_DIR)
+	$(HOST_PYTHON) -m venv $(LLAMA_CPP_SERVER_VENV)
+	nice $(LLAMA_CPP_SERVER_VENV)/bin/pip install -q --find-links $(LLAMA_CPP_WHEEL_DIR) -r $<
+	@touch $@
+
+# Extra options for tests/bench/llm.py, e.g. LLM_BENCH_ARGS="--concurrency 1 4 --server modelplane".
+LLM_BENCH_ARGS ?=
+
+.PHONY: bench-llm
+bench-llm: $(VENV_STAMP) $(LLAMA_CPP_SERVER_VENV)/.installed bench-tools ## The built-in LLM engine vs llama_cpp.server on SmolLM2: tokens/s, TTFT, ITL (writes tests/bench/results/llm.md).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.llm --runtime-python $(PYTHON) \
+	  --llama-cpp-python $(LLAMA_CPP_SERVER_VENV)/bin/python --work-dir $(BENCH_DIR)/llm \
+	  --results $(REPO_ROOT)/tests/bench/results/llm.md $(LLM_BENCH_ARGS)

@@ -11,7 +11,9 @@ image: cluster-up ## Build one image: make image NAME=runtime
 	@$(IMAGES_LOCK) env $(IMAGES_SH) build $(NAME)
 
 .PHONY: image-inputs
-image-inputs: host-packages ## Make the base image and the wheelhouses (no cluster needed; cached).
+# After the llama-cpp-python wheel (the runtime's wheelhouse includes it), so that in `make builds`
+# it never holds a job slot waiting for that compile.
+image-inputs: host-packages llama-cpp-wheel-cached ## Make the base image and the wheelhouses (no cluster needed; cached).
 	@$(TIMED) image-inputs $(IMAGES_LOCK) env $(IMAGES_SH) inputs
 
 .PHONY: image-ref

@@ -5,9 +5,13 @@ LLAMA_CPP_WHEEL_SH := env CACHE_DIR=$(CACHE_DIR) HOST_PYTHON=$(HOST_PYTHON) $(RE
 # The directory holding the wheel (built first when the cache has none); for pip's --find-links.
 LLAMA_CPP_WHEEL_DIR = $$($(LLAMA_CPP_WHEEL_SH))
 
+# The wheel built (or found in the cache), its time printed; `make test` runs it in its builds phase.
+.PHONY: llama-cpp-wheel-cached
+llama-cpp-wheel-cached:
+	@$(TIMED) llama-cpp-wheel bash -c '$(LLAMA_CPP_WHEEL_SH) >/dev/null'
+
 .PHONY: llama-cpp-wheel
-llama-cpp-wheel: ## Build the portable llama-cpp-python wheel once (cached by content) and print its directory.
-	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >&2
+llama-cpp-wheel: llama-cpp-wheel-cached ## Build the portable llama-cpp-python wheel once (cached by content) and print its directory.
 	@$(LLAMA_CPP_WHEEL_SH)
 
 .PHONY: cache-dir

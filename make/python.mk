@@ -1,14 +1,25 @@
-# The project venv (.venv): operator, runtime (editable) and the development tools.
-RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,llm,test
+# The project venv (.venv): operator, runtime (editable) and the development tools, in two steps.
+# The base has everything PyPI serves as wheels; the second step adds the `llm` extra, whose
+# llama-cpp-python wheel is compiled here (hack/llama-cpp-wheel.sh, minutes cold, cached by content).
+# `make test` makes the base in its venv phase and the wheel beside the other builds (make/test.mk).
+RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,test
+VENV_BASE_STAMP := $(VENV)/.installed-base
 VENV_STAMP := $(VENV)/.installed
 
-$(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt hack/llama-cpp-wheel.sh
+$(VENV_BASE_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt
 	@test -x $(PYTHON) || $(HOST_PYTHON) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	@$(TIMED) llama-cpp-wheel $(LLAMA_CPP_WHEEL_SH) >&2  # the phase time shows; the directory is read below
-	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt --find-links $(LLAMA_CPP_WHEEL_DIR) \
-	  -e '.[dev]' -e './runtime-image[$(RUNTIME_EXTRAS)]'
+	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt -e '.[dev]' -e './runtime-image[$(RUNTIME_EXTRAS)]'
 	@touch $@
+
+$(VENV_STAMP): $(VENV_BASE_STAMP) hack/llama-cpp-wheel.sh
+	@$(MAKE) --no-print-directory llama-cpp-wheel-cached
+	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt --find-links $(LLAMA_CPP_WHEEL_DIR) \
+	  -e './runtime-image[$(RUNTIME_EXTRAS),llm]'
+	@touch $@
+
+.PHONY: venv-base
+venv-base: $(VENV_BASE_STAMP) ## The project venv without the llm extra (no compiled wheel needed).
 
 .PHONY: venv
 venv: $(VENV_STAMP) ## Create or update the project venv (.venv).

@@ -7,9 +7,9 @@ test: ## Every test, unit and end-to-end (sets up whatever it needs on a fresh m
 
 .PHONY: test-phases
 test-phases:
-	@$(TIMED) venv $(MAKE) --no-print-directory venv
+	@$(TIMED) venv $(MAKE) --no-print-directory venv-base
+	@$(TIMED) builds $(MAKE) --no-print-directory builds venv
 	@$(TIMED) lint $(MAKE) --no-print-directory lint
-	@$(TIMED) builds $(MAKE) --no-print-directory builds
 	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
 	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory e2e-prerequisites
 	@$(TIMED) e2e-tests $(MAKE) --no-print-directory test-e2e
@@ -28,12 +28,13 @@ test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats
 	$(PYTEST) -m heavy $(PYTEST_ARGS)
 
 # Everything cached that a cold machine must build, two at a time: the base image's debootstrap and
-# the wheel downloads wait on the network while the Go builds use the CPU. Warm, each is a no-op.
-# Before the unit tests, which use helm and promtool.
+# the wheel downloads wait on the network while the Go builds and llama.cpp's compile use the CPU.
+# Warm, each is a no-op. Before the unit tests, which use helm and promtool, and before lint and the
+# project venv's `llm` extra, which need the llama-cpp-python wheel (`make test` runs `venv` after).
 .PHONY: builds
 builds: ## Build (or find cached) the cluster, harness and image inputs, two jobs at a time.
-	@$(MAKE) --no-print-directory -j2 -Oline image-inputs cluster-binaries helm prometheus crds \
-	  addon-binaries fake-gcs-server
+	@$(MAKE) --no-print-directory -j2 -Oline llama-cpp-wheel-cached image-inputs cluster-binaries helm prometheus \
+	  crds addon-binaries fake-gcs-server
 
 # Areas append what their e2e tests need built and started (cluster, images, s3, ...).
 .PHONY: e2e-prerequisites
