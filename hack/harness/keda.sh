@@ -89,7 +89,7 @@ keda_operator_up() {
     "$KEDA_BIN_DIR/keda" --leader-elect=false \
     --metrics-bind-address 127.0.0.1:19180 --health-probe-bind-address 127.0.0.1:19181 \
     --metrics-service-bind-address "$KEDA_GRPC_ADDRESS" --cert-dir "$certs" --enable-cert-rotation=false \
-    --zap-log-level info --zap-encoder console
+    --zap-log-level info --zap-encoder console --zap-time-encoding iso8601
   wait_for keda-operator "KEDA's operator is ready" 90 curl -sf http://127.0.0.1:19181/readyz
 }
 
@@ -108,7 +108,7 @@ keda_adapter_up() {
     --lister-kubeconfig "$kc" --bind-address "$NODE_IP" --secure-port "$KEDA_ADAPTER_PORT" \
     --tls-cert-file "$ADDON_PKI/keda-metrics-apiserver-serving.crt" \
     --tls-private-key-file "$ADDON_PKI/keda-metrics-apiserver-serving.key" --cert-dir "$certs" \
-    --metrics-service-address "$KEDA_GRPC_ADDRESS" --port 19182 --zap-log-level info --zap-encoder console
+    --metrics-service-address "$KEDA_GRPC_ADDRESS" --port 19182 --zap-log-level info --zap-encoder console --zap-time-encoding iso8601
   wait_for keda-metrics-apiserver "KEDA's metrics API server is serving on $NODE_IP:$KEDA_ADAPTER_PORT" 60 \
     curl -sf --cacert "$PKI_DIR/ca.crt" "https://$NODE_IP:$KEDA_ADAPTER_PORT/livez"
   wait_for keda-metrics-apiserver "APIService v1beta1.external.metrics.k8s.io is Available" 90 \
