@@ -73,7 +73,13 @@ keda_resources_up() {
   local src; src=$(module_dir)
   # Every CRD the operator watches (its CloudEventSource controllers too), and KEDA's own roles.
   apply_manifest "$src/config/crd/bases"
-  kubectl_ wait --for=condition=Established --timeout=60s crd/scaledobjects.keda.sh >/dev/null
+  # (`kubectl wait --for=condition=` fails at once on a CRD whose status has no conditions yet.)
+  local deadline=$(( $(date +%s) + 60 ))
+  until [ "$(kubectl_ get crd scaledobjects.keda.sh \
+      -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || { log "crd/scaledobjects.keda.sh not Established after 60s"; exit 1; }
+    sleep 1
+  done
   kubectl_ create namespace keda --dry-run=client -o yaml | apply_manifest -   # KEDA's Role lives there
   apply_manifest "$src/config/rbac/role.yaml" -f "$src/config/metrics-server/role.yaml"
   render keda.yaml.in | apply_manifest -
