@@ -1,7 +1,8 @@
 """KEDA for real (`make keda`: its operator and metrics API server, and the Prometheus they query): the
-ScaledObjects the operator renders for autoscaling on concurrency and on rps scale a ModelDeployment up
-under load sent from the host to its Service, and back down once the load stops and the test's short
-scaleDownDelaySeconds has passed."""
+ScaledObjects the operator renders for autoscaling on concurrency and on rps, and on a language model's
+waiting requests (vllm:num_requests_waiting), scale a ModelDeployment up under load sent from the host
+to its Service, and back down once the load stops and the test's short scaleDownDelaySeconds has
+passed."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import pytest
 from tests.e2e.conftest import make
 from tests.support.cluster import REPO_ROOT, Cluster, make_print, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.modeldeployments import condition, service_url, wait_ready
+from tests.support.llm import sha256_of, smollm2_gguf
+from tests.support.modeldeployments import condition, service_url, wait_ready, wait_service
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -44,13 +46,14 @@ class Load:
     """Requests sent to a model's Service from the host, bounded in count and time; what they got."""
 
     url: str
+    body: dict[str, Any]
     sent: int = 0
     failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stop: threading.Event = field(default_factory=threading.Event)
 
     def one(self) -> None:
-        body = json.dumps(REQUEST).encode()
+        body = json.dumps(self.body).encode()
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -69,9 +72,9 @@ class Load:
 
 
 @contextmanager
-def concurrent_clients(url: str, clients: int) -> Iterator[Load]:
-    """CLIENTS loops, each sending its next request as soon as the last is answered."""
-    load = Load(url)
+def concurrent_clients(url: str, clients: int, body: dict[str, Any] = REQUEST) -> Iterator[Load]:
+    """CLIENTS loops, each sending its next request (BODY) as soon as the last is answered."""
+    load = Load(url, body)
     deadline = time.monotonic() + LOAD_SECONDS
 
     def client() -> None:
@@ -92,7 +95,7 @@ def concurrent_clients(url: str, clients: int) -> Iterator[Load]:
 @contextmanager
 def steady_rate(url: str, per_second: float) -> Iterator[Load]:
     """A request every 1/PER_SECOND seconds, whatever the answers take (a pool keeps them apart)."""
-    load = Load(url)
+    load = Load(url, REQUEST)
     deadline = time.monotonic() + LOAD_SECONDS
 
     def pace(pool: ThreadPoolExecutor) -> None:
@@ -218,10 +221,12 @@ def scales_up_and_down(
 
 
 def deploy(cluster: Cluster, namespace: str, s3: S3Server, md: dict[str, Any]) -> str:
-    """Applies MD, waits until it is Ready and KEDA has taken its ScaledObject on; its Service's URL."""
+    """Applies MD, waits until it is Ready, its Service answers and KEDA has taken its ScaledObject
+    on; the Service's URL."""
     name = md["metadata"]["name"]
     cluster.apply([credentials_secret(s3), md], namespace)
     wait_ready(cluster, namespace, name)
+    wait_service(cluster, namespace, name)
     # Ready: KEDA made the HPA and its scaler answers (the query reaches Prometheus).
     wait_until(
         f"ScaledObject {name} Ready",
@@ -229,7 +234,7 @@ def deploy(cluster: Cluster, namespace: str, s3: S3Server, md: dict[str, Any]) -
         timeout=120,
     )
     cluster.wait(f"hpa/keda-hpa-{name}", "create", namespace=namespace, timeout=60)
-    return f"{service_url(cluster, namespace, name)}/v2/models/{name}/infer"
+    return service_url(cluster, namespace, name)
 
 
 def test_keda_scales_on_concurrency_up_under_load_and_down_after(
@@ -239,6 +244,7 @@ def test_keda_scales_on_concurrency_up_under_load_and_down_after(
     # Four clients each keep one request in flight on a model that takes 0.5 s per call: four in flight
     # against a target of one per pod.
     url = deploy(cluster, namespace, s3, autoscaled_md("busy", uri, digest, "concurrency", target=1))
+    url += "/v2/models/busy/infer"
     scaled = cluster.get("scaledobject", "busy", namespace)
     assert scaled["spec"]["triggers"][0]["metadata"]["serverAddress"] == keda
     assert scaled["spec"]["cooldownPeriod"] == SCALE_DOWN_DELAY_SECONDS
@@ -251,12 +257,73 @@ def test_keda_scales_on_rps_up_under_load_and_down_after(
     uri, digest = slow_model(s3, 0.01)
     # 12 requests a second against a target of 4 per pod.
     url = deploy(cluster, namespace, s3, autoscaled_md("steady", uri, digest, "rps", target=4))
+    url += "/v2/models/steady/infer"
     scales_up_and_down(cluster, namespace, "steady", lambda: steady_rate(url, 12), "rps")
 
 
-def test_scale_down_delay_out_of_range_is_rejected_naming_the_field(cluster: Cluster, namespace: str) -> None:
+def llm_md(name: str, uri: str, digest: str) -> dict[str, Any]:
+    """SmolLM2 decoding one sequence at a time (so a second request waits), scaled on waiting requests."""
+    return {
+        "apiVersion": "modelplane.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": uri, "format": "gguf", "digest": digest, "credentialsSecret": "s3-credentials"},
+            "runtime": {"llm": {"contextLength": 512, "maxSequences": 1}},
+            "autoscaling": {
+                "metric": "waitingRequests",
+                "target": 1,
+                "minReplicas": 1,
+                "maxReplicas": MAX_REPLICAS,
+                "scaleDownDelaySeconds": SCALE_DOWN_DELAY_SECONDS,
+            },
+        },
+    }
+
+
+def test_keda_scales_a_language_model_on_its_waiting_requests_up_under_load_and_down_after(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server, keda: str
+) -> None:
+    path = smollm2_gguf()
+    digest = sha256_of(path)
+    key = "keda/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert s3.upload(key, path.read_bytes()) == digest
+    url = deploy(cluster, namespace, s3, llm_md("chat", f"s3://{s3.bucket}/{key}", digest))
+    (trigger,) = cluster.get("scaledobject", "chat", namespace)["spec"]["triggers"]
+    assert trigger["metadata"]["query"].startswith("sum(vllm:num_requests_waiting{")
+    # Three clients against one sequence per pod: two requests wait while one decodes (target 1 waiting
+    # per pod), until more pods take them.
+    completion = {"model": "chat", "prompt": "Write a story about a cat.", "max_tokens": 48, "temperature": 0}
+    scales_up_and_down(
+        cluster,
+        namespace,
+        "chat",
+        lambda: concurrent_clients(f"{url}/v1/completions", 3, completion),
+        "waitingRequests",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"scaleDownDelaySeconds": -1}, "spec.autoscaling.scaleDownDelaySeconds"),
+        ({"metric": "waitingRequests"}, "spec.autoscaling.metric"),  # not a language model
+        ({"metric": "kvCacheUsage"}, "spec.autoscaling.metric"),
+    ],
+)
+def test_bad_autoscaling_is_rejected_naming_the_field(
+    cluster: Cluster, namespace: str, fields: dict[str, Any], named: str
+) -> None:
     md = autoscaled_md("bad", "s3://modelplane/k.tar.gz", "sha256:" + "0" * 64, "rps", target=4)
-    md["spec"]["autoscaling"]["scaleDownDelaySeconds"] = -1
+    md["spec"]["autoscaling"].update(fields)
     result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(md), check=False)
     assert result.returncode != 0
-    assert "spec.autoscaling.scaleDownDelaySeconds" in result.stderr, result.stderr
+    assert named in result.stderr, result.stderr
+
+
+def test_a_kv_cache_target_above_100_percent_is_rejected(cluster: Cluster, namespace: str) -> None:
+    md = llm_md("bad", "s3://modelplane/m.gguf", "sha256:" + "0" * 64)
+    md["spec"]["autoscaling"].update(metric="kvCacheUsage", target=101)
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(md), check=False)
+    assert result.returncode != 0
+    assert "spec.autoscaling.target" in result.stderr, result.stderr
