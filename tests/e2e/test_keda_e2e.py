@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import make
-from tests.support.cluster import REPO_ROOT, Cluster, make_print, wait_until
+from tests.support.cluster import REPO_ROOT, Cluster, make, make_print, wait_until
 from tests.support.examples import credentials_secret
 from tests.support.llm import sha256_of, smollm2_gguf
 from tests.support.modeldeployments import condition, service_url, wait_ready, wait_service
