@@ -71,8 +71,11 @@ keda_env() { WATCH_NAMESPACE="" POD_NAMESPACE=keda KEDA_CLUSTER_OBJECT_NAMESPACE
 
 keda_resources_up() {
   local src; src=$(module_dir)
-  # Every CRD the operator watches (its CloudEventSource controllers too), and KEDA's own roles.
-  apply_manifest "$src/config/crd/bases"
+  # One apply (each kubectl run costs its own discovery): our Namespace and bindings first (KEDA's
+  # Role lives in namespace keda), every CRD the operator watches (its CloudEventSource controllers
+  # too), and KEDA's own roles.
+  render keda.yaml.in | apply_manifest - -f "$src/config/crd/bases" \
+    -f "$src/config/rbac/role.yaml" -f "$src/config/metrics-server/role.yaml"
   # (`kubectl wait --for=condition=` fails at once on a CRD whose status has no conditions yet.)
   local deadline=$(( $(date +%s) + 60 ))
   until [ "$(kubectl_ get crd scaledobjects.keda.sh \
@@ -80,9 +83,6 @@ keda_resources_up() {
     [ "$(date +%s)" -lt "$deadline" ] || { log "crd/scaledobjects.keda.sh not Established after 60s"; exit 1; }
     sleep 1
   done
-  kubectl_ create namespace keda --dry-run=client -o yaml | apply_manifest -   # KEDA's Role lives there
-  apply_manifest "$src/config/rbac/role.yaml" -f "$src/config/metrics-server/role.yaml"
-  render keda.yaml.in | apply_manifest -
 }
 
 keda_operator_up() {
