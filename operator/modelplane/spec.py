@@ -302,13 +302,17 @@ def _autoscaling(raw: Any, language_model: bool) -> Autoscaling | None:
     if "maxReplicas" not in body:
         raise SpecError("spec.autoscaling.maxReplicas is required")
     min_replicas = _int(body.get("minReplicas", 1), "spec.autoscaling.minReplicas", 0, 1000)
+    if min_replicas < 1:
+        raise SpecError(
+            "spec.autoscaling.minReplicas must be at least 1: scale to zero is not supported yet: at zero "
+            "pods the runtime's metrics are gone and the Service refuses requests, so nothing would scale "
+            "the model back up"
+        )
     max_replicas = _int(body["maxReplicas"], "spec.autoscaling.maxReplicas", 1, 1000)
     if min_replicas > max_replicas:
         raise SpecError(
             "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"
         )
-    if metric in ("cpu", "memory") and min_replicas < 1:
-        raise SpecError(f"spec.autoscaling.minReplicas must be at least 1 with metric {metric}")
     target = _int(
         body.get("target", 80), "spec.autoscaling.target", 1, 100 if metric == "kvCacheUsage" else 1_000_000
     )

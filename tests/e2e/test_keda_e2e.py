@@ -308,6 +308,7 @@ def test_keda_scales_a_language_model_on_its_waiting_requests_up_under_load_and_
         ({"scaleDownDelaySeconds": -1}, "spec.autoscaling.scaleDownDelaySeconds"),
         ({"metric": "waitingRequests"}, "spec.autoscaling.metric"),  # not a language model
         ({"metric": "kvCacheUsage"}, "spec.autoscaling.metric"),
+        ({"minReplicas": 0}, "spec.autoscaling.minReplicas must be at least 1: scale to zero"),
     ],
 )
 def test_bad_autoscaling_is_rejected_naming_the_field(

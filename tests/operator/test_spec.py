@@ -101,6 +101,14 @@ def test_a_language_model_scales_on_its_engine_metrics_with_keda(metric: str) ->
     assert (autoscaling.metric, autoscaling.target, autoscaling.uses_keda) == (metric, 60, True)
 
 
+@pytest.mark.parametrize("metric", ["concurrency", "rps", "waitingRequests"])
+def test_min_replicas_zero_is_refused_saying_why(metric: str) -> None:
+    with pytest.raises(
+        spec.SpecError, match=r"spec\.autoscaling\.minReplicas must be at least 1: scale to zero"
+    ):
+        spec.parse(gguf_body(metric=metric, minReplicas=0))
+
+
 def test_kv_cache_usage_target_is_a_percentage() -> None:
     with pytest.raises(spec.SpecError, match=r"spec\.autoscaling\.target must be between 1 and 100"):
         spec.parse(gguf_body(metric="kvCacheUsage", target=101))
