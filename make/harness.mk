@@ -53,6 +53,35 @@ addons-down: ## Stop the cluster add-ons' host processes.
 addons-status: ## Show each cluster add-on's state and the log file it writes.
 	@$(ADDONS_SH) status
 
-e2e-prerequisites: helm prometheus crds addons
-# The add-ons talk to the cluster: stop them (and unregister the metrics API) before it goes.
-cluster-down cluster-purge: addons-down
+# KEDA (hack/harness/keda.sh): its operator and metrics API server built from KEDA's Go module, run
+# on the node with a Prometheus of the harness's own that the ScaledObjects query (operator-up
+# points the operator at it).
+KEDA_BIN_DIR := $(CACHE_DIR)/keda/$(KEDA_VERSION)
+KEDA_PROMETHEUS_PORT ?= 19090
+KEDA_PROMETHEUS_URL := http://127.0.0.1:$(KEDA_PROMETHEUS_PORT)
+KEDA_SH := $(HARNESS_ENV) KEDA_VERSION=$(KEDA_VERSION) KEDA_BIN_DIR=$(KEDA_BIN_DIR) \
+  KEDA_PROMETHEUS_PORT=$(KEDA_PROMETHEUS_PORT) $(HARNESS_HACK)/keda.sh
+
+.PHONY: keda-binaries
+keda-binaries: ## Build KEDA's operator and metrics API server from its Go module (cached by version).
+	@$(TIMED) keda-binaries env KEDA_VERSION=$(KEDA_VERSION) KEDA_BIN_DIR=$(KEDA_BIN_DIR) $(HARNESS_HACK)/build-keda.sh
+
+.PHONY: keda
+keda: cluster-up keda-binaries prometheus ## Run KEDA and the Prometheus it reads on the cluster, register the external metrics API (idempotent).
+	@$(TIMED) keda $(KEDA_SH) up
+
+.PHONY: keda-down
+keda-down: ## Stop KEDA's host processes and its Prometheus (and unregister the external metrics API).
+	@$(KEDA_SH) down
+
+.PHONY: keda-status
+keda-status: ## Show KEDA's host processes and the log file each writes.
+	@$(KEDA_SH) status
+
+.PHONY: keda-prometheus-url
+keda-prometheus-url: ## Print the address of the Prometheus that `make keda` runs (use with make -s).
+	@echo $(KEDA_PROMETHEUS_URL)
+
+e2e-prerequisites: helm prometheus crds addons keda
+# The add-ons talk to the cluster: stop them (and unregister their APIs) before it goes.
+cluster-down cluster-purge: addons-down keda-down

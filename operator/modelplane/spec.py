@@ -20,7 +20,9 @@ KIND: Final = "ModelDeployment"
 API_VERSION: Final = f"{GROUP}/{VERSION}"
 
 URI_SCHEMES: Final = ("s3://", "gs://", "https://", "http://", "pvc://", "hf://")
-AUTOSCALING_METRICS: Final = ("cpu", "memory", "concurrency", "rps")
+# Metrics a language model engine reports under vLLM's names (waiting requests, KV-cache usage).
+LLM_AUTOSCALING_METRICS: Final = ("waitingRequests", "kvCacheUsage")
+AUTOSCALING_METRICS: Final = ("cpu", "memory", "concurrency", "rps", *LLM_AUTOSCALING_METRICS)
 STRATEGIES: Final = ("RollingUpdate", "Canary")
 PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC)
 # The HPA's own default scale-down stabilization window, and KEDA's default cooldownPeriod.
@@ -106,7 +108,7 @@ class Autoscaling:
 
     @property
     def uses_keda(self) -> bool:
-        return self.metric in ("concurrency", "rps")
+        return self.metric not in ("cpu", "memory")
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         model=model,
         runtime=_runtime(_mapping(spec.get("runtime", {}), "spec.runtime"), language_model),
         replicas=_int(spec.get("replicas", 1), "spec.replicas", 0, 1000),
-        autoscaling=_autoscaling(spec.get("autoscaling")),
+        autoscaling=_autoscaling(spec.get("autoscaling"), language_model),
         strategy=strategy,
         canary=canary,
         service_account_name=_str(spec.get("serviceAccountName"), "spec.serviceAccountName"),
@@ -285,24 +287,35 @@ def _llm(body: Mapping[str, Any]) -> LLM:
     )
 
 
-def _autoscaling(raw: Any) -> Autoscaling | None:
+def _autoscaling(raw: Any, language_model: bool) -> Autoscaling | None:
     if raw is None:
         return None
     body = _mapping(raw, "spec.autoscaling")
     metric = _str(body.get("metric"), "spec.autoscaling.metric") or "cpu"
     if metric not in AUTOSCALING_METRICS:
         raise SpecError(f"spec.autoscaling.metric: {metric!r} is not one of {', '.join(AUTOSCALING_METRICS)}")
+    if metric in LLM_AUTOSCALING_METRICS and not language_model:
+        raise SpecError(
+            "spec.autoscaling.metric: waitingRequests and kvCacheUsage read a language model engine's "
+            "metrics and need format gguf (use concurrency or rps for other formats)"
+        )
     if "maxReplicas" not in body:
         raise SpecError("spec.autoscaling.maxReplicas is required")
     min_replicas = _int(body.get("minReplicas", 1), "spec.autoscaling.minReplicas", 0, 1000)
+    if min_replicas < 1:
+        raise SpecError(
+            "spec.autoscaling.minReplicas must be at least 1: scale to zero is not supported yet: at zero "
+            "pods the runtime's metrics are gone and the Service refuses requests, so nothing would scale "
+            "the model back up"
+        )
     max_replicas = _int(body["maxReplicas"], "spec.autoscaling.maxReplicas", 1, 1000)
     if min_replicas > max_replicas:
         raise SpecError(
             "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"
         )
-    if metric in ("cpu", "memory") and min_replicas < 1:
-        raise SpecError(f"spec.autoscaling.minReplicas must be at least 1 with metric {metric}")
-    target = _int(body.get("target", 80), "spec.autoscaling.target", 1, 1_000_000)
+    target = _int(
+        body.get("target", 80), "spec.autoscaling.target", 1, 100 if metric == "kvCacheUsage" else 1_000_000
+    )
     delay = _int(
         body.get("scaleDownDelaySeconds", SCALE_DOWN_DELAY_SECONDS),
         "spec.autoscaling.scaleDownDelaySeconds",

@@ -140,6 +140,17 @@ def test_operator_deployment_is_restricted_and_probed(helm: Helm) -> None:
     assert annotations["prometheus.io/port"] == str(ports["metrics"])
 
 
+def test_prometheus_url_reaches_the_operator_for_kedas_triggers(helm: Helm) -> None:
+    def env(values: dict[str, Any]) -> dict[str, Any]:
+        (deployment,) = by_kind(documents(helm.template(values)), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    url = "http://prometheus-operated.observability.svc:9090"
+    assert env({"prometheusUrl": url})["MODELPLANE_PROMETHEUS_URL"] == url
+    assert "MODELPLANE_PROMETHEUS_URL" not in env({})  # the operator's default
+
+
 def test_monitoring_objects_are_off_by_default(helm: Helm) -> None:
     kinds = {doc["kind"] for doc in documents(helm.template())}
     assert kinds.isdisjoint({"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"})

@@ -56,6 +56,7 @@ def test_config_from_env() -> None:
             "MODELPLANE_DEFAULT_LIMITS": "",
             "MODELPLANE_FIELD_MANAGER": "mp",
             "MODELPLANE_METRICS_PORT": "0",
+            "MODELPLANE_PROMETHEUS_URL": "http://127.0.0.1:19090",
         }
     )
     assert config.namespaces == ("a", "b")
@@ -64,6 +65,7 @@ def test_config_from_env() -> None:
     assert config.render.limits == {}
     assert config.field_manager == "mp"
     assert config.metrics_port == 0
+    assert config.render.prometheus_url == "http://127.0.0.1:19090"  # KEDA's triggers query it
 
 
 def test_config_errors_name_the_variable() -> None:

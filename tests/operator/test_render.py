@@ -29,6 +29,7 @@ OBSERVATIONS = {
     "gpu": render.Observations(),
     "pvc": render.Observations(),
     "gguf": render.Observations(),
+    "autoscaling-llm-waiting": render.Observations(keda_installed=True),
 }
 
 
@@ -176,6 +177,25 @@ def test_scaled_object_queries_the_configured_prometheus() -> None:
     )
     (trigger,) = manifests[("ScaledObject", "busy")]["spec"]["triggers"]
     assert trigger["metadata"]["serverAddress"] == "http://prometheus.observability.svc:9090"
+
+
+@pytest.mark.parametrize(
+    ("metric", "target", "query"),
+    [
+        ("waitingRequests", 2, 'sum(vllm:num_requests_waiting{namespace="ml",model_name="smollm2"})'),
+        ("kvCacheUsage", 70, '100 * sum(vllm:kv_cache_usage_perc{namespace="ml",model_name="smollm2"})'),
+        ("concurrency", 4, 'sum(modelplane_requests_in_flight{namespace="ml",model="smollm2"})'),
+    ],
+)
+def test_a_language_model_scales_on_its_engines_vllm_named_metrics(
+    metric: str, target: int, query: str
+) -> None:
+    body = yaml.safe_load((GOLDEN / "autoscaling-llm-waiting.input.yaml").read_text())
+    body["spec"]["autoscaling"].update(metric=metric, target=target)
+    manifests = by_kind(render.children(spec.parse(body), SETTINGS, render.Observations(keda_installed=True)))
+    (trigger,) = manifests[("ScaledObject", "chat")]["spec"]["triggers"]
+    assert trigger["metadata"]["query"] == query
+    assert trigger["metadata"]["threshold"] == str(target)  # per pod: KEDA's HPA divides the total by it
 
 
 def test_keda_missing_renders_no_scaled_object_and_runs_the_minimum() -> None:

@@ -69,6 +69,8 @@ def test_defaults() -> None:
             "spec.rollout.canary.trafficPercent",
         ),
         ({"runtime": {"gpus": -1}}, "spec.runtime.gpus"),
+        ({"autoscaling": {"maxReplicas": 2, "metric": "waitingRequests"}}, "spec.autoscaling.metric"),
+        ({"autoscaling": {"maxReplicas": 2, "metric": "kvCacheUsage"}}, "spec.autoscaling.metric"),
         ({"runtime": {"protocols": ["v3"]}}, "spec.runtime.protocols"),
     ],
 )
@@ -84,6 +86,35 @@ def test_scale_down_delay_defaults_to_the_hpa_and_keda_default_and_can_be_shorte
     short = spec.parse(body(autoscaling={"maxReplicas": 3, "scaleDownDelaySeconds": 0})).autoscaling
     assert short is not None
     assert short.scale_down_delay_seconds == 0
+
+
+def gguf_body(**autoscaling: Any) -> dict[str, Any]:
+    return body(
+        model={"uri": "s3://b/m.gguf", "format": "gguf"}, autoscaling={"maxReplicas": 3, **autoscaling}
+    )
+
+
+@pytest.mark.parametrize("metric", ["waitingRequests", "kvCacheUsage"])
+def test_a_language_model_scales_on_its_engine_metrics_with_keda(metric: str) -> None:
+    autoscaling = spec.parse(gguf_body(metric=metric, target=60)).autoscaling
+    assert autoscaling is not None
+    assert (autoscaling.metric, autoscaling.target, autoscaling.uses_keda) == (metric, 60, True)
+
+
+@pytest.mark.parametrize("metric", ["concurrency", "rps", "waitingRequests"])
+def test_min_replicas_zero_is_refused_saying_why(metric: str) -> None:
+    with pytest.raises(
+        spec.SpecError, match=r"spec\.autoscaling\.minReplicas must be at least 1: scale to zero"
+    ):
+        spec.parse(gguf_body(metric=metric, minReplicas=0))
+
+
+def test_kv_cache_usage_target_is_a_percentage() -> None:
+    with pytest.raises(spec.SpecError, match=r"spec\.autoscaling\.target must be between 1 and 100"):
+        spec.parse(gguf_body(metric="kvCacheUsage", target=101))
+    autoscaling = spec.parse(gguf_body(metric="waitingRequests", target=101)).autoscaling
+    assert autoscaling is not None
+    assert autoscaling.target == 101
 
 
 def test_canary_and_pvc() -> None:

@@ -254,11 +254,15 @@ def test_canary_warming_keeps_stable_and_is_not_ready() -> None:
 
 
 def test_keda_missing_is_a_clear_condition() -> None:
-    model = md("autoscaling-concurrency")
-    result = status.compute(model, status.Observed(deployments={"stable": deployment(1, 1)}), {}, NOW)
-    degraded = status.condition(result, "Degraded") or {}
-    assert degraded["reason"] == "AutoscalerUnavailable"
-    assert "KEDA" in degraded["message"]
+    for case, metric in (
+        ("autoscaling-concurrency", "concurrency"),
+        ("autoscaling-llm-waiting", "waitingRequests"),
+    ):
+        model = md(case)
+        result = status.compute(model, status.Observed(deployments={"stable": deployment(1, 1)}), {}, NOW)
+        degraded = status.condition(result, "Degraded") or {}
+        assert degraded["reason"] == "AutoscalerUnavailable"
+        assert f"spec.autoscaling.metric {metric} needs KEDA" in degraded["message"]
 
 
 def test_missing_credentials_secret() -> None:

@@ -1,4 +1,4 @@
-"""Autoscalers: an autoscaling/v2 HPA for cpu/memory, a KEDA ScaledObject for concurrency/rps."""
+"""Autoscalers: an autoscaling/v2 HPA for cpu/memory, a KEDA ScaledObject for the other metrics."""
 
 from __future__ import annotations
 
@@ -44,15 +44,24 @@ def horizontal_pod_autoscaler(md: specs.ModelDeployment, autoscaling: specs.Auto
     )
 
 
+def prometheus_query(md: specs.ModelDeployment, metric: str) -> str:
+    """The model's total of METRIC over its pods; KEDA's HPA divides it by the target per pod."""
+    if metric in specs.LLM_AUTOSCALING_METRICS:
+        # The engine's gauges under vLLM's names and label, so either engine scales the same way.
+        where = f'namespace="{md.namespace}",model_name="{md.served_name}"'
+        if metric == "waitingRequests":
+            return f"sum({contract.METRIC_LLM_WAITING}{{{where}}})"
+        return f"100 * sum({contract.METRIC_LLM_KV_USAGE}{{{where}}})"  # the target is in percent
+    where = f'namespace="{md.namespace}",model="{md.served_name}"'
+    if metric == "concurrency":
+        return f"sum({contract.METRIC_IN_FLIGHT}{{{where}}})"
+    return f"sum(rate({contract.METRIC_REQUESTS_TOTAL}{{{where}}}[1m]))"
+
+
 def scaled_object(
     md: specs.ModelDeployment, autoscaling: specs.Autoscaling, settings: RenderSettings
 ) -> Manifest:
     """KEDA scales on the runtime's own metrics, as Prometheus scraped them from the pods."""
-    where = f'namespace="{md.namespace}",model="{md.served_name}"'
-    if autoscaling.metric == "concurrency":
-        query = f"sum({contract.METRIC_IN_FLIGHT}{{{where}}})"
-    else:
-        query = f"sum(rate({contract.METRIC_REQUESTS_TOTAL}{{{where}}}[1m]))"
     return stamp(
         {
             "apiVersion": "keda.sh/v1alpha1",
@@ -74,7 +83,7 @@ def scaled_object(
                         "type": "prometheus",
                         "metadata": {
                             "serverAddress": settings.prometheus_url,
-                            "query": query,
+                            "query": prometheus_query(md, autoscaling.metric),
                             "threshold": str(autoscaling.target),
                         },
                     }

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import modelplane_contract as contract
 import pytest
+from modelplane_runtime.storage import archive
+from modelplane_runtime.storage.base import PullError
 
 from tests.runtime.pull.conftest import PullRunner, assert_failed, sha256
 from tests.support.cluster import REPO_ROOT
@@ -163,6 +165,77 @@ def test_tar_symlink_out_of_dest_is_refused(tmp_path: Path, run_pull: PullRunner
         tar.addfile(link)
     (tmp_path / "l.tar.gz").write_bytes(buffer.getvalue())
     assert_failed(run_pull(str(tmp_path / "l.tar.gz")), PERMANENT, contract.REASON_UNSUPPORTED, "l.tar.gz")
+
+
+def tar_with(*entries: tarfile.TarInfo, files: dict[str, bytes] | None = None) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for relpath, data in (files or {}).items():
+            info = tarfile.TarInfo(relpath)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for entry in entries:
+            tar.addfile(entry)
+    return buffer.getvalue()
+
+
+def tar_entry(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    entry = tarfile.TarInfo(name)
+    entry.type, entry.linkname = kind, linkname
+    return entry
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        tar_entry("sub/up", tarfile.SYMTYPE, "../../escaped.txt"),
+        tar_entry("hard", tarfile.LNKTYPE, "../escaped.txt"),
+        tar_entry("dev", tarfile.CHRTYPE),
+        tar_entry("fifo", tarfile.FIFOTYPE),
+    ],
+    ids=["symlink-up", "hardlink-up", "device", "fifo"],
+)
+@pytest.mark.parametrize("data_filter", [True, False], ids=["with-data-filter", "python-3.11.2"])
+def test_tar_links_out_and_special_files_are_refused_with_or_without_the_data_filter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry: tarfile.TarInfo, data_filter: bool
+) -> None:
+    # The image's Debian Python (3.11.2) has no tarfile data filter: the checks must not need it.
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive_path = tmp_path / "m.tar.gz"
+    archive_path.write_bytes(tar_with(entry, files={"model.json": b"{}"}))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(PullError) as refused:
+        archive.unpack(archive_path, tmp_path / "out")
+    assert refused.value.reason == contract.REASON_UNSUPPORTED
+    assert entry.name in str(refused.value)
+    assert not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("data_filter", [True, False], ids=["with-data-filter", "python-3.11.2"])
+def test_tar_with_links_inside_unpacks_with_or_without_the_data_filter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data_filter: bool
+) -> None:
+    if not data_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+    archive_path = tmp_path / "m.tar.gz"
+    setuid = tarfile.TarInfo("bin/tool")
+    setuid.size, setuid.mode = 2, 0o4777
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.addfile(setuid, io.BytesIO(b"#!"))
+        blob = tarfile.TarInfo("blobs/abc")
+        blob.size = 3
+        tar.addfile(blob, io.BytesIO(b"w=1"))
+        tar.addfile(tar_entry("snapshots/main/weights", tarfile.SYMTYPE, "../../blobs/abc"))
+        tar.addfile(tar_entry("copy", tarfile.LNKTYPE, "blobs/abc"))
+    archive_path.write_bytes(buffer.getvalue())
+    out = tmp_path / "out"
+    out.mkdir()
+    archive.unpack(archive_path, out)
+    assert (out / "snapshots/main/weights").read_bytes() == b"w=1"
+    assert (out / "copy").read_bytes() == b"w=1"
+    assert (out / "bin/tool").stat().st_mode & 0o7777 == 0o755
 
 
 def test_corrupt_archive_is_unsupported(tmp_path: Path, run_pull: PullRunner) -> None:
