@@ -198,7 +198,11 @@ def _conditions(
     else:
         progressing = cond("Progressing", False, "RolloutComplete", counts)
 
-    crashing = problem is not None and problem.reason in ("ServerCrashLoop", "ImagePullFailed")
+    crashing = problem is not None and problem.reason in (
+        "ServerCrashLoop",
+        "ServerOOMKilled",
+        "ImagePullFailed",
+    )
     if problem is not None and (problem.permanent or crashing):
         degraded = cond("Degraded", True, problem.reason, problem.message)
     elif keda_missing:
@@ -257,6 +261,10 @@ def pod_problem(pod: Mapping[str, Any], model: specs.Model) -> Problem | None:
     for container in status.get("containerStatuses") or []:
         if container.get("name") != contract.SERVER_CONTAINER_NAME:
             continue
+        if not container.get("ready"):
+            killed = _oom_killed(pod, container)
+            if killed is not None:
+                return killed
         waiting = (container.get("state") or {}).get("waiting")
         if waiting:
             problem = _waiting_problem(waiting)
@@ -276,6 +284,34 @@ def pod_problem(pod: Mapping[str, Any], model: specs.Model) -> Problem | None:
                 cond.get("reason") or "Unschedulable", _one_line(cond.get("message") or ""), permanent=False
             )
     return None
+
+
+def _oom_killed(pod: Mapping[str, Any], container: Mapping[str, Any]) -> Problem | None:
+    """The server's last end (or its present one) was the kernel's OOM killer: name it and the limit.
+
+    The kubelet reports only the reason and exit code 137; a server killed while loading restarts and
+    loads again, so without this the status would flip between loading and a bare exit code."""
+    state = container.get("state") or {}
+    terminated = state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
+    if terminated.get("reason") != "OOMKilled":
+        return None
+    limit = ""
+    for spec_container in (pod.get("spec") or {}).get("containers") or []:
+        if spec_container.get("name") == container.get("name"):
+            limit = ((spec_container.get("resources") or {}).get("limits") or {}).get("memory") or ""
+    restarts = container.get("restartCount", 0)
+    again = f" ({restarts} restart(s))" if restarts else ""
+    if limit:
+        message = (
+            f"the model server was OOMKilled{again}: it used more than its memory limit of {limit}; "
+            "raise spec.runtime.resources.limits.memory or serve a smaller model"
+        )
+    else:
+        message = (
+            f"the model server was OOMKilled{again}: the node ran out of memory and no memory limit is "
+            "set; set spec.runtime.resources (requests and limits.memory) to what the model needs"
+        )
+    return Problem("ServerOOMKilled", message, permanent=False)
 
 
 def _pull_failure(init: Mapping[str, Any]) -> Problem | None:

@@ -157,6 +157,76 @@ def test_crashing_server_is_never_ready() -> None:
     assert conditions(result)["Degraded"] == ("True", "ServerCrashLoop")
 
 
+def oom_killed_server(model: spec.ModelDeployment, **state: Any) -> dict[str, Any]:
+    return pod(
+        model,
+        containerStatuses=[
+            {"name": contract.SERVER_CONTAINER_NAME, "ready": False, "restartCount": 2, **state}
+        ],
+    )
+
+
+OOM_KILLED = {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}
+
+
+def test_an_oom_killed_server_names_oomkilled_and_its_memory_limit() -> None:
+    model = md(runtime={"resources": {"limits": {"memory": "300Mi"}}})
+    for state in (
+        {"state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": OOM_KILLED},
+        {"state": {"running": {}}, "lastState": OOM_KILLED},  # restarted, loading again
+        {"state": OOM_KILLED},
+    ):
+        result = status.compute(
+            model,
+            status.Observed(
+                deployments={"stable": deployment(0, 2)}, pods=[oom_killed_server(model, **state)]
+            ),
+            {},
+            NOW,
+        )
+        ready = status.condition(result, "Ready") or {}
+        assert (ready["status"], ready["reason"]) == ("False", "ServerOOMKilled"), state
+        assert "OOMKilled (2 restart(s))" in ready["message"]
+        assert "memory limit of 300Mi" in ready["message"]
+        assert "spec.runtime.resources.limits.memory" in ready["message"]
+        assert conditions(result)["Degraded"] == ("True", "ServerOOMKilled")
+
+
+def test_an_oom_kill_without_a_limit_says_the_node_ran_out() -> None:
+    model = md()
+    failing = oom_killed_server(
+        model, state={"waiting": {"reason": "CrashLoopBackOff"}}, lastState=OOM_KILLED
+    )
+    for container in failing["spec"]["containers"]:
+        container.pop("resources", None)
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(0, 2)}, pods=[failing]), {}, NOW
+    )
+    ready = status.condition(result, "Ready") or {}
+    assert ready["reason"] == "ServerOOMKilled"
+    assert "no memory limit is set" in ready["message"]
+
+
+def test_a_ready_server_that_was_once_oom_killed_is_ready() -> None:
+    model = md()
+    recovered = pod(
+        model,
+        containerStatuses=[
+            {
+                "name": contract.SERVER_CONTAINER_NAME,
+                "ready": True,
+                "restartCount": 1,
+                "state": {"running": {}},
+                "lastState": OOM_KILLED,
+            }
+        ],
+    )
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(2, 2)}, pods=[recovered]), {}, NOW
+    )
+    assert conditions(result)["Ready"] == ("True", "AllReplicasReady")
+
+
 def test_unschedulable_says_why() -> None:
     model = md("gpu")
     pending = pod(
