@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from boto3.s3.transfer import TransferConfig
 from modelplane_runtime.storage.digest import file_digest, manifest_digest
 
 from tests.bench import harness, machine
@@ -181,21 +180,6 @@ def round_ratios(samples: Sequence[Sample], case: str) -> list[float]:
 # --- the artifacts on the server -------------------------------------------------------------------
 
 
-class RandomSource:
-    """SIZE random bytes for upload_fileobj (which reads a non-seekable stream in order), hashed as read."""
-
-    def __init__(self, size: int) -> None:
-        self.left = size
-        self.sha = hashlib.sha256()
-
-    def read(self, count: int = -1) -> bytes:
-        count = self.left if count < 0 else min(count, self.left)
-        data = os.urandom(count)
-        self.sha.update(data)
-        self.left -= count
-        return data
-
-
 def ensure_artifacts(s3: S3Server, single_mib: int, shards: int, shard_mib: int) -> list[Artifact]:
     """Uploads the artifacts unless an earlier run left them (sizes and recorded digests match)."""
     client = s3.client()
@@ -209,9 +193,7 @@ def ensure_artifacts(s3: S3Server, single_mib: int, shards: int, shard_mib: int)
         hashes = {}
         for key, size in sizes.items():
             print(f"uploading {size / MiB:,.0f} MiB to s3://{s3.bucket}/{key}", flush=True)
-            source = RandomSource(size)
-            client.upload_fileobj(source, s3.bucket, key, Config=TransferConfig(multipart_chunksize=64 * MiB))
-            hashes[key] = source.sha.hexdigest()
+            hashes[key] = s3.upload_random(key, size)
         client.put_object(Bucket=s3.bucket, Key=digests_key, Body=json.dumps(hashes).encode())
     prefix = f"{layout}/sharded/"
     return [

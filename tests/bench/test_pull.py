@@ -7,6 +7,7 @@ import hashlib
 
 from tests.bench import pull
 from tests.bench.pull import SHARDED, SINGLE, Sample
+from tests.support.s3 import RandomSource
 
 GIB = 1 << 30
 
@@ -91,7 +92,7 @@ def test_table_has_a_row_per_artifact_and_method_with_peak_rss_and_cpu_per_gib()
 
 
 def test_random_source_hashes_what_it_hands_out() -> None:
-    source = pull.RandomSource(10_000)
+    source = RandomSource(10_000)
     parts = [source.read(4096), source.read(4096), source.read(4096), source.read()]
     data = b"".join(parts)
     assert [len(p) for p in parts] == [4096, 4096, 1808, 0]

@@ -4,12 +4,14 @@ fixture (registered once, by tests/conftest.py)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from tests.support.cluster import REPO_ROOT, make_print
@@ -48,6 +50,29 @@ class S3Server:
         """Put an object into the bucket; its sha256 digest, as a ModelDeployment pins it."""
         self.client().put_object(Bucket=self.bucket, Key=key, Body=data)
         return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def upload_random(self, key: str, size: int) -> str:
+        """Put SIZE random bytes at KEY, streamed (a large object never whole in memory); its hex sha256."""
+        source = RandomSource(size)
+        self.client().upload_fileobj(
+            source, self.bucket, key, Config=TransferConfig(multipart_chunksize=64 << 20)
+        )
+        return source.sha.hexdigest()
+
+
+class RandomSource:
+    """SIZE random bytes for upload_fileobj (which reads a non-seekable stream in order), hashed as read."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.sha = hashlib.sha256()
+
+    def read(self, count: int = -1) -> bytes:
+        count = self.left if count < 0 else min(count, self.left)
+        data = os.urandom(count)
+        self.sha.update(data)
+        self.left -= count
+        return data
 
 
 def start_s3() -> S3Server:
