@@ -1,5 +1,5 @@
 # The project venv (.venv): operator, runtime (editable) and the development tools.
-RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,llm,test
+RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,llm,tensorflow,test
 VENV_STAMP := $(VENV)/.installed
 
 $(VENV_STAMP): pyproject.toml runtime-image/pyproject.toml runtime-image/constraints.txt hack/llama-cpp-wheel.sh
