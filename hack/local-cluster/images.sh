@@ -11,16 +11,19 @@ BASE_PACKAGES=python3,python3-venv,ca-certificates,libgomp1,tzdata
 WHEELS_ROOT=$CACHE_DIR/wheels
 
 # name -> "context|containerfile|hash inputs (paths relative to the repo)|pip requirements to prefetch|
-#          constraints|a script printing a directory of prebuilt wheels (those PyPI has no wheel of)"
+#          constraints|a script printing a directory of prebuilt wheels (those PyPI has no wheel of)|
+#          build arguments (space-separated NAME=VALUE)"
 image_spec() {
   case "$1" in
     runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx,llm]|runtime-image/constraints.txt|hack/llama-cpp-wheel.sh" ;;
+    # The runtime with TensorFlow (about 1.3 GB more): the image format tensorflow models run.
+    runtime-tensorflow) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,onnx,tensorflow]|runtime-image/constraints.txt||EXTRAS=sklearn,onnx,tensorflow" ;;
     operator) echo ".|operator/Dockerfile|operator pyproject.toml runtime-image/modelplane_contract runtime-image/constraints.txt|.|runtime-image/constraints.txt" ;;
     http-echo) echo "tests/cluster/images/http-echo|tests/cluster/images/http-echo/Containerfile|tests/cluster/images/http-echo||" ;;
     *) echo "unknown image $1" >&2; return 1 ;;
   esac
 }
-IMAGES=(runtime operator http-echo)
+IMAGES=(runtime runtime-tensorflow operator http-echo)
 
 base_hash() { printf '%s\n' "$BASE_PACKAGES" bookworm "$(cat "$HERE/base/Containerfile")" | sha256sum | cut -c1-12; }
 base_ref() { echo "localhost/modelplane/base:$(base_hash)"; }
@@ -64,6 +67,7 @@ image_hash() {
   inputs=$(field "$name" 3)
   {
     base_ref
+    field "$name" 7
     (cd "$REPO" && git ls-files -co --exclude-standard -- $inputs | LC_ALL=C sort | while read -r f; do
       [ -f "$f" ] && { echo "$f"; sha256sum < "$f"; }
     done)
@@ -101,7 +105,7 @@ deps_stage_ref() { # name context containerfile
   local name=$1 ctx=$2 file=$3 sources
   sources=$(awk 'toupper($1) == "FROM" { in_deps = (toupper($(NF-1)) == "AS" && $NF == "deps") }
                  in_deps && toupper($1) == "COPY" { for (i = 2; i < NF; i++) if ($i !~ /^--/) print $i }' "$file")
-  local hash; hash=$({ base_ref; cat "$file"; for f in $sources; do (cd "$ctx" && sha256sum "$f"); done; } |
+  local hash; hash=$({ base_ref; field "$name" 7; cat "$file"; for f in $sources; do (cd "$ctx" && sha256sum "$f"); done; } |
     sha256sum | cut -c1-12)
   echo "localhost/modelplane/$name-deps:$hash"
 }
@@ -126,6 +130,7 @@ build_image() {
   local wheels; wheels=$(wheelhouse "$name")
   local args=(--build-arg "BASE_IMAGE=$(base_ref)" --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels
               --volume "$wheels:/wheels:ro")
+  local arg; for arg in $(field "$name" 7); do args+=(--build-arg "$arg"); done
   local layers=false
   if grep -qiE '^FROM .* AS deps$' "$file"; then
     build_deps_stage "$name" "$ctx" "$file" "$(deps_stage_ref "$name" "$ctx" "$file")" "${args[@]}"

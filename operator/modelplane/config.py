@@ -40,6 +40,7 @@ class Config:
         defaults = RenderSettings()
         render = RenderSettings(
             runtime_image=env.get("MODELPLANE_RUNTIME_IMAGE", defaults.runtime_image),
+            tensorflow_runtime_image=env.get("MODELPLANE_TENSORFLOW_RUNTIME_IMAGE", ""),
             requests=_quantities(env, "MODELPLANE_DEFAULT_REQUESTS", defaults.requests),
             limits=_quantities(env, "MODELPLANE_DEFAULT_LIMITS", defaults.limits),
             cluster_domain=env.get("MODELPLANE_CLUSTER_DOMAIN", defaults.cluster_domain),

@@ -7,6 +7,7 @@ message naming the field rather than with a KeyError deep in a renderer.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -44,6 +45,7 @@ class Model:
     credentials_secret: str | None = None
     name: str | None = None
     version: str | None = None
+    signature: str | None = None  # format tensorflow: the SavedModel signature served
 
     @property
     def pvc(self) -> tuple[str, str] | None:
@@ -196,6 +198,13 @@ def _model(raw: Any, path: str) -> Model:
         raise SpecError(f"{path}.digest: must be sha256: followed by 64 lowercase hex digits")
     if digest is not None and uri.startswith("pvc://"):
         raise SpecError(f"{path}.digest cannot be set for a pvc:// model: it is mounted, not pulled")
+    signature = _str(body.get("signature"), f"{path}.signature")
+    if signature is not None and fmt != "tensorflow":
+        raise SpecError(f"{path}.signature applies only to format tensorflow (a SavedModel's signature)")
+    if signature is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", signature):
+        raise SpecError(
+            f"{path}.signature: {signature!r} must be a SavedModel signature name (letters, digits, '_')"
+        )
     allow_pickle = body.get("allowPickle", False)
     if not isinstance(allow_pickle, bool):
         raise SpecError(f"{path}.allowPickle: must be true or false")
@@ -208,6 +217,7 @@ def _model(raw: Any, path: str) -> Model:
         credentials_secret=_str(body.get("credentialsSecret"), f"{path}.credentialsSecret"),
         name=_str(body.get("name"), f"{path}.name"),
         version=_str(body.get("version"), f"{path}.version"),
+        signature=signature,
     )
 
 

@@ -55,6 +55,7 @@ ENV_PULL_RETRIES: Final = "MODELPLANE_PULL_RETRIES"
 ENV_PULL_BACKOFF_SECONDS: Final = "MODELPLANE_PULL_BACKOFF_SECONDS"  # first retry's delay; doubles
 ENV_PULL_CONCURRENCY: Final = "MODELPLANE_PULL_CONCURRENCY"  # files fetched at once
 ENV_CUSTOM_CLASS: Final = "MODELPLANE_CUSTOM_CLASS"  # package.module:Class, for format custom
+ENV_MODEL_SIGNATURE: Final = "MODELPLANE_MODEL_SIGNATURE"  # a SavedModel's signature, for format tensorflow
 # After SIGTERM: serve on for DRAIN seconds (while the Service's endpoints drop the pod), then
 # give in-flight requests SHUTDOWN_GRACE seconds.
 ENV_DRAIN_SECONDS: Final = "MODELPLANE_DRAIN_SECONDS"
@@ -70,7 +71,17 @@ PROTOCOL_GRPC: Final = "grpc"
 PROTOCOL_OPENAI: Final = "openai"  # /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings
 PROTOCOLS: Final = (PROTOCOL_V1, PROTOCOL_V2, PROTOCOL_GRPC, PROTOCOL_OPENAI)
 
-FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "huggingface", "custom", "gguf")
+FORMATS: Final = (
+    "sklearn",
+    "xgboost",
+    "lightgbm",
+    "onnx",
+    "tensorflow",
+    "pytorch",
+    "huggingface",
+    "custom",
+    "gguf",
+)
 #: Formats served by a language-model engine over the OpenAI API, in one process per pod.
 LLM_FORMATS: Final = frozenset({"gguf"})
 

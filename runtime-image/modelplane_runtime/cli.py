@@ -153,6 +153,11 @@ def serve_parser() -> argparse.ArgumentParser:
         help=f"package.module:Class (env {contract.ENV_CUSTOM_CLASS})",
     )
     add(
+        "--signature",
+        default=_env(contract.ENV_MODEL_SIGNATURE),
+        help=f"the SavedModel signature served, else serving_default (env {contract.ENV_MODEL_SIGNATURE})",
+    )
+    add(
         "--shutdown-grace-seconds",
         type=_positive_float,
         default=_env(contract.ENV_SHUTDOWN_GRACE_SECONDS, "25"),
@@ -235,6 +240,7 @@ def serve_main(argv: Sequence[str]) -> int:
         digest=args.digest,
         allow_pickle=args.allow_pickle,
         custom_class=args.custom_class,
+        signature=args.signature,
         shutdown_grace=args.shutdown_grace_seconds,
         drain_seconds=args.drain_seconds,
         llm=EngineConfig(

@@ -67,6 +67,7 @@ class ServeConfig:
     digest: str | None = None
     allow_pickle: bool = False
     custom_class: str | None = None
+    signature: str | None = None
     shutdown_grace: float = 25.0
     drain_seconds: float = 0.0
     llm: EngineConfig | None = None
@@ -92,6 +93,7 @@ def load(config: ServeConfig) -> Model:
         name=config.name,
         trust=trust,
         custom_class=config.custom_class,
+        signature=config.signature,
         threads=1,
         llm=config.llm,
     )
@@ -313,7 +315,7 @@ def _serve(config: ServeConfig, metrics_module: Any) -> int:
     log.info("model %s (%s) loaded and warmed up in %.2f s", config.name, config.format, load_seconds)
     if contract.PROTOCOL_GRPC in config.protocols:
         import modelplane_runtime.grpc.service  # noqa: F401  (imported once here, shared by the workers)
-    if isinstance(model, LanguageModel):
+    if not model.fork_safe:
         return _serve_in_process(sock, config, model, metrics, metrics_module, responder)
     gc.collect()
     gc.freeze()  # the collector would otherwise touch, and so copy, every shared object in each worker
@@ -343,23 +345,29 @@ def _serve(config: ServeConfig, metrics_module: Any) -> int:
 def _serve_in_process(
     sock: socket.socket,
     config: ServeConfig,
-    model: LanguageModel,
+    model: Model,
     metrics: Any,
     metrics_module: Any,
     responder: int,
 ) -> int:
-    """A language model serves from the process that loaded it: its engine's threads and KV cache
-    would not survive a fork, and one engine batching every request is the point."""
-    model.scheduler.observer = metrics_module.LLMMetrics(config.name)
+    """A model that cannot cross a fork serves from the process that loaded it. A language model's
+    engine threads and KV cache would not survive one (and one engine batching every request is the
+    point); neither would TensorFlow's thread pools."""
+    if isinstance(model, LanguageModel):
+        model.scheduler.observer = metrics_module.LLMMetrics(config.name)
     _stop(responder)
-    log.info(
-        "serving %s in one process (its engine batches sequences): http %d", config.name, config.http_port
-    )
+    if config.workers > 1:
+        log.warning(
+            "%s models cannot be forked into workers: serving with one; scale with replicas",
+            model.format_name,
+        )
+    log.info("serving %s in one process: http %d", config.name, config.http_port)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SUPERVISOR_SIGNALS)
     try:
         _run_worker(sock, config, model, metrics)
     finally:
-        model.close()
+        if isinstance(model, LanguageModel):
+            model.close()
         sock.close()
     return 0
 

@@ -118,7 +118,7 @@ def test_every_section_has_an_example_model_deployment() -> None:
     [
         (lambda m: m["spec"]["model"].update(url="s3://b/k"), "spec.model.url is not a field"),
         (lambda m: m["spec"].update(replicas="2"), "spec.replicas is '2', not of type integer"),
-        (lambda m: m["spec"]["model"].update(format="tensorflow"), "spec.model.format is 'tensorflow'"),
+        (lambda m: m["spec"]["model"].update(format="keras"), "spec.model.format is 'keras'"),
         (lambda m: m["spec"]["model"].pop("uri"), "spec.model.uri is required"),
         (lambda m: m["spec"]["model"].update(allowPickle="yes"), "spec.model.allowPickle is 'yes'"),
     ],

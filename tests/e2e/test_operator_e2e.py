@@ -49,7 +49,7 @@ def test_invalid_specs_are_rejected_naming_the_field(cluster: Cluster, namespace
     good = {"uri": "s3://models/iris/model.joblib", "format": "sklearn"}
     cases: list[tuple[dict[str, Any], str]] = [
         ({"model": {**good, "uri": "ftp://x/y"}}, "spec.model.uri"),
-        ({"model": {**good, "format": "tensorflow"}}, "spec.model.format"),
+        ({"model": {**good, "format": "keras"}}, "spec.model.format"),
         ({"model": {**good, "digest": "md5:abc"}}, "spec.model.digest"),
         ({"model": good, "replicas": -1}, "spec.replicas"),
         ({"model": good, "autoscaling": {"minReplicas": 4, "maxReplicas": 2}}, "spec.autoscaling"),

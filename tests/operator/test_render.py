@@ -16,7 +16,10 @@ from modelplane import render, spec
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
 
 GOLDEN = Path(__file__).parent / "golden"
-SETTINGS = render.RenderSettings(runtime_image="localhost/modelplane/runtime:test")
+SETTINGS = render.RenderSettings(
+    runtime_image="localhost/modelplane/runtime:test",
+    tensorflow_runtime_image="localhost/modelplane/runtime-tensorflow:test",
+)
 AWS_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"})
 OBSERVATIONS = {
     "sklearn-s3": render.Observations(secret_keys=AWS_KEYS),
@@ -30,6 +33,7 @@ OBSERVATIONS = {
     "pvc": render.Observations(),
     "gguf": render.Observations(),
     "autoscaling-llm-waiting": render.Observations(keda_installed=True),
+    "tensorflow": render.Observations(),
 }
 
 
@@ -78,6 +82,18 @@ def test_every_child_is_owned_and_labelled() -> None:
             assert meta["labels"]["modelplane.io/name"] == md.name
             assert meta["namespace"] == md.namespace
             assert len(meta["annotations"][ANNOTATION_APPLIED_HASH]) == 16
+
+
+def test_a_tensorflow_model_runs_the_tensorflow_variant_unless_its_spec_names_an_image() -> None:
+    containers = pod_spec(rendered("tensorflow"), "keras-iris")["containers"]
+    assert [c["image"] for c in containers] == ["localhost/modelplane/runtime-tensorflow:test"]
+    assert {"name": contract.ENV_MODEL_SIGNATURE, "value": "predict_proba"} in containers[0]["env"]
+    without_variant = render.RenderSettings(runtime_image="localhost/modelplane/runtime:test")
+    others = pod_spec(
+        render.children(load("tensorflow"), without_variant, render.Observations()), "keras-iris"
+    )
+    assert [c["image"] for c in others["containers"]] == ["localhost/modelplane/runtime:test"]
+    assert pod_spec(rendered("sklearn-s3"), "iris")["containers"][0]["image"] == SETTINGS.runtime_image
 
 
 def test_pods_are_restricted() -> None:

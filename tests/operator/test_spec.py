@@ -29,7 +29,9 @@ def test_defaults() -> None:
     ("fields", "named"),
     [
         ({"model": {"uri": "ftp://x/y", "format": "sklearn"}}, "spec.model.uri"),
-        ({"model": {"uri": "s3://b/k", "format": "tensorflow"}}, "spec.model.format"),
+        ({"model": {"uri": "s3://b/k", "format": "keras"}}, "spec.model.format"),
+        ({"model": {"uri": "s3://b/k", "format": "onnx", "signature": "serve"}}, "spec.model.signature"),
+        ({"model": {"uri": "s3://b/k", "format": "tensorflow", "signature": "a b"}}, "spec.model.signature"),
         ({"model": {"uri": "s3://b/k", "format": "sklearn", "digest": "md5:00"}}, "spec.model.digest"),
         ({"model": {"uri": "pvc://claim-only", "format": "onnx"}}, "spec.model.uri"),
         (

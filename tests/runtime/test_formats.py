@@ -207,8 +207,8 @@ def test_load_errors_say_what_to_fix(tmp_path: Path) -> None:
         skops.io.dump(LogisticRegression(max_iter=1000).fit(FEATURES, TARGET), tmp_path / name)
     with pytest.raises(ModelLoadError, match=r"more than one scikit-learn model file .*a\.skops, b\.skops"):
         serve_in_process(tmp_path, "sklearn")
-    with pytest.raises(ModelLoadError, match="unknown model format 'tensorflow'"):
-        serve_in_process(tmp_path, "tensorflow")
+    with pytest.raises(ModelLoadError, match="unknown model format 'keras'"):
+        serve_in_process(tmp_path, "keras")
     with pytest.raises(ModelLoadError, match="needs the class to serve"):
         serve_in_process(tmp_path, "custom")
 

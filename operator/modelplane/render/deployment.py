@@ -70,7 +70,7 @@ def _pod_spec(
     md: specs.ModelDeployment, model: specs.Model, settings: RenderSettings, secret_keys: frozenset[str]
 ) -> dict[str, Any]:
     runtime = md.runtime
-    image = runtime.image or settings.runtime_image
+    image = runtime.image or settings.image_for(model.format)
     volumes: list[dict[str, Any]] = [{"name": contract.TMP_VOLUME_NAME, "emptyDir": {}}]
     server_mounts: list[dict[str, Any]] = [
         {"name": contract.MODEL_VOLUME_NAME, "mountPath": contract.MODEL_DIR, "readOnly": True},
@@ -250,6 +250,8 @@ def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str,
         env.append(_env(contract.ENV_ENGINE_THREADS, str(runtime.llm.threads)))
     if model.version:
         env.append(_env(contract.ENV_MODEL_VERSION, model.version))
+    if model.signature:
+        env.append(_env(contract.ENV_MODEL_SIGNATURE, model.signature))
     if runtime.batching is not None:
         env.append(_env(contract.ENV_MAX_BATCH_SIZE, str(runtime.batching.max_batch_size)))
         env.append(_env(contract.ENV_MAX_LATENCY_MS, str(runtime.batching.max_latency_ms)))

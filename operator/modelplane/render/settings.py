@@ -9,8 +9,18 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class RenderSettings:
     runtime_image: str = "modelplane/runtime:latest"
+    # The runtime image's tensorflow variant (TensorFlow is too large for the default image): what a
+    # format tensorflow model runs when its spec names no image. Empty: the default image, whose
+    # pods then fail to load with a message naming the variant.
+    tensorflow_runtime_image: str = ""
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "100m", "memory": "256Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "2Gi"})
     run_as_user: int = 65532
     cluster_domain: str = "cluster.local"
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
+
+    def image_for(self, model_format: str) -> str:
+        """The runtime image of a model whose spec names none."""
+        if model_format == "tensorflow" and self.tensorflow_runtime_image:
+            return self.tensorflow_runtime_image
+        return self.runtime_image

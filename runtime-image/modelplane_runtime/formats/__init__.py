@@ -21,6 +21,7 @@ _CLASSES: Final = {
     "huggingface": "huggingface:HuggingFaceModel",
     "custom": "custom:CustomModel",
     "gguf": "gguf:GGUFModel",
+    "tensorflow": "tensorflow:TensorFlowModel",
 }
 assert set(_CLASSES) == set(contract.FORMATS)
 

@@ -6,7 +6,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +54,7 @@ class LoadOptions:
     trust: Trust
     custom_class: str | None = None
     threads: int = 1  # threads a model may use per worker process
-    extra: dict[str, str] = field(default_factory=dict)
+    signature: str | None = None  # a SavedModel's signature to serve (format tensorflow)
     llm: EngineConfig | None = None  # the engine settings of a language model
 
 
@@ -66,6 +66,9 @@ class Model(ABC):
     engine: str | None = None
     #: How long one call took at warm-up (the batcher's first estimate).
     call_seconds: float = 0.0
+    #: False when the loaded model cannot cross a fork (its library's thread pools would not survive
+    #: it): the pod then serves from the process that loaded it, one worker.
+    fork_safe: bool = True
 
     def __init__(self, options: LoadOptions) -> None:
         self.options = options
@@ -136,6 +139,7 @@ class LanguageModel(Model):
     """
 
     scheduler: Scheduler
+    fork_safe = False  # the engine's threads and KV cache are not shared across a fork
     #: True for an embedding model (POST /v1/embeddings), False for a generative one.
     embedding: bool = False
 
