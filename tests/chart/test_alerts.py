@@ -15,6 +15,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from tests.chart.conftest import by_kind, documents
 from tests.support.helm import CHART, Helm
+from tests.support.prometheus import dashboard_queries
 
 ALERTS = CHART / "files" / "alerts.yaml"
 DASHBOARD = CHART / "files" / "dashboard.json"
@@ -25,6 +26,7 @@ EXPECTED_ALERTS = {
     "ModelplaneModelErrorRatioHigh",
     "ModelplaneModelLatencyHigh",
     "ModelplaneOperatorReconcileErrors",
+    "ModelplaneLLMQueueGrowing",
 }
 
 
@@ -52,7 +54,8 @@ def exported_metric_names() -> set[str]:
 
 
 def metric_names_in(promql: str) -> set[str]:
-    return set(re.findall(r"\b(modelplane_[a-z_]+)", promql))
+    """Our series (modelplane_*) and the vLLM-named ones language models export (vllm:*)."""
+    return set(re.findall(r"\b(modelplane_[a-z0-9_]+|vllm:[a-z0-9_]+)", promql))
 
 
 def alert_exprs() -> dict[str, str]:
@@ -80,8 +83,7 @@ def test_each_alert_fires_on_its_fixture_series(prometheus_bin_dir: Path) -> Non
 
 def test_rules_and_dashboard_use_only_exported_metrics() -> None:
     exported = exported_metric_names()
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    queries = [target["expr"] for panel in panels for target in panel["targets"]]
+    queries = [query for llm in (False, True) for _, query in dashboard_queries(llm=llm)]
     used = set().union(*(metric_names_in(q) for q in [*alert_exprs().values(), *queries]))
     assert used, "no modelplane metric found in the rules or dashboard"
     assert used <= exported, f"not exported by the runtime or the operator: {sorted(used - exported)}"

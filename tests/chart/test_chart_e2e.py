@@ -15,7 +15,7 @@ import yaml
 from tests.chart.conftest import by_kind, documents, install, release_values
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.helm import CHART, Helm
+from tests.support.helm import Helm
 from tests.support.modeldeployments import (
     condition,
     model_deployment,
@@ -26,7 +26,7 @@ from tests.support.modeldeployments import (
     wait_service,
 )
 from tests.support.models import SklearnModel
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, chart_prometheus_config, dashboard_queries
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -239,28 +239,6 @@ def test_monitoring_objects_pass_a_server_side_dry_run(
     assert "for" in refused.stderr
 
 
-def prometheus_config(cluster: Cluster, namespace: str) -> dict[str, Any]:
-    """The chart's own scrape job (files/scrape-config.yaml: Kubernetes discovery of pods, following their
-    prometheus.io/* annotations), pointed at the local cluster and the test's namespace, and the chart's
-    alerting rules."""
-    jobs = yaml.safe_load((CHART / "files" / "scrape-config.yaml").read_text())
-    for job in jobs:
-        for discovery in job["kubernetes_sd_configs"]:
-            discovery["kubeconfig_file"] = str(cluster.kubeconfig)
-            discovery["namespaces"] = {"names": [namespace]}
-    return {
-        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
-        "rule_files": [str(CHART / "files" / "alerts.yaml")],
-        "scrape_configs": jobs,
-    }
-
-
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(panel title, PromQL) of every panel of the chart's Grafana dashboard."""
-    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
-    return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
-
-
 def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_data(
     cluster: Cluster,
     cluster_helm: Helm,
@@ -303,7 +281,7 @@ def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_
         assert predict_v1(cluster, namespace, "iris", "iris", iris.sample) == iris.expected()
 
     with PrometheusServer.start(
-        prometheus_bin_dir, prometheus_config(cluster, namespace), tmp_path / "prometheus"
+        prometheus_bin_dir, chart_prometheus_config(cluster, namespace), tmp_path / "prometheus"
     ) as prometheus:
         operator_pod = f'namespace="{namespace}", pod=~"{release}-modelplane-.*"'
         model_pod = f'namespace="{namespace}", pod=~"iris-.*"'
@@ -325,7 +303,7 @@ def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_
         # rate() needs two samples of a counter after it moved: predict again while Prometheus watches.
         for _ in range(requests):
             predict_v1(cluster, namespace, "iris", "iris", iris.sample)
-        for title, query in dashboard_queries():
+        for title, query in dashboard_queries(llm=False):  # LLM panels: test_llm_e2e.py
             assert prometheus.wait_for_series(query, timeout=60), title
 
         pending = prometheus.wait_for_series(

@@ -6,6 +6,7 @@ with PrometheusServer.start(bin_dir, config, workdir) as prom:
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,11 +17,42 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.support.cluster import wait_until
+from tests.support.cluster import REPO_ROOT, Cluster, wait_until
 from tests.support.net import free_port
 
 READY_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
+CHART_FILES = REPO_ROOT / "charts" / "modelplane" / "files"
+#: The series only language models export: vLLM's names, and our engine's own.
+LLM_SERIES = ("vllm:", "modelplane_llm_")
+
+
+def dashboard_queries(*, llm: bool) -> list[tuple[str, str]]:
+    """(panel title, PromQL) of the chart's Grafana dashboard: the panels over a language model's
+    series (llm=True), or all the others. Rows hold no query."""
+    dashboard = json.loads((CHART_FILES / "dashboard.json").read_text())
+    queries = [
+        (panel["title"], target["expr"])
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    ]
+    return [(title, expr) for title, expr in queries if any(s in expr for s in LLM_SERIES) == llm]
+
+
+def chart_prometheus_config(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The chart's own scrape job (files/scrape-config.yaml: Kubernetes discovery of pods, following their
+    prometheus.io/* annotations), pointed at the local cluster and one namespace, and the chart's
+    alerting rules."""
+    jobs = yaml.safe_load((CHART_FILES / "scrape-config.yaml").read_text())
+    for job in jobs:
+        for discovery in job["kubernetes_sd_configs"]:
+            discovery["kubeconfig_file"] = str(cluster.kubeconfig)
+            discovery["namespaces"] = {"names": [namespace]}
+    return {
+        "global": {"scrape_interval": "2s", "evaluation_interval": "2s"},
+        "rule_files": [str(CHART_FILES / "alerts.yaml")],
+        "scrape_configs": jobs,
+    }
 
 
 class PrometheusError(AssertionError):
