@@ -91,6 +91,7 @@ def test_smollm2_serves_the_openai_api_through_its_service(
 ) -> None:
     cluster.apply([credentials_secret(s3), llm_md("chat", *smollm2)], namespace)
     wait_ready(cluster, namespace, "chat", timeout=300)
+    wait_service(cluster, namespace, "chat")  # a new Service: its rules reach kube-proxy a moment later
     base = service_url(cluster, namespace, "chat")
     models = request_json(f"{base}/v1/models")
     assert [model["id"] for model in models["data"]] == [NAME]
