@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.cluster import REPO_ROOT, Cluster, make, make_print
+from tests.support.modeldeployments import model_deployment
 
 OPERATOR_USERS = frozenset(
     {
@@ -237,11 +238,9 @@ class EventCounter:
 
 
 def iris_md(name: str, key: str, digest: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
+    return model_deployment(
+        name,
+        {
             "model": {
                 "uri": f"s3://modelplane/{key}",
                 "format": "sklearn",
@@ -250,7 +249,7 @@ def iris_md(name: str, key: str, digest: str) -> dict[str, Any]:
             },
             "replicas": 1,
         },
-    }
+    )
 
 
 def all_settled(cluster: Cluster, namespace: str, count: int) -> bool:

@@ -14,7 +14,14 @@ import yaml
 
 from tests.support.cluster import Cluster, make, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.modeldeployments import children, condition, md, wait_ready
+from tests.support.modeldeployments import (
+    children,
+    condition,
+    md,
+    model_deployment,
+    s3_model_spec,
+    wait_ready,
+)
 from tests.support.models import SklearnModel
 from tests.support.s3 import S3Server
 
@@ -26,20 +33,13 @@ FIELD_MANAGER = "modelplane"  # the host operator's (make operator-up leaves the
 
 def keda_md(name: str, model: SklearnModel) -> dict[str, Any]:
     """Autoscaled on in-flight requests: a ScaledObject (KEDA itself need not run for it to exist)."""
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {
-                "uri": f"s3://modelplane/{model.key}",
-                "format": "sklearn",
-                "digest": model.digest,
-                "credentialsSecret": "s3-credentials",
-            },
+    return model_deployment(
+        name,
+        {
+            "model": s3_model_spec(model),
             "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "metric": "concurrency", "target": 4},
         },
-    }
+    )
 
 
 def operator_env(log: Path) -> dict[str, str]:

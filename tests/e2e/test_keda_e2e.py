@@ -25,7 +25,7 @@ import pytest
 from tests.support.cluster import REPO_ROOT, Cluster, make, make_print, wait_until
 from tests.support.examples import credentials_secret
 from tests.support.llm import sha256_of, smollm2_gguf
-from tests.support.modeldeployments import condition, service_url, wait_ready, wait_service
+from tests.support.modeldeployments import condition, model_deployment, service_url, wait_ready, wait_service
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -135,11 +135,9 @@ def slow_model(s3: S3Server, seconds: float) -> tuple[str, str]:
 
 
 def autoscaled_md(name: str, uri: str, digest: str, metric: str, target: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
+    return model_deployment(
+        name,
+        {
             "model": {
                 "uri": uri,
                 "format": "custom",
@@ -158,7 +156,7 @@ def autoscaled_md(name: str, uri: str, digest: str, metric: str, target: int) ->
                 "scaleDownDelaySeconds": SCALE_DOWN_DELAY_SECONDS,
             },
         },
-    }
+    )
 
 
 def replicas(cluster: Cluster, namespace: str, name: str) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from tests.support.llm import sha256_of, smollm2_gguf
 from tests.support.modeldeployments import (
     condition,
     md,
+    model_deployment,
     request_json,
     service_url,
     wait_ready,
@@ -42,11 +43,9 @@ def smollm2(s3: S3Server) -> tuple[str, str]:
 
 
 def llm_md(name: str, uri: str, digest: str, **llm: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
+    return model_deployment(
+        name,
+        {
             "model": {
                 "uri": uri,
                 "format": "gguf",
@@ -56,7 +55,7 @@ def llm_md(name: str, uri: str, digest: str, **llm: Any) -> dict[str, Any]:
             },
             "runtime": {"llm": {"contextLength": 1024, "maxSequences": 4, **llm}},
         },
-    }
+    )
 
 
 def stream(url: str, body: Any) -> list[Any]:
