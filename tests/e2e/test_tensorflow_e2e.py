@@ -25,7 +25,7 @@ from tests.support.modeldeployments import (
     wait_ready,
     wait_service,
 )
-from tests.support.models import IRIS_SAMPLE, S3Model
+from tests.support.models import IRIS_SAMPLE, S3Model, keras_iris
 from tests.support.s3 import S3Server
 
 pytestmark = [
@@ -44,21 +44,6 @@ class TensorFlowModel(S3Model):
     format: ClassVar[str] = "tensorflow"
 
 
-def _keras_iris() -> Any:
-    keras: Any = importlib.import_module("keras")
-    from sklearn.datasets import load_iris
-
-    features, target = load_iris(return_X_y=True)
-    keras.utils.set_random_seed(11)
-    inputs = keras.Input((4,), name="features")
-    hidden = keras.layers.Dense(16, activation="relu")(inputs)
-    outputs = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(features.astype(np.float32), target, epochs=5, verbose=0)
-    return model
-
-
 def _upload(s3: S3Server, key: str, data: bytes) -> str:
     digest = s3.upload(key, data)
     assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
@@ -70,7 +55,7 @@ def tf_models(s3: S3Server, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     tf: Any = importlib.import_module("tensorflow")
 
     work = tmp_path_factory.mktemp("tensorflow")
-    model = _keras_iris()
+    model = keras_iris()
     rows = np.array(IRIS_SAMPLE, dtype=np.float32)
     probabilities = model.predict(rows, verbose=0).tolist()
     model.save(work / "iris.keras")

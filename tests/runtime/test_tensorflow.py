@@ -20,6 +20,7 @@ from tests.runtime.asgi import call_json
 from tests.runtime.models import iris
 from tests.runtime.serving import serving
 from tests.runtime.test_formats import predict_v2, serve_in_process
+from tests.support.models import keras_iris
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf: Any = pytest.importorskip("tensorflow")  # in the test venv (RUNTIME_EXTRAS): never skipped there
@@ -29,19 +30,8 @@ keras: Any = pytest.importorskip("keras")
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
-FEATURES, TARGET = iris()
+FEATURES = iris()[0]
 ROWS = FEATURES[::15].astype(np.float32)
-
-
-def iris_keras() -> Any:
-    keras.utils.set_random_seed(7)
-    inputs = keras.Input((4,), name="features")
-    hidden = keras.layers.Dense(8, activation="relu")(inputs)
-    outputs = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
-    model = keras.Model(inputs, outputs)
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(FEATURES.astype(np.float32), TARGET, epochs=3, verbose=0)
-    return model
 
 
 class Text(tf.Module):  # type: ignore[misc]  # tf is Any
@@ -64,7 +54,7 @@ def save_text_model(directory: Path) -> None:
 
 
 def test_a_keras_file_is_served_with_its_own_names_and_tensorflows_predictions(tmp_path: Path) -> None:
-    model = iris_keras()
+    model = keras_iris()
     model.save(tmp_path / "model.keras")
     served, app = serve_in_process(tmp_path, "tensorflow")
     assert not served.fork_safe
@@ -82,7 +72,7 @@ def test_a_keras_file_is_served_with_its_own_names_and_tensorflows_predictions(t
 
 
 def test_a_saved_model_is_served_through_serving_default(tmp_path: Path) -> None:
-    model = iris_keras()
+    model = keras_iris()
     model.export(str(tmp_path / "export"), verbose=False)  # a SavedModel with serving_default
     served, app = serve_in_process(tmp_path, "tensorflow")
     assert served.engine == "SavedModel signature serving_default"
@@ -122,7 +112,7 @@ def test_a_missing_signature_or_library_file_says_what_to_fix(tmp_path: Path) ->
 
 
 def test_the_server_serves_from_the_loading_process_over_every_protocol(tmp_path: Path) -> None:
-    model = iris_keras()
+    model = keras_iris()
     (tmp_path / "model").mkdir()
     (tmp_path / "logs").mkdir()
     model.save(tmp_path / "model" / "model.keras")

@@ -5,6 +5,7 @@ The fixtures are registered once, in tests/conftest.py, so every area shares one
 from __future__ import annotations
 
 import http.server
+import importlib
 import io
 import threading
 from collections.abc import Iterator
@@ -150,3 +151,20 @@ def xgboost_model(http_models: Path) -> XGBoostModel:
     (http_models / path).parent.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(http_models / path))
     return XGBoostModel(path, booster, features[[0, 60, 120]].tolist())
+
+
+def keras_iris() -> Any:
+    """A small Keras 3 classifier fitted on iris (input "features", output "probabilities"), seeded.
+    TensorFlow is imported here, on first use: most tests never need it."""
+    keras: Any = importlib.import_module("keras")
+    from sklearn.datasets import load_iris
+
+    features, target = load_iris(return_X_y=True)
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((4,), name="features")
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="probabilities")(hidden)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(features.astype(np.float32), target, epochs=5, verbose=0)
+    return model
