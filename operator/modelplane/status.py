@@ -224,8 +224,7 @@ def _problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:
     """The most telling problem among the pods of the current revision, permanent ones first."""
     found: list[Problem] = []
     for pod in observed.pods:
-        track = (pod.get("metadata", {}).get("labels") or {}).get(LABEL_TRACK, STABLE)
-        model = md.canary.model if track == CANARY and md.canary is not None else md.model
+        _, model = _track_and_model(md, pod)
         if not _runs_model(pod, model) or pod.get("metadata", {}).get("deletionTimestamp"):
             continue
         problem = pod_problem(pod, model)
@@ -379,13 +378,18 @@ def _previous_revision_pods(md: specs.ModelDeployment, pods: Sequence[Mapping[st
     for pod in pods:
         if not _server_running(pod):
             continue  # never started, or ended (an evicted pod stays listed): it answers nothing
-        track = (pod.get("metadata", {}).get("labels") or {}).get(LABEL_TRACK, STABLE)
-        model = md.canary.model if track == CANARY and md.canary is not None else md.model
+        track, model = _track_and_model(md, pod)
         if track == CANARY and md.canary is None:
             continue  # a removed canary's pods: pruned with its Deployment, not a revision of stable
         if not _runs_model(pod, model):
             found[track] = found.get(track, 0) + 1
     return found
+
+
+def _track_and_model(md: specs.ModelDeployment, pod: Mapping[str, Any]) -> tuple[str, specs.Model]:
+    """The pod's track, and the model the spec wants on it now."""
+    track = (pod.get("metadata", {}).get("labels") or {}).get(LABEL_TRACK, STABLE)
+    return track, md.canary.model if track == CANARY and md.canary is not None else md.model
 
 
 def _server_running(pod: Mapping[str, Any]) -> bool:
