@@ -34,7 +34,7 @@ test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats
 .PHONY: builds
 builds: ## Build (or find cached) the cluster, harness and image inputs, two jobs at a time.
 	@$(MAKE) --no-print-directory -j2 -Oline llama-cpp-wheel-cached image-inputs cluster-binaries helm prometheus \
-	  crds addon-binaries keda-binaries fake-gcs-server
+	  crds addon-binaries keda-binaries fake-gcs-server gateway-binaries
 
 # Areas append what their e2e tests need built and started (cluster, images, s3, ...).
 .PHONY: e2e-prerequisites

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# images.sh base | inputs | build NAME... | ref NAME | list
+# images.sh base | base-ref | inputs | build NAME... | ref NAME | list
 # Every image a pod runs here is built on this machine: a Debian base made with debootstrap from
 # the apt mirror this machine is configured with, and each image of ours FROM it. Tags are a
 # content hash of the image's inputs, so a rebuilt image gets a new tag and rolls out.
@@ -143,11 +143,12 @@ build_image() {
 
 case "${1:-}" in
   base) build_base ;;
+  base-ref) base_ref ;;
   # What every build needs but the cluster does not (base image, wheelhouses): runs beside the Go builds.
   inputs) build_base; for n in "${IMAGES[@]}"; do wheelhouse "$n" >/dev/null; done ;;
   build) shift; [ $# -gt 0 ] || set -- "${IMAGES[@]}"
          for n in "$@"; do [ -f "$REPO/$(field "$n" 2)" ] && build_image "$n" || log "skipping $n: no $(field "$n" 2) yet"; done ;;
   ref) image_ref "$2" ;;
   list) printf '%s\n' "${IMAGES[@]}" ;;
-  *) echo "usage: $0 base | inputs | build [NAME...] | ref NAME | list" >&2; exit 2 ;;
+  *) echo "usage: $0 base | base-ref | inputs | build [NAME...] | ref NAME | list" >&2; exit 2 ;;
 esac

@@ -43,6 +43,7 @@ class Snapshot:
     crds: frozenset[str] = frozenset()  # the required CRDs (children.REQUIRED_CRDS) that are established
     # Children we wrote that the watch has not shown for CONFIRM_SECONDS: read them by name (confirmed()).
     unconfirmed: tuple[Obj, ...] = ()
+    gateway: Obj | None = None  # the Gateway its spec.gateway names (children.REFERENCED_KINDS), if any
 
     @property
     def children(self) -> dict[tuple[str, str], Obj]:
@@ -98,7 +99,11 @@ class Cache:
         if snapshot.body is None:
             body = None  # deleted: what we wrote to it no longer matters
         return Snapshot(
-            body=body, objects=tuple(watched.values()), crds=snapshot.crds, unconfirmed=tuple(unconfirmed)
+            body=body,
+            objects=tuple(watched.values()),
+            crds=snapshot.crds,
+            unconfirmed=tuple(unconfirmed),
+            gateway=snapshot.gateway,
         )
 
     def wrote(self, key: Key, obj: Obj) -> None:

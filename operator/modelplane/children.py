@@ -47,11 +47,13 @@ class ChildKind:
 
 
 KEDA_CRD: Final = "scaledobjects.keda.sh"
+HTTPROUTE_CRD: Final = "httproutes.gateway.networking.k8s.io"
 
 # In apply order (a Deployment before what points at it); prune walks it backwards.
 CHILD_KINDS: Final = (
     ChildKind("apps/v1", "Deployment", "deployments", atomic_maps=(".spec.selector.matchLabels",)),
     ChildKind("v1", "Service", "services", atomic_maps=(".spec.selector",)),
+    ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", requires_crd=HTTPROUTE_CRD),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ChildKind(
         "policy/v1",
@@ -63,6 +65,11 @@ CHILD_KINDS: Final = (
     ChildKind("v1", "Pod", "pods", applied=False),
 )
 REQUIRED_CRDS: Final = frozenset(k.requires_crd for k in CHILD_KINDS if k.requires_crd)
+
+# What a ModelDeployment refers to but does not own: only read (watched, every object of the kind, not
+# by our label), so that a change of it (a Gateway's address) reaches the ModelDeployments naming it.
+GATEWAY: Final = ChildKind("gateway.networking.k8s.io/v1", "Gateway", "gateways", applied=False)
+REFERENCED_KINDS: Final = (GATEWAY,)
 
 
 def by_kind(kind: str) -> ChildKind:

@@ -116,6 +116,26 @@ async def required_crds(name: str, status: Mapping[str, Any], **_: Any) -> Any:
     return {name: established}
 
 
+# What ModelDeployments refer to (children.REFERENCED_KINDS): every Gateway, unfiltered (a cluster has few).
+_GATEWAY = children.GATEWAY
+
+
+@kopf.index(_GATEWAY.group, _GATEWAY.version, _GATEWAY.plural)
+async def gateways(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): _plain(body)} if namespace else None
+
+
+@kopf.on.event(_GATEWAY.group, _GATEWAY.version, _GATEWAY.plural)
+async def gateway_event(namespace: str | None, name: str, **kwargs: Any) -> None:
+    """A Gateway changed (its address, its listeners): the ModelDeployments naming it say so in status."""
+    if STATE.controller is None:
+        return
+    model_deployments: kopf.Index[Key, Any] = kwargs["model_deployments"]  # kopf passes every index
+    for key, bodies in model_deployments.items():
+        if any(specs.gateway_ref(body) == (namespace, name) for body in bodies):
+            STATE.controller.enqueue(*key)
+
+
 # Events: each names the ModelDeployment to reconcile.
 
 
@@ -184,6 +204,7 @@ class _Indexes:
         self._mds: kopf.Index[Key, Any] = indices["model_deployments"]
         self._children: kopf.Index[Key, Any] = indices["children_by_owner"]
         self._crds: kopf.Index[str, bool] = indices["required_crds"]
+        self._gateways: kopf.Index[Key, Any] = indices["gateways"]
 
     def snapshot(self, key: Key) -> Snapshot:
         return asyncio.run_coroutine_threadsafe(self._snapshot(key), self._loop).result(SNAPSHOT_TIMEOUT)
@@ -195,10 +216,13 @@ class _Indexes:
         bodies = list(self._mds.get(key, ()))
         # A namesake created right after a delete can briefly share the key: the live one wins.
         bodies.sort(key=lambda b: bool(b["metadata"].get("deletionTimestamp")))
+        gateway_ref = specs.gateway_ref(bodies[0]) if bodies else None
+        gateway = next(iter(self._gateways.get(gateway_ref, ())), None) if gateway_ref else None
         return Snapshot(
             body=bodies[0] if bodies else None,
             objects=tuple(self._children.get(key, ())),
             crds=frozenset(name for name, values in self._crds.items() if any(values)),
+            gateway=gateway,
         )
 
     async def _keys(self) -> list[Key]:

@@ -77,6 +77,7 @@ class Observed:
     # these was deleted, one not among them is new (a ScaledObject once KEDA's CRD arrives). None: not
     # known (the operator just started), then any missing child at an unchanged generation was deleted.
     seen: frozenset[tuple[str, str]] | None = None
+    gateway: Obj | None = None  # the Gateway spec.gateway names, as watched (None: absent or none named)
 
     def owned(self, uid: str) -> dict[tuple[str, str], Obj]:
         """Our children of the ModelDeployment with this uid (a namesake's leftovers are not ours)."""
@@ -131,12 +132,18 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
         return not_ready(desired, previous, "InvalidSpec", desired.invalid, now, result="invalid")
     owned = observed.owned(desired.uid)
     keda = md.autoscaling is not None and md.autoscaling.uses_keda and children.KEDA_CRD in observed.crds
+    gateway_api = children.HTTPROUTE_CRD in observed.crds
     canary_ready = status.canary_is_ready(md, owned.get(("Deployment", track_name(md, CANARY))))
     secret_keys = frozenset().union(*(keys for keys in observed.secrets.values() if keys))
     manifests = render.children(
         md,
         desired.settings,
-        render.Observations(canary_ready=canary_ready, secret_keys=secret_keys, keda_installed=keda),
+        render.Observations(
+            canary_ready=canary_ready,
+            secret_keys=secret_keys,
+            keda_installed=keda,
+            gateway_api_installed=gateway_api,
+        ),
     )
     manifests.sort(key=lambda m: children.apply_order(m["kind"]))  # stable: render's order within a kind
 
@@ -182,6 +189,9 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             autoscaler=owned.get(("HorizontalPodAutoscaler", md.name)),
             keda_installed=keda,
             secret_found=all(found) if found else None,
+            gateway_api_installed=gateway_api,
+            gateway=observed.gateway,
+            route=owned.get(("HTTPRoute", md.name)),
         ),
         previous,
         now,

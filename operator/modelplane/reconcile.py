@@ -120,6 +120,7 @@ class Reconciler:
             crds=view.crds,
             secrets=self._read_secrets(key, want),
             seen=seen,
+            gateway=view.gateway,
         )
         now = self._clock()
         step = plan.plan(want, observed, previous, now)

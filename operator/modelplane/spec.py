@@ -30,6 +30,10 @@ PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCO
 SCALE_DOWN_DELAY_SECONDS: Final = 300
 LLM_PROTOCOLS: Final = (contract.PROTOCOL_OPENAI,)
 LLM_ENGINES: Final = ("builtin",)
+# Gateway API's own patterns: an object name or listener name (DNS-1123 subdomain), a namespace (DNS-1123
+# label), and a route hostname (no wildcard here: status.url names the one host a client calls).
+_DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class SpecError(ValueError):
@@ -120,6 +124,16 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Gateway:
+    """The Gateway API Gateway the model is reached through from outside the cluster (spec.gateway)."""
+
+    name: str
+    namespace: str  # defaulted to the ModelDeployment's namespace
+    section_name: str | None = None  # one listener of the Gateway; None: every listener
+    hostname: str | None = None  # None: the route matches the path prefix /NAMESPACE/NAME
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     name: str
     namespace: str
@@ -134,6 +148,7 @@ class ModelDeployment:
     service_account_name: str | None = None
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    gateway: Gateway | None = None
 
     @property
     def served_name(self) -> str:
@@ -160,6 +175,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
             model=_model(canary_body.get("model"), "spec.rollout.canary.model"), traffic_percent=percent
         )
     model = _model(spec.get("model"), "spec.model")
+    namespace = _str(meta.get("namespace"), "metadata.namespace") or "default"
     language_model = model.format in contract.LLM_FORMATS
     if canary is not None and (canary.model.format in contract.LLM_FORMATS) != language_model:
         raise SpecError(
@@ -167,7 +183,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         )
     return ModelDeployment(
         name=name,
-        namespace=_str(meta.get("namespace"), "metadata.namespace") or "default",
+        namespace=namespace,
         uid=_str(meta.get("uid"), "metadata.uid") or "",
         generation=int(meta.get("generation") or 0),
         model=model,
@@ -179,7 +195,47 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         service_account_name=_str(spec.get("serviceAccountName"), "spec.serviceAccountName"),
         pod_labels=_str_map(spec.get("podLabels"), "spec.podLabels"),
         pod_annotations=_str_map(spec.get("podAnnotations"), "spec.podAnnotations"),
+        gateway=_gateway(spec.get("gateway"), namespace),
     )
+
+
+def gateway_ref(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the Gateway a raw ModelDeployment names, None if none (or unreadable:
+    parse says why). The watches use it to find the ModelDeployments a Gateway's change concerns."""
+    try:
+        md = parse(body)
+    except SpecError:
+        return None
+    return (md.gateway.namespace, md.gateway.name) if md.gateway else None
+
+
+def _gateway(raw: Any, namespace: str) -> Gateway | None:
+    if raw is None:
+        return None
+    body = _mapping(raw, "spec.gateway")
+    name = _str(body.get("name"), "spec.gateway.name", required=True)
+    assert name is not None
+    _matches(name, _DNS_SUBDOMAIN, 253, "spec.gateway.name", "a Gateway name (lowercase, digits, '-', '.')")
+    gateway_namespace = _str(body.get("namespace"), "spec.gateway.namespace") or namespace
+    _matches(gateway_namespace, _DNS_LABEL, 63, "spec.gateway.namespace", "a namespace name")
+    section = _str(body.get("sectionName"), "spec.gateway.sectionName")
+    if section is not None:
+        _matches(section, _DNS_SUBDOMAIN, 253, "spec.gateway.sectionName", "a listener name of the Gateway")
+    hostname = _str(body.get("hostname"), "spec.gateway.hostname")
+    if hostname is not None:
+        _matches(
+            hostname,
+            _DNS_SUBDOMAIN,
+            253,
+            "spec.gateway.hostname",
+            "a DNS name such as iris.models.example, without '*'",
+        )
+    return Gateway(name=name, namespace=gateway_namespace, section_name=section, hostname=hostname)
+
+
+def _matches(value: str, pattern: re.Pattern[str], longest: int, path: str, what: str) -> None:
+    if len(value) > longest or not pattern.fullmatch(value):
+        raise SpecError(f"{path}: {value!r} is not {what} (at most {longest} characters)")
 
 
 def _model(raw: Any, path: str) -> Model:

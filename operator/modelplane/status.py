@@ -18,6 +18,7 @@ import modelplane_contract as contract
 from modelplane import spec as specs
 from modelplane.render import split, urls
 from modelplane.render.common import CANARY, LABEL_TRACK, STABLE, selector_text
+from modelplane.render.route import external_urls, route_problem
 
 HISTORY_LIMIT: Final = 10
 CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")
@@ -35,6 +36,9 @@ class Observed:
     autoscaler: Mapping[str, Any] | None = None  # the HPA, when there is one
     keda_installed: bool = False
     secret_found: bool | None = None  # None: no credentials Secret named, or not looked up
+    gateway_api_installed: bool = False  # the HTTPRoute CRD is established
+    gateway: Mapping[str, Any] | None = None  # the Gateway spec.gateway names, if it exists
+    route: Mapping[str, Any] | None = None  # our HTTPRoute, as the API shows it
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ def compute(
         canary_ready and _rolled_out(canary_dep, canary_want) and not draining.get(CANARY)
     )
     problem = _problem(md, observed)
+    exposure = _exposure_problem(md, observed)
     stopped = md.autoscaling is None and md.replicas == 0
 
     conditions = _conditions(
@@ -76,6 +81,7 @@ def compute(
         observed=observed,
         stopped=stopped,
         problem=problem,
+        exposure=exposure,
         settled=stable_done and canary_done,
         ready=ready,
         desired=desired,
@@ -84,6 +90,11 @@ def compute(
         draining=sum(draining.values()),
     )
     http_url, grpc_url = urls(md, cluster_domain)
+    service_url = None
+    if md.gateway is not None and observed.gateway is not None and observed.gateway_api_installed:
+        outside = external_urls(md, observed.gateway)
+        if outside is not None:
+            service_url, http_url, grpc_url = http_url, outside.http, outside.grpc
     status: Status = {
         "observedGeneration": md.generation,
         "conditions": _with_transition_times(
@@ -98,6 +109,8 @@ def compute(
     }
     if grpc_url:
         status["grpcUrl"] = grpc_url
+    if service_url:
+        status["serviceUrl"] = service_url
     served = _served_digest(md.model, STABLE, observed.pods)
     if served:
         status["servedDigest"] = served
@@ -140,6 +153,7 @@ def _conditions(
     observed: Observed,
     stopped: bool,
     problem: Problem | None,
+    exposure: Problem | None,
     settled: bool,
     ready: int,
     desired: int,
@@ -173,10 +187,12 @@ def _conditions(
     if problem is None and stable_dep is None:
         problem = Problem("Creating", "the Deployment is being created", permanent=False)
 
-    if settled and problem is None and ready >= desired:
+    if settled and problem is None and exposure is None and ready >= desired:
         ready_cond = cond("Ready", True, "AllReplicasReady", counts)
     elif problem is not None:
         ready_cond = cond("Ready", False, problem.reason, problem.message)
+    elif exposure is not None and settled and ready >= desired:
+        ready_cond = cond("Ready", False, exposure.reason, f"{exposure.message} ({counts})")
     elif not settled:
         what = "canary rollout" if md.canary is not None and canary_dep is not None else "rollout"
         ready_cond = cond("Ready", False, "RolloutInProgress", f"{what} in progress: {counts}")
@@ -205,6 +221,8 @@ def _conditions(
     )
     if problem is not None and (problem.permanent or crashing):
         degraded = cond("Degraded", True, problem.reason, problem.message)
+    elif exposure is not None and exposure.permanent:
+        degraded = cond("Degraded", True, exposure.reason, exposure.message)
     elif keda_missing:
         assert md.autoscaling is not None
         degraded = cond(
@@ -218,6 +236,37 @@ def _conditions(
     else:
         degraded = cond("Degraded", False, "AsExpected", counts)
     return [ready_cond, available, progressing, degraded]
+
+
+def _exposure_problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:
+    """Why the model is not yet reachable through the Gateway spec.gateway names (None: it is, or
+    no Gateway is named). Permanent: only a change (of the spec, the Gateway, the cluster) fixes it."""
+    if md.gateway is None:
+        return None
+    name = f"{md.gateway.namespace}/{md.gateway.name}"
+    if not observed.gateway_api_installed:
+        return Problem(
+            "GatewayAPINotInstalled",
+            f"spec.gateway names Gateway {name}, but Gateway API (CRD httproutes.gateway.networking.k8s.io)"
+            " is not installed: install Gateway API and a Gateway controller such as Envoy Gateway, or"
+            " remove spec.gateway; the model serves inside the cluster meanwhile",
+            permanent=True,
+        )
+    if observed.gateway is None:
+        return Problem(
+            "GatewayNotFound",
+            f"Gateway {name} (spec.gateway) does not exist: create it or fix spec.gateway.name/namespace",
+            permanent=True,
+        )
+    found = route_problem(observed.route, md.gateway)
+    if found is not None:
+        reason, message = found
+        return Problem(reason, message, permanent=reason != "RoutePending")
+    if external_urls(md, observed.gateway) is None:
+        return Problem(
+            "GatewayNotReady", f"Gateway {name} has no address yet (its status.addresses is empty)", False
+        )
+    return None
 
 
 def _problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:

@@ -34,6 +34,8 @@ OBSERVATIONS = {
     "gguf": render.Observations(),
     "autoscaling-llm-waiting": render.Observations(keda_installed=True),
     "tensorflow": render.Observations(),
+    "gateway-prefix": render.Observations(secret_keys=AWS_KEYS, gateway_api_installed=True),
+    "gateway-hostname": render.Observations(secret_keys=AWS_KEYS, gateway_api_installed=True),
 }
 
 

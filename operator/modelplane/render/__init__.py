@@ -13,6 +13,7 @@ from modelplane.render.canary import canary_replicas, split
 from modelplane.render.common import CANARY, STABLE, Manifest
 from modelplane.render.deployment import deployment
 from modelplane.render.disruption import pod_disruption_budget
+from modelplane.render.route import http_route
 from modelplane.render.service import service, urls
 from modelplane.render.settings import RenderSettings
 
@@ -24,6 +25,7 @@ class Observations:
     canary_ready: bool = False
     secret_keys: frozenset[str] = frozenset()
     keda_installed: bool = False
+    gateway_api_installed: bool = False  # the HTTPRoute CRD is established
 
 
 def children(
@@ -50,6 +52,8 @@ def children(
         manifests.append(service(md, CANARY))
     if autoscaler is not None:
         manifests.append(autoscaler)
+    if md.gateway is not None and observed.gateway_api_installed:
+        manifests.append(http_route(md))
     if _most_replicas(md) > 1:
         manifests.append(pod_disruption_budget(md))
     return manifests

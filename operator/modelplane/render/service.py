@@ -8,6 +8,7 @@ import modelplane_contract as contract
 
 from modelplane import spec as specs
 from modelplane.render.common import Manifest, metadata, selector, stamp, track_name
+from modelplane.render.route import H2C
 
 
 def service(md: specs.ModelDeployment, track: str | None = None) -> Manifest:
@@ -22,14 +23,16 @@ def service(md: specs.ModelDeployment, track: str | None = None) -> Manifest:
         }
     ]
     if contract.PROTOCOL_GRPC in md.runtime.protocols:
-        ports.append(
-            {
-                "name": contract.GRPC_PORT_NAME,
-                "port": contract.GRPC_PORT,
-                "targetPort": contract.GRPC_PORT_NAME,
-                "protocol": "TCP",
-            }
-        )
+        grpc: dict[str, Any] = {
+            "name": contract.GRPC_PORT_NAME,
+            "port": contract.GRPC_PORT,
+            "targetPort": contract.GRPC_PORT_NAME,
+            "protocol": "TCP",
+        }
+        if md.gateway is not None:
+            # The Gateway's proxy speaks HTTP/1.1 to a backend unless the port says HTTP/2 (cleartext).
+            grpc["appProtocol"] = H2C
+        ports.append(grpc)
     return stamp(
         {
             "apiVersion": "v1",
