@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from modelplane import children, plan, status
+import yaml
+from modelplane import children, plan, render, status
 from modelplane import spec as specs
 
 from tests.operator.test_plan import LATER, SECRETS, converged, desired, kinds, observed
+from tests.operator.test_render import GOLDEN, SETTINGS
 from tests.operator.test_spec import body as spec_body
 
 GATEWAY_API = frozenset({children.HTTPROUTE_CRD})
@@ -246,3 +248,15 @@ def test_a_model_deployment_without_a_gateway_renders_no_route_even_with_gateway
     ready = status.condition(written, "Ready")
     assert ready is not None
     assert ready["status"] == "True"
+
+
+@pytest.mark.parametrize(("canary_ready", "weights"), [(False, [100, 0]), (True, [80, 20])])
+def test_a_canary_gets_its_percent_by_route_weight_once_ready(canary_ready: bool, weights: list[int]) -> None:
+    md = specs.parse(yaml.safe_load((GOLDEN / "gateway-canary.input.yaml").read_text()))
+    route = render.children(
+        md, SETTINGS, render.Observations(canary_ready=canary_ready, gateway_api_installed=True)
+    )
+    (rule,) = next(m for m in route if m["kind"] == "HTTPRoute")["spec"]["rules"]
+    assert [(b["name"], b["weight"]) for b in rule["backendRefs"]] == list(
+        zip(["iris-stable", "iris-canary"], weights, strict=True)
+    )

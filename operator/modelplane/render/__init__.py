@@ -53,7 +53,7 @@ def children(
     if autoscaler is not None:
         manifests.append(autoscaler)
     if md.gateway is not None and observed.gateway_api_installed:
-        manifests.append(http_route(md))
+        manifests.append(http_route(md, observed.canary_ready))
     if _most_replicas(md) > 1:
         manifests.append(pod_disruption_budget(md))
     return manifests

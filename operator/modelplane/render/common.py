@@ -78,6 +78,11 @@ def track_name(md: specs.ModelDeployment, track: str) -> str:
     return md.name if track == STABLE else f"{md.name}-{track}"
 
 
+def service_name(md: specs.ModelDeployment, track: str | None = None) -> str:
+    """The shared Service keeps the ModelDeployment's name; each track's own is NAME-TRACK."""
+    return md.name if track is None else f"{md.name}-{track}"
+
+
 def non_empty(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """Drop None, empty strings and empty collections: the API server drops them too (omitempty)."""
     return {key: value for key, value in mapping.items() if value not in (None, "", [], {})}

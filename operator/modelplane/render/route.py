@@ -18,7 +18,7 @@ from typing import Any, Final
 import modelplane_contract as contract
 
 from modelplane import spec as specs
-from modelplane.render.common import Manifest, metadata, stamp
+from modelplane.render.common import CANARY, STABLE, Manifest, metadata, service_name, stamp
 
 GATEWAY_API: Final = "gateway.networking.k8s.io"
 GATEWAY_API_VERSION: Final = f"{GATEWAY_API}/v1"
@@ -35,7 +35,10 @@ def path_prefix(md: specs.ModelDeployment) -> str:
     return f"/{md.namespace}/{md.name}"
 
 
-def http_route(md: specs.ModelDeployment) -> Manifest:
+def http_route(md: specs.ModelDeployment, canary_ready: bool = False) -> Manifest:
+    """With a canary that is Ready, requests split by weight between the tracks' own Services, exactly
+    spec.rollout.canary.trafficPercent of them to the canary, whatever the pod counts; before that,
+    everything goes to the stable track."""
     assert md.gateway is not None
     gateway = md.gateway
     parent: dict[str, Any] = {
@@ -55,11 +58,11 @@ def http_route(md: specs.ModelDeployment) -> Manifest:
         rules.append(
             {
                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": headers}],
-                "backendRefs": [_backend(md, contract.GRPC_PORT)],
+                "backendRefs": _backends(md, contract.GRPC_PORT, canary_ready),
                 "timeouts": dict(timeouts),
             }
         )
-    rest: dict[str, Any] = {"backendRefs": [_backend(md, 80)], "timeouts": dict(timeouts)}
+    rest: dict[str, Any] = {"backendRefs": _backends(md, 80, canary_ready), "timeouts": dict(timeouts)}
     if gateway.hostname:
         rest["matches"] = [{"path": {"type": "PathPrefix", "value": "/"}}]
     else:
@@ -84,8 +87,18 @@ def http_route(md: specs.ModelDeployment) -> Manifest:
     )
 
 
-def _backend(md: specs.ModelDeployment, port: int) -> dict[str, Any]:
-    return {"kind": "Service", "name": md.name, "port": port, "weight": 1}
+def _backends(md: specs.ModelDeployment, port: int, canary_ready: bool) -> list[dict[str, Any]]:
+    if md.canary is None:
+        return [_backend(service_name(md), port, 1)]
+    percent = md.canary.traffic_percent if canary_ready else 0
+    return [
+        _backend(service_name(md, STABLE), port, 100 - percent),
+        _backend(service_name(md, CANARY), port, percent),
+    ]
+
+
+def _backend(service: str, port: int, weight: int) -> dict[str, Any]:
+    return {"kind": "Service", "name": service, "port": port, "weight": weight}
 
 
 @dataclass(frozen=True)

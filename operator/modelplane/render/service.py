@@ -7,13 +7,13 @@ from typing import Any
 import modelplane_contract as contract
 
 from modelplane import spec as specs
-from modelplane.render.common import Manifest, metadata, selector, stamp, track_name
+from modelplane.render.common import Manifest, metadata, selector, service_name, stamp, track_name
 from modelplane.render.route import H2C
 
 
 def service(md: specs.ModelDeployment, track: str | None = None) -> Manifest:
     """``track`` None: the shared Service, selecting every Ready pod of both tracks."""
-    name = md.name if track is None else f"{md.name}-{track}"
+    name = service_name(md, track)
     ports: list[dict[str, Any]] = [
         {
             "name": contract.HTTP_PORT_NAME,
