@@ -18,7 +18,7 @@ from kubernetes.utils import parse_quantity
 
 from modelplane import children, render, status
 from modelplane import spec as specs
-from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, STABLE, track_name
+from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, SHADOW, STABLE, track_name
 
 EVENT_CONDITIONS: Final = ("Ready", "Degraded")  # a change of these posts an Event
 
@@ -42,7 +42,11 @@ class Desired:
         """The credentials Secrets the spec names (read one by one, by name, never listed)."""
         if self.md is None:
             return ()
-        models = (self.md.model, self.md.canary.model if self.md.canary else None)
+        models = (
+            self.md.model,
+            self.md.canary.model if self.md.canary else None,
+            self.md.shadow.model if self.md.shadow else None,
+        )
         return tuple(sorted({m.credentials_secret for m in models if m and m.credentials_secret}))
 
 
@@ -192,6 +196,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             gateway_api_installed=gateway_api,
             gateway=observed.gateway,
             route=owned.get(("HTTPRoute", md.name)),
+            shadow=owned.get(("Deployment", track_name(md, SHADOW))),
         ),
         previous,
         now,

@@ -124,6 +124,14 @@ class Canary:
 
 
 @dataclass(frozen=True)
+class Shadow:
+    """A model that gets a mirrored copy of live requests through the Gateway; its answers go nowhere."""
+
+    model: Model
+    percent: int = 100
+
+
+@dataclass(frozen=True)
 class Gateway:
     """The Gateway API Gateway the model is reached through from outside the cluster (spec.gateway)."""
 
@@ -149,6 +157,7 @@ class ModelDeployment:
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     gateway: Gateway | None = None
+    shadow: Shadow | None = None
 
     @property
     def served_name(self) -> str:
@@ -174,12 +183,28 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         canary = Canary(
             model=_model(canary_body.get("model"), "spec.rollout.canary.model"), traffic_percent=percent
         )
+    shadow = None
+    if "shadow" in rollout:
+        shadow_body = _mapping(rollout["shadow"], "spec.rollout.shadow")
+        shadow = Shadow(
+            model=_model(shadow_body.get("model"), "spec.rollout.shadow.model"),
+            percent=_int(shadow_body.get("percent", 100), "spec.rollout.shadow.percent", 1, 100),
+        )
+        if spec.get("gateway") is None:
+            raise SpecError(
+                "spec.rollout.shadow needs spec.gateway: "
+                "requests are mirrored to the shadow by the Gateway's route"
+            )
     model = _model(spec.get("model"), "spec.model")
     namespace = _str(meta.get("namespace"), "metadata.namespace") or "default"
     language_model = model.format in contract.LLM_FORMATS
     if canary is not None and (canary.model.format in contract.LLM_FORMATS) != language_model:
         raise SpecError(
             "spec.rollout.canary.model: a canary of a gguf model must be gguf too, and only of one"
+        )
+    if shadow is not None and (shadow.model.format in contract.LLM_FORMATS) != language_model:
+        raise SpecError(
+            "spec.rollout.shadow.model: a shadow of a gguf model must be gguf too, and only of one"
         )
     return ModelDeployment(
         name=name,
@@ -196,6 +221,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         pod_labels=_str_map(spec.get("podLabels"), "spec.podLabels"),
         pod_annotations=_str_map(spec.get("podAnnotations"), "spec.podAnnotations"),
         gateway=_gateway(spec.get("gateway"), namespace),
+        shadow=shadow,
     )
 
 

@@ -39,6 +39,7 @@ class Observed:
     gateway_api_installed: bool = False  # the HTTPRoute CRD is established
     gateway: Mapping[str, Any] | None = None  # the Gateway spec.gateway names, if it exists
     route: Mapping[str, Any] | None = None  # our HTTPRoute, as the API shows it
+    shadow: Mapping[str, Any] | None = None  # the shadow's Deployment (spec.rollout.shadow)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,10 @@ def compute(
     if md.canary is not None:
         status["canary"] = _revision(
             md.canary.model, _int(canary_dep, "status", "readyReplicas"), previous.get("canary"), now
+        )
+    if md.shadow is not None:
+        status["shadow"] = _revision(
+            md.shadow.model, _int(observed.shadow, "status", "readyReplicas"), previous.get("shadow"), now
         )
     history = list(previous.get("history") or [])
     old_stable = previous.get("stable")

@@ -260,3 +260,65 @@ def test_a_canary_gets_its_percent_by_route_weight_once_ready(canary_ready: bool
     assert [(b["name"], b["weight"]) for b in rule["backendRefs"]] == list(
         zip(["iris-stable", "iris-canary"], weights, strict=True)
     )
+
+
+# --- shadow ----------------------------------------------------------------------------------------
+
+SHADOW_MODEL = {"uri": "s3://b/shadow", "format": "sklearn"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"gateway": {"name": "gw"}, "rollout": {"shadow": {"percent": 50}}}, "spec.rollout.shadow.model"),
+        (
+            {"gateway": {"name": "gw"}, "rollout": {"shadow": {"percent": 101, "model": SHADOW_MODEL}}},
+            "spec.rollout.shadow.percent",
+        ),
+        (
+            {"gateway": {"name": "gw"}, "rollout": {"shadow": {"percent": 0, "model": SHADOW_MODEL}}},
+            "spec.rollout.shadow.percent",
+        ),
+        ({"rollout": {"shadow": {"model": SHADOW_MODEL}}}, "spec.rollout.shadow needs spec.gateway"),
+        (
+            {
+                "gateway": {"name": "gw"},
+                "rollout": {"shadow": {"model": {"uri": "s3://b/x", "format": "gguf"}}},
+            },
+            "spec.rollout.shadow.model",
+        ),
+    ],
+)
+def test_shadow_errors_name_the_field(fields: dict[str, Any], named: str) -> None:
+    with pytest.raises(specs.SpecError, match=named.replace(".", r"\.")):
+        specs.parse(spec_body(**fields))
+
+
+def test_a_shadow_has_pods_outside_the_models_service_and_its_own_status() -> None:
+    want = desired("gateway-shadow")
+    seen, written = converged(want, crds=GATEWAY_API, gateway=gateway())
+    service = seen.children[("Service", "iris")]
+    shadow = seen.children[("Deployment", "iris-shadow")]
+    pod_labels = shadow["spec"]["template"]["metadata"]["labels"]
+    assert not all(pod_labels.get(k) == v for k, v in service["spec"]["selector"].items())
+    assert (
+        seen.children[("Service", "iris-shadow")]["spec"]["selector"]
+        == shadow["spec"]["selector"]["matchLabels"]
+    )
+    assert written["shadow"]["uri"] == "s3://models/iris/v2.joblib"
+    assert written["shadow"]["readyReplicas"] == 1
+    # The live track's counts leave the shadow out.
+    assert written["desiredReplicas"] == 1
+
+
+def test_removing_the_shadow_prunes_it_and_its_mirror() -> None:
+    want = desired("gateway-shadow")
+    seen, written = converged(want, crds=GATEWAY_API, gateway=gateway())
+    without = desired("gateway-shadow", rollout=None)
+    result = plan.plan(without, seen, written, LATER)
+    assert {(r.kind, r.name) for r in result.prune} == {
+        ("Deployment", "iris-shadow"),
+        ("Service", "iris-shadow"),
+    }
+    assert kinds(result.apply) == [("HTTPRoute", "iris")]
+    assert "RequestMirror" not in str(result.apply[0])

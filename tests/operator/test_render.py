@@ -37,6 +37,7 @@ OBSERVATIONS = {
     "gateway-prefix": render.Observations(secret_keys=AWS_KEYS, gateway_api_installed=True),
     "gateway-hostname": render.Observations(secret_keys=AWS_KEYS, gateway_api_installed=True),
     "gateway-canary": render.Observations(canary_ready=True, gateway_api_installed=True),
+    "gateway-shadow": render.Observations(gateway_api_installed=True),
 }
 
 

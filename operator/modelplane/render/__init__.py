@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from modelplane import spec as specs
 from modelplane.render.autoscaling import horizontal_pod_autoscaler, scaled_object
 from modelplane.render.canary import canary_replicas, split
-from modelplane.render.common import CANARY, STABLE, Manifest
+from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest
 from modelplane.render.deployment import deployment
 from modelplane.render.disruption import pod_disruption_budget
 from modelplane.render.route import http_route
@@ -52,6 +52,10 @@ def children(
         manifests.append(service(md, CANARY))
     if autoscaler is not None:
         manifests.append(autoscaler)
+    if md.shadow is not None:
+        shadow_keys = _keys(md.shadow.model, observed)
+        manifests.append(deployment(md, md.shadow.model, SHADOW, 1, settings, shadow_keys))
+        manifests.append(service(md, SHADOW))
     if md.gateway is not None and observed.gateway_api_installed:
         manifests.append(http_route(md, observed.canary_ready))
     if _most_replicas(md) > 1:

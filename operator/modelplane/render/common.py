@@ -16,6 +16,10 @@ LABEL_TRACK: Final = "modelplane.io/track"
 ANNOTATION_APPLIED_HASH: Final = "modelplane.io/applied-hash"
 STABLE: Final = "stable"
 CANARY: Final = "canary"
+SHADOW: Final = "shadow"
+# A shadow's pods are no pods of the model's (its Service must not send them live requests, and a
+# Service's selector cannot exclude a label): they carry this label instead of LABEL_NAME.
+LABEL_SHADOW_OF: Final = "modelplane.io/shadow-of"
 
 Manifest = dict[str, Any]
 
@@ -36,6 +40,8 @@ def labels(md: specs.ModelDeployment, track: str | None = None) -> dict[str, str
 
 
 def selector(md: specs.ModelDeployment, track: str | None = None) -> dict[str, str]:
+    if track == SHADOW:
+        return {LABEL_SHADOW_OF: md.name, LABEL_TRACK: SHADOW}
     result = {LABEL_NAME: md.name}
     if track is not None:
         result[LABEL_TRACK] = track
@@ -44,6 +50,15 @@ def selector(md: specs.ModelDeployment, track: str | None = None) -> dict[str, s
 
 def selector_text(md: specs.ModelDeployment) -> str:
     return ",".join(f"{key}={value}" for key, value in selector(md).items())
+
+
+def pod_labels(md: specs.ModelDeployment, track: str) -> dict[str, str]:
+    """The labels of a track's pods: the children's, except that shadow pods are not the model's."""
+    result = labels(md, track)
+    if track == SHADOW:
+        del result[LABEL_NAME]
+        result[LABEL_SHADOW_OF] = md.name
+    return result
 
 
 def owner_reference(md: specs.ModelDeployment) -> dict[str, Any]:

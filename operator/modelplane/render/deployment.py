@@ -8,7 +8,7 @@ from typing import Any, Final
 import modelplane_contract as contract
 
 from modelplane import spec as specs
-from modelplane.render.common import Manifest, metadata, non_empty, selector, stamp, track_name
+from modelplane.render.common import Manifest, metadata, non_empty, pod_labels, selector, stamp, track_name
 from modelplane.render.settings import RenderSettings
 
 CREDENTIALS_VOLUME: Final = "credentials"
@@ -37,7 +37,7 @@ def deployment(
     secret_keys: frozenset[str] = frozenset(),
 ) -> Manifest:
     """The Deployment serving ``model`` on ``track``; ``replicas`` None leaves them to an autoscaler."""
-    pod_labels = {**md.pod_labels, **metadata(md, "", track)["labels"]}
+    template_labels = {**md.pod_labels, **pod_labels(md, track)}
     annotations = {
         **md.pod_annotations,
         "prometheus.io/scrape": "true",
@@ -50,7 +50,7 @@ def deployment(
         # A new pod must be Ready before an old one goes: a model never stops serving while rolling.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
         "template": {
-            "metadata": {"labels": pod_labels, "annotations": annotations},
+            "metadata": {"labels": template_labels, "annotations": annotations},
             "spec": _pod_spec(md, model, settings, secret_keys),
         },
     }

@@ -18,7 +18,7 @@ from typing import Any, Final
 import modelplane_contract as contract
 
 from modelplane import spec as specs
-from modelplane.render.common import CANARY, STABLE, Manifest, metadata, service_name, stamp
+from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest, metadata, service_name, stamp
 
 GATEWAY_API: Final = "gateway.networking.k8s.io"
 GATEWAY_API_VERSION: Final = f"{GATEWAY_API}/v1"
@@ -60,6 +60,7 @@ def http_route(md: specs.ModelDeployment, canary_ready: bool = False) -> Manifes
                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": headers}],
                 "backendRefs": _backends(md, contract.GRPC_PORT, canary_ready),
                 "timeouts": dict(timeouts),
+                **_mirror(md, contract.GRPC_PORT, []),
             }
         )
     rest: dict[str, Any] = {"backendRefs": _backends(md, 80, canary_ready), "timeouts": dict(timeouts)}
@@ -73,6 +74,7 @@ def http_route(md: specs.ModelDeployment, canary_ready: bool = False) -> Manifes
                 "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}},
             }
         ]
+    rest.update(_mirror(md, 80, rest.get("filters", [])))
     rules.append(rest)
     spec: dict[str, Any] = {"parentRefs": [parent], "rules": rules}
     if gateway.hostname:
@@ -95,6 +97,21 @@ def _backends(md: specs.ModelDeployment, port: int, canary_ready: bool) -> list[
         _backend(service_name(md, STABLE), port, 100 - percent),
         _backend(service_name(md, CANARY), port, percent),
     ]
+
+
+def _mirror(md: specs.ModelDeployment, port: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rule's filters with a copy of PERCENT of its requests to the shadow's Service (the Gateway
+    discards the shadow's answers)."""
+    if md.shadow is None:
+        return {"filters": filters} if filters else {}
+    mirror = {
+        "type": "RequestMirror",
+        "requestMirror": {
+            "backendRef": {"kind": "Service", "name": service_name(md, SHADOW), "port": port},
+            "percent": md.shadow.percent,
+        },
+    }
+    return {"filters": [*filters, mirror]}
 
 
 def _backend(service: str, port: int, weight: int) -> dict[str, Any]:
