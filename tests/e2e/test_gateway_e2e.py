@@ -8,6 +8,7 @@ Envoy's default 15 s route timeout, and a route the Gateway refuses reported in 
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import ssl
@@ -15,10 +16,12 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster, make, wait_until
 from tests.support.examples import credentials_secret
@@ -187,3 +190,174 @@ def test_a_route_the_gateway_refuses_is_not_ready_with_its_message(
     cluster.apply([model_md("iris", sklearn)], namespace)
     assert wait_ready(cluster, namespace, "iris")["status"]["url"].startswith("https://")
     assert md(cluster, namespace, "iris")["status"]["observedGeneration"] == 2
+
+
+# --- exact split and shadow ------------------------------------------------------------------------
+
+# The iris sample's last row tells the two iris models apart: v1 answers 2, v2 answers 1.
+TELLING_ROW = [6.0, 2.2, 5.0, 1.5]
+SPLIT_REQUESTS = 2000
+SPLIT_PERCENT = 20
+SHADOW_REQUESTS = 300
+# A shadow whose every call fails: the runtime answers 500.
+BROKEN_MODEL = """
+class Broken:
+    def __init__(self, model_dir):
+        self.model_dir = model_dir
+
+    def predict(self, inputs):
+        raise RuntimeError("this shadow is broken")
+"""
+
+
+def iris_model(model: SklearnModel, version: str) -> dict[str, Any]:
+    return {"uri": model.uri, "format": "sklearn", "digest": model.digest, "version": version}
+
+
+def answers_of(host: str, path: str, count: int) -> Counter[int]:
+    """COUNT v1 predictions of the telling row over one kept-alive connection to the Gateway, by answer;
+    anything but a 200 fails at once (nothing is retried)."""
+    body = json.dumps({"instances": [TELLING_ROW]}).encode()
+    connection = http.client.HTTPConnection(host, 80, timeout=30)
+    seen: Counter[int] = Counter()
+    try:
+        for _ in range(count):
+            connection.request("POST", path, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            data = response.read()
+            assert response.status == 200, (response.status, data[:200])
+            (prediction,) = json.loads(data)["predictions"]
+            seen[prediction] += 1
+    finally:
+        connection.close()
+    return seen
+
+
+def pod_requests(cluster: Cluster, namespace: str, selector: str) -> Counter[str]:
+    """The runtime's request counter (by status code) of the one pod SELECTOR selects, read at its IP."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)
+    (pod,) = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelplane_requests_total" and sample.labels.get("protocol") == "v1":
+                counts[sample.labels["code"]] += int(sample.value)
+    return counts
+
+
+def test_a_canary_gets_exactly_its_percent_through_the_gateway(
+    cluster: Cluster,
+    namespace: str,
+    operator: Path,
+    gateway_up: None,
+    s3: S3Server,
+    iris_models: dict[str, SklearnModel],
+) -> None:
+    """Two pods, one per track (a 50/50 pod ratio), yet 20% of the requests reach the canary."""
+    canary = {
+        "strategy": "Canary",
+        "canary": {"trafficPercent": SPLIT_PERCENT, "model": iris_model(iris_models["v2"], "v2")},
+    }
+    split = model_md("split", iris_model(iris_models["v1"], "v1"), replicas=2, rollout=canary)
+    cluster.apply([credentials_secret(s3), split], namespace)
+    obj = wait_ready(cluster, namespace, "split")
+    assert obj["status"]["canary"]["readyReplicas"] == 1
+    assert obj["status"]["stable"]["readyReplicas"] == 1
+    (route,) = children(cluster, namespace, "split", "httproute")
+    weights = [(b["name"], b["weight"]) for b in route["spec"]["rules"][-1]["backendRefs"]]
+    assert weights == [("split-stable", 100 - SPLIT_PERCENT), ("split-canary", SPLIT_PERCENT)]
+    address = cluster.get("gateway", GATEWAY["name"], GATEWAY["namespace"])["status"]["addresses"][0]["value"]
+    plain = f"http://{address}/{namespace}/split"
+    wait_routed(plain)
+    seen = answers_of(address, f"/{namespace}/split/v1/models/split:predict", SPLIT_REQUESTS)
+    assert set(seen) <= {1, 2}, seen
+    share = 100 * seen[1] / SPLIT_REQUESTS  # v2 (the canary) answers 1
+    print(f"canary share through the Gateway: {share:.1f}% of {SPLIT_REQUESTS} ({dict(seen)})")  # noqa: T201
+    assert abs(share - SPLIT_PERCENT) <= 3, seen
+
+
+def test_a_shadow_gets_a_copy_of_every_request_and_clients_never_see_it(
+    cluster: Cluster,
+    namespace: str,
+    operator: Path,
+    gateway_up: None,
+    s3: S3Server,
+    iris_models: dict[str, SklearnModel],
+) -> None:
+    live = iris_model(iris_models["v1"], "v1")
+    shadowed = model_md(
+        "mirror", live, rollout={"shadow": {"percent": 100, "model": iris_model(iris_models["v2"], "v2")}}
+    )
+    cluster.apply([credentials_secret(s3), shadowed], namespace)
+    obj = wait_ready(cluster, namespace, "mirror")
+    wait_until(
+        "the shadow's pod Ready",
+        lambda: md(cluster, namespace, "mirror")["status"]["shadow"]["readyReplicas"] == 1,
+    )
+    assert obj["status"]["desiredReplicas"] == 1  # the shadow is not one of the model's replicas
+    address = cluster.get("gateway", GATEWAY["name"], GATEWAY["namespace"])["status"]["addresses"][0]["value"]
+    path = f"/{namespace}/mirror/v1/models/mirror:predict"
+    wait_routed(f"http://{address}/{namespace}/mirror")
+    live_pods = "modelplane.io/name=mirror,modelplane.io/track=stable"
+    shadow_pods = "modelplane.io/shadow-of=mirror"
+    before_live, before_shadow = (
+        pod_requests(cluster, namespace, live_pods),
+        pod_requests(cluster, namespace, shadow_pods),
+    )
+    # Every answer is the live model's (v1 answers 2); none is the shadow's.
+    assert answers_of(address, path, SHADOW_REQUESTS) == Counter({2: SHADOW_REQUESTS})
+    live_count = pod_requests(cluster, namespace, live_pods)["200"] - before_live["200"]
+    assert live_count == SHADOW_REQUESTS
+
+    def mirrored() -> int | None:  # Envoy sends the copies without waiting for them: they may trail
+        count = pod_requests(cluster, namespace, shadow_pods)["200"] - before_shadow["200"]
+        return count if count >= 0.98 * live_count else None
+
+    shadow_count = wait_until("the shadow's copies", mirrored, timeout=30)
+    assert abs(shadow_count - live_count) <= 0.02 * live_count, (shadow_count, live_count)
+
+    # A shadow that answers 500 to everything changes nothing for clients.
+    data = BROKEN_MODEL.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("broken.py")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    digest = s3.upload("gateway/broken.tar.gz", buffer.getvalue())
+    broken = {"uri": "s3://modelplane/gateway/broken.tar.gz", "format": "custom", "digest": digest}
+    shadowed["spec"]["rollout"]["shadow"]["model"] = broken
+    shadowed["spec"]["runtime"] = {"env": [{"name": "MODELPLANE_CUSTOM_CLASS", "value": "broken:Broken"}]}
+    cluster.apply([shadowed], namespace)
+
+    def broken_shadow_ready() -> bool:
+        status = md(cluster, namespace, "mirror")["status"]
+        shadow = status.get("shadow") or {}
+        return bool(shadow.get("uri") == broken["uri"] and shadow.get("readyReplicas") == 1)
+
+    wait_until("the broken shadow's pod Ready", broken_shadow_ready, timeout=240)
+    wait_ready(cluster, namespace, "mirror")
+    before_shadow = pod_requests(cluster, namespace, shadow_pods)
+    assert answers_of(address, path, SHADOW_REQUESTS) == Counter({2: SHADOW_REQUESTS})
+
+    def failed() -> int | None:
+        count = pod_requests(cluster, namespace, shadow_pods)["500"] - before_shadow["500"]
+        return count if count >= 0.98 * SHADOW_REQUESTS else None
+
+    assert wait_until("the broken shadow's 500s", failed, timeout=30) <= SHADOW_REQUESTS
+
+    # Removing the shadow removes its pods and Service; clients still get the live answers.
+    del shadowed["spec"]["rollout"]
+    cluster.apply([shadowed], namespace)
+    wait_until(
+        "the shadow pruned",
+        lambda: (
+            not [
+                d
+                for d in children(cluster, namespace, "mirror", "deployment,service")
+                if d["metadata"]["name"] == "mirror-shadow"
+            ]
+        ),
+    )
+    assert "shadow" not in md(cluster, namespace, "mirror")["status"]
