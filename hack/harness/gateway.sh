@@ -89,9 +89,12 @@ release_up() {
   rm -rf "$chart"; mv "$chart.tmp" "$chart"
   # global.images.envoyGateway.image also names the shutdown-manager image; global.images.envoyProxy
   # the default Envoy image (the GatewayClass's EnvoyProxy names it again). The topology injector (a
-  # mutating webhook that labels Envoy pods with their zone) has nothing to do on one node.
+  # mutating webhook that labels Envoy pods with their zone) has nothing to do on one node. The global
+  # rate-limit service runs only when global rate limits are configured (nothing here does); its image
+  # is not built here, and is named as a local one so that nothing ever points at a registry.
   local args=(--set "global.images.envoyGateway.image=$eg_image" --set global.images.envoyGateway.pullPolicy=IfNotPresent
               --set "global.images.envoyProxy.image=$envoy_image" --set global.images.envoyProxy.pullPolicy=IfNotPresent
+              --set global.images.ratelimit.image=localhost/modelplane/ratelimit:not-built
               --set topologyInjector.enabled=false --set deployment.envoyGateway.resources.requests.cpu=50m)
   fingerprint=$(echo "$ENVOY_GATEWAY_VERSION ${args[*]}" | sha256sum | cut -c1-16)
   if helm_ status "$EG_RELEASE" -n "$EG_NAMESPACE" -o json 2>/dev/null | jq -e '.info.status == "deployed"' >/dev/null &&
