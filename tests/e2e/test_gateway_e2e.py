@@ -24,8 +24,16 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster, make, wait_until
-from tests.support.examples import credentials_secret
-from tests.support.modeldeployments import children, condition, md, wait_ready, wait_reason
+from tests.support.examples import CREDENTIALS_SECRET, credentials_secret
+from tests.support.modeldeployments import (
+    children,
+    condition,
+    md,
+    model_deployment,
+    s3_model_spec,
+    wait_ready,
+    wait_reason,
+)
 from tests.support.models import SklearnModel
 from tests.support.s3 import S3Server
 
@@ -59,24 +67,23 @@ def gateway_up() -> None:
 
 
 def model_md(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "modelplane.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {"model": {**model, "credentialsSecret": "s3-credentials"}, "gateway": GATEWAY, **spec},
-    }
+    """A ModelDeployment of MODEL (a spec.model without its credentials) that names the chart's Gateway."""
+    model = {**model, "credentialsSecret": CREDENTIALS_SECRET}
+    return model_deployment(name, {"model": model, "gateway": GATEWAY, **spec})
 
 
-def slow_model(s3: S3Server) -> dict[str, Any]:
-    """A tar.gz holding slowsum.py, in S3; its digest pinned (code in an artifact runs only so)."""
-    data = SLOW_MODEL.encode()
+def custom_model(s3: S3Server, module: str, source: str) -> dict[str, Any]:
+    """spec.model of format custom: a tar.gz holding MODULE.py, in S3, its digest pinned (code shipped in
+    an artifact runs only so)."""
+    data = source.encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        info = tarfile.TarInfo("slowsum.py")
+        info = tarfile.TarInfo(f"{module}.py")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    key = "gateway/slowsum.tar.gz"
-    return {"uri": f"s3://modelplane/{key}", "format": "custom", "digest": s3.upload(key, buffer.getvalue())}
+    key = f"gateway/{module}.tar.gz"
+    digest = s3.upload(key, buffer.getvalue())
+    return {"uri": f"s3://{s3.bucket}/{key}", "format": "custom", "digest": digest}
 
 
 def gateway_ca(cluster: Cluster, tmp_path: Path) -> ssl.SSLContext:
@@ -122,13 +129,17 @@ def test_a_model_is_served_through_the_gateway_over_http_and_https(
     tmp_path: Path,
 ) -> None:
     iris = iris_models["v1"]
-    sklearn = {"uri": iris.uri, "format": "sklearn", "digest": iris.digest}
+    sklearn = s3_model_spec(iris)
     slow_env = [{"name": "MODELPLANE_CUSTOM_CLASS", "value": "slowsum:SlowSum"}]
     cluster.apply(
         [
             credentials_secret(s3),
             model_md("iris", sklearn),
-            model_md("slow", slow_model(s3), runtime={"env": slow_env, "requestTimeoutSeconds": 60}),
+            model_md(
+                "slow",
+                custom_model(s3, "slowsum", SLOW_MODEL),
+                runtime={"env": slow_env, "requestTimeoutSeconds": 60},
+            ),
         ],
         namespace,
     )
@@ -177,7 +188,7 @@ def test_a_route_the_gateway_refuses_is_not_ready_with_its_message(
     iris_models: dict[str, SklearnModel],
 ) -> None:
     iris = iris_models["v1"]
-    sklearn = {"uri": iris.uri, "format": "sklearn", "digest": iris.digest}
+    sklearn = s3_model_spec(iris)
     refused = model_md("iris", sklearn)
     refused["spec"]["gateway"] = {**GATEWAY, "sectionName": "no-such-listener"}
     cluster.apply([credentials_secret(s3), refused], namespace)
@@ -211,7 +222,7 @@ class Broken:
 
 
 def iris_model(model: SklearnModel, version: str) -> dict[str, Any]:
-    return {"uri": model.uri, "format": "sklearn", "digest": model.digest, "version": version}
+    return {**s3_model_spec(model), "version": version}
 
 
 def answers_of(host: str, path: str, count: int) -> Counter[int]:
@@ -319,14 +330,7 @@ def test_a_shadow_gets_a_copy_of_every_request_and_clients_never_see_it(
     assert abs(shadow_count - live_count) <= 0.02 * live_count, (shadow_count, live_count)
 
     # A shadow that answers 500 to everything changes nothing for clients.
-    data = BROKEN_MODEL.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        info = tarfile.TarInfo("broken.py")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    digest = s3.upload("gateway/broken.tar.gz", buffer.getvalue())
-    broken = {"uri": "s3://modelplane/gateway/broken.tar.gz", "format": "custom", "digest": digest}
+    broken = custom_model(s3, "broken", BROKEN_MODEL)
     shadowed["spec"]["rollout"]["shadow"]["model"] = broken
     shadowed["spec"]["runtime"] = {"env": [{"name": "MODELPLANE_CUSTOM_CLASS", "value": "broken:Broken"}]}
     cluster.apply([shadowed], namespace)
