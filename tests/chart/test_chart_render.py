@@ -183,3 +183,63 @@ def test_service_monitor_needs_the_metrics_service(helm: Helm) -> None:
     )
     result = helm.run("template", "mp", str(CHART), "-f", str(values_file), check=False)
     assert "metrics.serviceMonitor.enabled needs metrics.service.enabled" in result.stderr
+
+
+def test_no_gateway_unless_enabled(helm: Helm) -> None:
+    assert not by_kind(documents(helm.template()), "Gateway")
+
+
+def test_the_gateway_has_an_http_and_an_https_listener(helm: Helm) -> None:
+    values = {"gateway": {"enabled": True, "className": "modelplane", "hostname": "*.models.example"}}
+    (gateway,) = by_kind(documents(helm.template(values)), "Gateway")
+    assert gateway["metadata"] == {
+        **gateway["metadata"],
+        "name": "modelplane",
+        "namespace": "modelplane-system",
+    }
+    assert gateway["spec"]["gatewayClassName"] == "modelplane"
+    http, https = gateway["spec"]["listeners"]
+    assert (http["name"], http["protocol"], http["port"]) == ("http", "HTTP", 80)
+    assert (https["name"], https["protocol"], https["port"]) == ("https", "HTTPS", 443)
+    assert https["tls"] == {
+        "mode": "Terminate",
+        "certificateRefs": [{"kind": "Secret", "name": "modelplane-gateway-tls"}],
+    }
+    assert {http["hostname"], https["hostname"]} == {"*.models.example"}
+    assert http["allowedRoutes"] == {"namespaces": {"from": "All"}}
+
+
+def test_gateway_https_only_with_a_namespace_selector(helm: Helm) -> None:
+    selector = {"matchLabels": {"models": "true"}}
+    values = {
+        "gateway": {
+            "enabled": True,
+            "http": {"enabled": False},
+            "allowedRoutes": "Selector",
+            "namespaceSelector": selector,
+            "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+        }
+    }
+    (gateway,) = by_kind(documents(helm.template(values)), "Gateway")
+    (https,) = gateway["spec"]["listeners"]
+    assert https["allowedRoutes"] == {"namespaces": {"from": "Selector", "selector": selector}}
+    assert gateway["metadata"]["annotations"] == {"cert-manager.io/cluster-issuer": "letsencrypt"}
+
+
+@pytest.mark.parametrize(
+    ("gateway", "message"),
+    [
+        ({"enabled": True, "allowedRoutes": "Selector"}, "gateway.namespaceSelector is required"),
+        (
+            {"enabled": True, "http": {"enabled": False}, "https": {"enabled": False}},
+            "needs gateway.http.enabled",
+        ),
+        ({"enabled": True, "allowedRoutes": "Everyone"}, "allowedRoutes"),
+    ],
+)
+def test_bad_gateway_values_fail_the_install(helm: Helm, gateway: dict[str, Any], message: str) -> None:
+    values_file = helm.home / "bad.yaml"
+    values_file.write_text(yaml.safe_dump({"gateway": gateway}))
+    result = helm.run("template", "mp", str(CHART), "-f", str(values_file), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
