@@ -20,7 +20,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from modelplane_runtime.grpc.generated import inference_pb2 as pb
+from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster, make, wait_until
@@ -86,12 +89,22 @@ def custom_model(s3: S3Server, module: str, source: str) -> dict[str, Any]:
     return {"uri": f"s3://{s3.bucket}/{key}", "format": "custom", "digest": digest}
 
 
-def gateway_ca(cluster: Cluster, tmp_path: Path) -> ssl.SSLContext:
-    """Trust the Gateway's self-signed certificate (the harness made it; it names the node's address)."""
+def gateway_ca(cluster: Cluster) -> bytes:
+    """The Gateway's self-signed certificate (the harness made it; it names the node's address)."""
     secret = cluster.get("secret", TLS_SECRET, GATEWAY["namespace"])
-    path = tmp_path / "gateway-ca.crt"
-    path.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
-    return ssl.create_default_context(cafile=str(path))
+    return base64.b64decode(secret["data"]["tls.crt"])
+
+
+def grpc_predict(address: str, ca: bytes, model_header: str, rows: list[list[float]]) -> list[int]:
+    """An OIP v2 ModelInfer over TLS to ADDRESS, routed by the modelplane-model header."""
+    tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP64", shape=[len(rows), len(rows[0])])
+    tensor.contents.fp64_contents.extend(value for row in rows for value in row)
+    request = pb.ModelInferRequest(model_name="iris", inputs=[tensor])
+    with grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=ca)) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
+        response = stub.ModelInfer(request, metadata=[("modelplane-model", model_header)], timeout=30)
+    (predict,) = [o for o in response.outputs if o.name == "predict"]
+    return list(predict.contents.int64_contents)
 
 
 def post(url: str, body: Any, context: ssl.SSLContext | None = None, timeout: float = 30) -> Any:
@@ -126,7 +139,6 @@ def test_a_model_is_served_through_the_gateway_over_http_and_https(
     gateway_up: None,
     s3: S3Server,
     iris_models: dict[str, SklearnModel],
-    tmp_path: Path,
 ) -> None:
     iris = iris_models["v1"]
     sklearn = s3_model_spec(iris)
@@ -159,13 +171,17 @@ def test_a_model_is_served_through_the_gateway_over_http_and_https(
     grpc_port = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
     assert grpc_port["appProtocol"] == "kubernetes.io/h2c"
 
-    tls = gateway_ca(cluster, tmp_path)
+    ca = gateway_ca(cluster)
+    tls = ssl.create_default_context(cadata=ca.decode())
     wait_routed(url, tls)
     expected = iris.expected()
     body = {"instances": iris.sample}
     assert post(f"{url}/v1/models/iris:predict", body, tls)["predictions"] == expected
     plain = f"http://{address}/{namespace}/iris"
     assert post(f"{plain}/v1/models/iris:predict", body)["predictions"] == expected
+    # gRPC through the HTTPS listener: by its content-type and the model header, to the h2c port.
+    assert obj["status"]["grpcUrl"] == f"{address}:443"
+    assert grpc_predict(obj["status"]["grpcUrl"], ca, f"{namespace}/iris", iris.sample) == expected
 
     # Longer than Envoy's default 15 s: the route's timeout comes from requestTimeoutSeconds.
     slow = wait_ready(cluster, namespace, "slow")
