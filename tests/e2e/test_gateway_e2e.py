@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import modelplane_contract as contract
 import pytest
 from modelplane_runtime.grpc.generated import inference_pb2 as pb
 from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
@@ -122,7 +123,9 @@ def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
 
     def routed() -> bool:
         try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10, context=context) as response:
+            with urllib.request.urlopen(
+                f"{url}{contract.READY_PATH}", timeout=10, context=context
+            ) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError as error:
             if error.code == 404 and error.headers.get("server") == "envoy":
@@ -321,7 +324,7 @@ def test_a_shadow_gets_a_copy_of_every_request_and_clients_never_see_it(
     obj = wait_ready(cluster, namespace, "mirror")
     wait_until(
         "the shadow's pod Ready",
-        lambda: md(cluster, namespace, "mirror")["status"]["shadow"]["readyReplicas"] == 1,
+        lambda: (md(cluster, namespace, "mirror")["status"].get("shadow") or {}).get("readyReplicas") == 1,
     )
     assert obj["status"]["desiredReplicas"] == 1  # the shadow is not one of the model's replicas
     address = cluster.get("gateway", GATEWAY["name"], GATEWAY["namespace"])["status"]["addresses"][0]["value"]
