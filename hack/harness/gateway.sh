@@ -15,6 +15,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CLUSTER_HACK=$REPO/hack/local-cluster
 source "$CLUSTER_HACK/config.sh"
+source "$CLUSTER_HACK/lib-pki.sh"
+source "$HERE/lib-addons.sh"  # apply_manifest: server-side, the harness's field manager
 : "${ENVOY_GATEWAY_VERSION:?}" "${ENVOY_GATEWAY_BIN_DIR:?}" "${ENVOY_VERSION:?}" "${ENVOY_WHEEL_DIR:?}"
 EG_NAMESPACE=envoy-gateway-system
 EG_RELEASE=eg
@@ -22,9 +24,7 @@ GATEWAY_NAMESPACE=modelplane-system
 GATEWAY_NAME=modelplane
 TLS_SECRET=modelplane-gateway-tls
 STATE_DIR=$CACHE_DIR/envoy-gateway/$ENVOY_GATEWAY_VERSION
-FIELD_MANAGER=modelplane-harness
 helm_() { "$BIN_DIR/helm" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-apply_() { kubectl_ apply --server-side --force-conflicts --field-manager "$FIELD_MANAGER" "$@" >/dev/null; }
 
 module_dir() {
   local json dir
@@ -73,7 +73,7 @@ crds_up() {
   local crds; crds=$(module_dir)/charts/gateway-helm/charts/crds/crds
   # Gateway API's CRDs as Envoy Gateway bundles them, and Envoy Gateway's own (too big for a
   # client-side apply). helm installs a chart's crds/ once and never upgrades them: applied here.
-  apply_ -f "$crds/gatewayapi-crds.yaml" -f "$crds/generated/"
+  apply_manifest "$crds/gatewayapi-crds.yaml" -f "$crds/generated/"
   kubectl_ wait --for=condition=Established --timeout=60s \
     crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
     crd/envoyproxies.gateway.envoyproxy.io >/dev/null
@@ -119,21 +119,21 @@ tls_secret_up() {
       -addext "subjectAltName=IP:$NODE_IP,DNS:*.models.local,DNS:models.local" \
       -keyout "$dir/tls.key" -out "$dir/tls.crt" 2>/dev/null
   fi
-  kubectl_ create namespace "$GATEWAY_NAMESPACE" --dry-run=client -o yaml | apply_ -f -
+  kubectl_ create namespace "$GATEWAY_NAMESPACE" --dry-run=client -o yaml | apply_manifest -
   kubectl_ -n "$GATEWAY_NAMESPACE" create secret tls "$TLS_SECRET" --cert "$dir/tls.crt" --key "$dir/tls.key" \
-    --dry-run=client -o yaml | apply_ -f -
+    --dry-run=client -o yaml | apply_manifest -
 }
 
 gateway_up() {
   local envoy_image=$1
   sed -e "s|@ENVOY_IMAGE@|$envoy_image|g; s|@NODE_IP@|$NODE_IP|g; s|@EG_NAMESPACE@|$EG_NAMESPACE|g" \
-    "$HERE/manifests/gatewayclass.yaml.in" | apply_ -f -
+    "$HERE/manifests/gatewayclass.yaml.in" | apply_manifest -
   kubectl_ wait --for=condition=Accepted --timeout=60s gatewayclass/modelplane >/dev/null
   tls_secret_up
   # The chart's Gateway (gateway.enabled), alone: the operator runs on the host here, not from the chart.
   "$BIN_DIR/helm" template modelplane "$REPO/charts/modelplane" -n "$GATEWAY_NAMESPACE" \
     --set gateway.enabled=true --set gateway.className=modelplane --set "gateway.https.certificateSecret=$TLS_SECRET" \
-    --show-only templates/gateway.yaml | apply_ -f -
+    --show-only templates/gateway.yaml | apply_manifest -
   kubectl_ -n "$GATEWAY_NAMESPACE" wait --for=condition=Programmed --timeout=180s "gateway/$GATEWAY_NAME" >/dev/null
   log "Gateway $GATEWAY_NAMESPACE/$GATEWAY_NAME programmed at $(address) (http :80, https :443)"
 }
