@@ -116,15 +116,15 @@ def compute(
     if served:
         status["servedDigest"] = served
     status["stable"] = _revision(
-        md.model, _int(stable_dep, "status", "readyReplicas"), previous.get("stable"), now
+        md.model, _ready_on_current_template(stable_dep), previous.get("stable"), now
     )
     if md.canary is not None:
         status["canary"] = _revision(
-            md.canary.model, _int(canary_dep, "status", "readyReplicas"), previous.get("canary"), now
+            md.canary.model, _ready_on_current_template(canary_dep), previous.get("canary"), now
         )
     if md.shadow is not None:
         status["shadow"] = _revision(
-            md.shadow.model, _int(observed.shadow, "status", "readyReplicas"), previous.get("shadow"), now
+            md.shadow.model, _ready_on_current_template(observed.shadow), previous.get("shadow"), now
         )
     history = list(previous.get("history") or [])
     old_stable = previous.get("stable")
@@ -542,6 +542,19 @@ def _timestamp(now: datetime) -> str:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def _ready_on_current_template(deployment: Mapping[str, Any] | None) -> int:
+    """Ready pods that run the Deployment's current template: a revision's readyReplicas. Mid-rollout
+    the Deployment's own readyReplicas counts the previous template's pods too; those are taken off as
+    if all were ready, so this never counts a pod of the old model (it may undercount for a moment)."""
+    if deployment is None:
+        return 0
+    seen = _int(deployment, "status", "observedGeneration")
+    if seen < _int(deployment, "metadata", "generation"):
+        return 0  # the controller has not seen the current template yet
+    previous_template = _int(deployment, "status", "replicas") - _int(deployment, "status", "updatedReplicas")
+    return max(0, _int(deployment, "status", "readyReplicas") - max(0, previous_template))
 
 
 def _int(obj: Mapping[str, Any] | None, section: str, key: str) -> int:

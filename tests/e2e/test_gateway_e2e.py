@@ -263,10 +263,15 @@ def answers_of(host: str, path: str, count: int) -> Counter[int]:
     return seen
 
 
+def live_pods_of(cluster: Cluster, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods SELECTOR selects that are not terminating."""
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)
+    return [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+
+
 def pod_requests(cluster: Cluster, namespace: str, selector: str) -> Counter[str]:
     """The runtime's request counter (by status code) of the one pod SELECTOR selects, read at its IP."""
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)
-    (pod,) = [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")]
+    (pod,) = live_pods_of(cluster, namespace, selector)
     with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=10) as response:
         text = response.read().decode()
     counts: Counter[str] = Counter()
@@ -357,7 +362,11 @@ def test_a_shadow_gets_a_copy_of_every_request_and_clients_never_see_it(
     def broken_shadow_ready() -> bool:
         status = md(cluster, namespace, "mirror")["status"]
         shadow = status.get("shadow") or {}
-        return bool(shadow.get("uri") == broken["uri"] and shadow.get("readyReplicas") == 1)
+        return bool(
+            shadow.get("uri") == broken["uri"]
+            and shadow.get("readyReplicas") == 1
+            and len(live_pods_of(cluster, namespace, shadow_pods)) == 1  # the previous shadow pod gone
+        )
 
     wait_until("the broken shadow's pod Ready", broken_shadow_ready, timeout=240)
     wait_ready(cluster, namespace, "mirror")

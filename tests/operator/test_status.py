@@ -364,3 +364,17 @@ def test_served_digest_from_a_successful_pull() -> None:
         model, status.Observed(deployments={"stable": deployment(2, 2)}, pods=[done]), {}, NOW
     )
     assert result["servedDigest"] == digest
+
+
+def test_a_revisions_ready_pods_never_count_the_previous_templates_pods() -> None:
+    mid_rollout = deployment(1, 1, updated=1)
+    mid_rollout["status"]["replicas"] = 2  # one pod of the new template (not Ready), one of the old (Ready)
+    after = deployment(1, 1)
+    unseen = deployment(1, 1, generation=2, observed=1)  # the controller has not seen the new template
+    model = md()
+    computed = [
+        status.compute(model, status.Observed(deployments={"stable": dep}), {}, NOW)
+        for dep in (mid_rollout, after, unseen)
+    ]
+    revisions = [result["stable"]["readyReplicas"] for result in computed]
+    assert revisions == [0, 1, 0]
