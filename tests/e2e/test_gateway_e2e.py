@@ -354,7 +354,7 @@ def test_a_shadow_gets_a_copy_of_every_request_and_clients_never_see_it(
     assert abs(shadow_count - live_count) <= 0.02 * live_count, (shadow_count, live_count)
 
     # A shadow that answers 500 to everything changes nothing for clients.
-    broken = custom_model(s3, "broken", BROKEN_MODEL)
+    broken = {**custom_model(s3, "broken", BROKEN_MODEL), "credentialsSecret": CREDENTIALS_SECRET}
     shadowed["spec"]["rollout"]["shadow"]["model"] = broken
     shadowed["spec"]["runtime"] = {"env": [{"name": "MODELPLANE_CUSTOM_CLASS", "value": "broken:Broken"}]}
     cluster.apply([shadowed], namespace)
