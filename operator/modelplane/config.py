@@ -41,6 +41,7 @@ class Config:
         render = RenderSettings(
             runtime_image=env.get("MODELPLANE_RUNTIME_IMAGE", defaults.runtime_image),
             tensorflow_runtime_image=env.get("MODELPLANE_TENSORFLOW_RUNTIME_IMAGE", ""),
+            vllm_image=env.get("MODELPLANE_VLLM_IMAGE") or defaults.vllm_image,
             requests=_quantities(env, "MODELPLANE_DEFAULT_REQUESTS", defaults.requests),
             limits=_quantities(env, "MODELPLANE_DEFAULT_LIMITS", defaults.limits),
             cluster_domain=env.get("MODELPLANE_CLUSTER_DOMAIN", defaults.cluster_domain),

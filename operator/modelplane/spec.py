@@ -29,7 +29,12 @@ PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCO
 # The HPA's own default scale-down stabilization window, and KEDA's default cooldownPeriod.
 SCALE_DOWN_DELAY_SECONDS: Final = 300
 LLM_PROTOCOLS: Final = (contract.PROTOCOL_OPENAI,)
-LLM_ENGINES: Final = ("builtin",)
+LLM_ENGINE_BUILTIN: Final = "builtin"
+LLM_ENGINE_VLLM: Final = "vllm"
+# Each engine serves one format: builtin (llama.cpp in the runtime image) GGUF files, vllm (vLLM's own
+# OpenAI server in its own image) a transformers model directory, format huggingface.
+LLM_ENGINE_FORMATS: Final = {LLM_ENGINE_BUILTIN: "gguf", LLM_ENGINE_VLLM: "huggingface"}
+LLM_ENGINES: Final = tuple(LLM_ENGINE_FORMATS)
 # Gateway API's own patterns: an object name or listener name (DNS-1123 subdomain), a namespace (DNS-1123
 # label), and a route hostname (no wildcard here: status.url names the one host a client calls).
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -68,9 +73,9 @@ class Batching:
 
 @dataclass(frozen=True)
 class LLM:
-    """The language-model engine of a gguf model (spec.runtime.llm)."""
+    """The language-model engine (spec.runtime.llm): of a gguf model, or of a huggingface one on vLLM."""
 
-    engine: str = "builtin"
+    engine: str = LLM_ENGINE_BUILTIN
     context_length: int = 2048
     max_sequences: int = 4
     threads: int = 1
@@ -197,14 +202,26 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
             )
     model = _model(spec.get("model"), "spec.model")
     namespace = _str(meta.get("namespace"), "metadata.namespace") or "default"
-    language_model = model.format in contract.LLM_FORMATS
-    if canary is not None and (canary.model.format in contract.LLM_FORMATS) != language_model:
+    runtime_body = _mapping(spec.get("runtime", {}), "spec.runtime")
+    language_model = is_language_model(model.format, runtime_body)
+    gguf = model.format in contract.LLM_FORMATS
+    if canary is not None and (canary.model.format in contract.LLM_FORMATS) != gguf:
         raise SpecError(
             "spec.rollout.canary.model: a canary of a gguf model must be gguf too, and only of one"
         )
-    if shadow is not None and (shadow.model.format in contract.LLM_FORMATS) != language_model:
+    if shadow is not None and (shadow.model.format in contract.LLM_FORMATS) != gguf:
         raise SpecError(
             "spec.rollout.shadow.model: a shadow of a gguf model must be gguf too, and only of one"
+        )
+    if canary is not None and language_model and canary.model.format != model.format:
+        raise SpecError(
+            "spec.rollout.canary.model.format: a canary of a language model has the model's format "
+            "(one engine serves both tracks)"
+        )
+    if shadow is not None and language_model and shadow.model.format != model.format:
+        raise SpecError(
+            "spec.rollout.shadow.model.format: a shadow of a language model has the model's format "
+            "(one engine serves both)"
         )
     return ModelDeployment(
         name=name,
@@ -212,7 +229,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         uid=_str(meta.get("uid"), "metadata.uid") or "",
         generation=int(meta.get("generation") or 0),
         model=model,
-        runtime=_runtime(_mapping(spec.get("runtime", {}), "spec.runtime"), language_model),
+        runtime=_runtime(runtime_body, model.format, language_model),
         replicas=_int(spec.get("replicas", 1), "spec.replicas", 0, 1000),
         autoscaling=_autoscaling(spec.get("autoscaling"), language_model),
         strategy=strategy,
@@ -264,6 +281,16 @@ def _matches(value: str, pattern: re.Pattern[str], longest: int, path: str, what
         raise SpecError(f"{path}: {value!r} is not {what} (at most {longest} characters)")
 
 
+def is_language_model(model_format: str, runtime: Mapping[str, Any]) -> bool:
+    """Served by a language-model engine over the OpenAI API: format gguf always, format huggingface
+    when spec.runtime.llm asks for vLLM (otherwise it is a transformers pipeline over v1/v2)."""
+    llm = runtime.get("llm")
+    engine = llm.get("engine") if isinstance(llm, Mapping) else None
+    return model_format in contract.LLM_FORMATS or (
+        model_format == LLM_ENGINE_FORMATS[LLM_ENGINE_VLLM] and engine == LLM_ENGINE_VLLM
+    )
+
+
 def _model(raw: Any, path: str) -> Model:
     body = _mapping(raw, path)
     uri = _str(body.get("uri"), f"{path}.uri", required=True)
@@ -303,22 +330,26 @@ def _model(raw: Any, path: str) -> Model:
     )
 
 
-def _runtime(body: Mapping[str, Any], language_model: bool) -> Runtime:
+def _runtime(body: Mapping[str, Any], model_format: str, language_model: bool) -> Runtime:
     default = LLM_PROTOCOLS if language_model else PROTOCOLS
     protocols = tuple(_str_list(body.get("protocols", list(default)), "spec.runtime.protocols"))
     known = (*PROTOCOLS, *LLM_PROTOCOLS)
     for protocol in protocols:
         if protocol not in known:
             raise SpecError(f"spec.runtime.protocols: {protocol!r} is not one of {', '.join(known)}")
+    llm = (
+        _llm(_mapping(body["llm"], "spec.runtime.llm"), model_format) if body.get("llm") is not None else None
+    )
+    if llm is None and language_model:
+        llm = LLM()  # format gguf: the built-in engine with its defaults
     if (set(protocols) == set(LLM_PROTOCOLS)) != language_model:
         raise SpecError(
-            "spec.runtime.protocols: format gguf serves only [openai], and openai needs format gguf"
+            "spec.runtime.protocols: a language model (format gguf, or huggingface on engine vllm) serves "
+            "only [openai], and openai needs a language model"
         )
-    if body.get("llm") is not None and not language_model:
-        raise SpecError("spec.runtime.llm applies only to format gguf")
     if language_model and body.get("workers", 1) != 1:
         raise SpecError(
-            "spec.runtime.workers must be 1 for format gguf: its engine is one process that batches "
+            "spec.runtime.workers must be 1 for a language model: its engine is one process that batches "
             "requests itself (raise spec.runtime.llm.maxSequences instead)"
         )
     batching = None
@@ -363,14 +394,25 @@ def _runtime(body: Mapping[str, Any], language_model: bool) -> Runtime:
         request_timeout_seconds=_int(
             body.get("requestTimeoutSeconds", 60), "spec.runtime.requestTimeoutSeconds", 1, 3600
         ),
-        llm=_llm(_mapping(body.get("llm") or {}, "spec.runtime.llm")) if language_model else None,
+        llm=llm,
     )
 
 
-def _llm(body: Mapping[str, Any]) -> LLM:
-    engine = _str(body.get("engine"), "spec.runtime.llm.engine") or "builtin"
+def _llm(body: Mapping[str, Any], model_format: str) -> LLM:
+    engine = _str(body.get("engine"), "spec.runtime.llm.engine") or LLM_ENGINE_BUILTIN
     if engine not in LLM_ENGINES:
         raise SpecError(f"spec.runtime.llm.engine: {engine!r} is not one of {', '.join(LLM_ENGINES)}")
+    if model_format not in LLM_ENGINE_FORMATS.values():
+        raise SpecError(
+            "spec.runtime.llm applies only to a language model: format gguf (engine builtin) or "
+            "huggingface (engine vllm)"
+        )
+    if LLM_ENGINE_FORMATS[engine] != model_format:
+        raise SpecError(
+            f"spec.runtime.llm.engine: {engine} serves format {LLM_ENGINE_FORMATS[engine]}, not "
+            f"{model_format}: use engine builtin for a gguf file, engine vllm for a huggingface "
+            "(transformers) model directory"
+        )
     return LLM(
         engine=engine,
         context_length=_int(body.get("contextLength", 2048), "spec.runtime.llm.contextLength", 16, 1048576),
@@ -389,7 +431,8 @@ def _autoscaling(raw: Any, language_model: bool) -> Autoscaling | None:
     if metric in LLM_AUTOSCALING_METRICS and not language_model:
         raise SpecError(
             "spec.autoscaling.metric: waitingRequests and kvCacheUsage read a language model engine's "
-            "metrics and need format gguf (use concurrency or rps for other formats)"
+            "metrics and need a language model: format gguf, or huggingface on engine vllm (use "
+            "concurrency or rps for other models)"
         )
     if "maxReplicas" not in body:
         raise SpecError("spec.autoscaling.maxReplicas is required")

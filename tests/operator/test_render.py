@@ -19,6 +19,7 @@ GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = render.RenderSettings(
     runtime_image="localhost/modelplane/runtime:test",
     tensorflow_runtime_image="localhost/modelplane/runtime-tensorflow:test",
+    vllm_image="localhost/modelplane/runtime-vllm:test",
 )
 AWS_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"})
 OBSERVATIONS = {
@@ -38,6 +39,8 @@ OBSERVATIONS = {
     "gateway-hostname": render.Observations(secret_keys=AWS_KEYS, gateway_api_installed=True),
     "gateway-canary": render.Observations(canary_ready=True, gateway_api_installed=True),
     "gateway-shadow": render.Observations(gateway_api_installed=True),
+    "vllm": render.Observations(keda_installed=True, secret_keys=AWS_KEYS),
+    "vllm-gpu": render.Observations(),
 }
 
 

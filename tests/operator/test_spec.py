@@ -135,6 +135,8 @@ def test_canary_and_pvc() -> None:
 
 
 GGUF = {"uri": "s3://b/model.gguf", "format": "gguf"}
+HF = {"uri": "s3://b/tiny-llama/", "format": "huggingface"}
+VLLM = {"llm": {"engine": "vllm"}}
 
 
 def test_a_gguf_model_serves_openai_from_one_engine_process_by_default() -> None:
@@ -144,6 +146,23 @@ def test_a_gguf_model_serves_openai_from_one_engine_process_by_default() -> None
     assert spec.parse(body()).runtime.llm is None
 
 
+def test_a_huggingface_model_is_a_language_model_on_vllm_and_a_pipeline_otherwise() -> None:
+    on_vllm = spec.parse(
+        body(
+            model=HF,
+            runtime={"llm": {"engine": "vllm", "contextLength": 256}},
+            autoscaling={"maxReplicas": 2, "metric": "waitingRequests"},
+        )
+    )
+    assert on_vllm.runtime.protocols == ("openai",)
+    assert on_vllm.runtime.llm == spec.LLM(engine="vllm", context_length=256, max_sequences=4, threads=1)
+    assert on_vllm.autoscaling is not None
+    assert on_vllm.autoscaling.uses_keda
+    pipeline = spec.parse(body(model=HF))
+    assert pipeline.runtime.protocols == ("v1", "v2", "grpc")
+    assert pipeline.runtime.llm is None
+
+
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
@@ -151,7 +170,34 @@ def test_a_gguf_model_serves_openai_from_one_engine_process_by_default() -> None
         ({"runtime": {"protocols": ["openai"]}}, "spec.runtime.protocols"),
         ({"runtime": {"llm": {"contextLength": 512}}}, "spec.runtime.llm"),
         ({"model": GGUF, "runtime": {"workers": 2}}, "spec.runtime.workers"),
-        ({"model": GGUF, "runtime": {"llm": {"engine": "vllm"}}}, "spec.runtime.llm.engine"),
+        ({"model": GGUF, "runtime": {"llm": {"engine": "vllm"}}}, "spec.runtime.llm.engine: vllm serves"),
+        ({"model": HF, "runtime": {"llm": {}}}, "spec.runtime.llm.engine: builtin serves format gguf"),
+        ({"model": HF, "runtime": {"llm": {"engine": "tgi"}}}, "spec.runtime.llm.engine"),
+        ({"runtime": {"llm": {"engine": "vllm"}}}, "spec.runtime.llm applies only to a language model"),
+        ({"model": HF, "runtime": {"protocols": ["openai"]}}, "spec.runtime.protocols"),
+        ({"model": HF, "runtime": {**VLLM, "protocols": ["v2"]}}, "spec.runtime.protocols"),
+        ({"model": HF, "runtime": {**VLLM, "workers": 2}}, "spec.runtime.workers"),
+        (
+            {"model": HF, "autoscaling": {"maxReplicas": 2, "metric": "waitingRequests"}},
+            "spec.autoscaling.metric",
+        ),
+        (
+            {
+                "model": HF,
+                "runtime": VLLM,
+                "rollout": {"strategy": "Canary", "canary": {"model": {"uri": "s3://b/k", "format": "onnx"}}},
+            },
+            "spec.rollout.canary.model.format",
+        ),
+        (
+            {
+                "model": HF,
+                "runtime": VLLM,
+                "gateway": {"name": "modelplane"},
+                "rollout": {"shadow": {"model": {"uri": "s3://b/k", "format": "onnx"}}},
+            },
+            "spec.rollout.shadow.model.format",
+        ),
         ({"model": GGUF, "runtime": {"llm": {"contextLength": 8}}}, "spec.runtime.llm.contextLength"),
         (
             {

@@ -7,7 +7,9 @@ is gibberish, but every shape, token count and route is real llama.cpp.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +29,13 @@ N_EMBD = 64
 N_HEAD = 4
 N_FF = 128
 N_LAYER = 2
+# vLLM's CPU attention takes head sizes 32, 64, 80 and up, not the 16 that 64 / 4 would give: the
+# transformers model sets its head_dim apart from the width.
+TRANSFORMERS_HEAD_DIM = 32
 
 
-def _tokenizer(vocab_size: int) -> tuple[list[str], list[str]]:
+def _trained_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE (a `tokenizers.Tokenizer`) trained on CORPUS, with SPECIAL_TOKENS first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -42,11 +48,14 @@ def _tokenizer(vocab_size: int) -> tuple[list[str], list[str]]:
         show_progress=False,
     )
     tokenizer.train_from_iterator(CORPUS * 20, trainer)
+    return tokenizer
+
+
+def _tokenizer(vocab_size: int) -> tuple[list[str], list[str]]:
+    tokenizer = _trained_tokenizer(vocab_size)
     vocab = tokenizer.get_vocab()
     tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
     state = tokenizer.model.__getstate__()
-    import json
-
     merges = json.loads(state)["merges"]
     merge_lines = [" ".join(pair) if isinstance(pair, list) else str(pair) for pair in merges]
     return tokens, merge_lines
@@ -120,3 +129,75 @@ def write_tiny_gguf(
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_tiny_transformers_llama(directory: Path, *, context_length: int = 512, seed: int = 0) -> Path:
+    """Write a transformers model directory (LlamaForCausalLM: config.json, model.safetensors in F32,
+    a PreTrainedTokenizerFast with a ChatML template) into ``directory`` and return it.
+
+    Written from numpy without torch, so the test host needs neither torch nor transformers; vLLM
+    and transformers read it as a model saved with save_pretrained. Special tokens never win greedy
+    decoding (their output rows are 0), so generations run to max_tokens.
+    """
+    from safetensors.numpy import save_file
+
+    tokenizer = _trained_tokenizer(vocab_size=1000)
+    n_vocab = tokenizer.get_vocab_size()
+    rng = np.random.default_rng(seed)
+    width = N_HEAD * TRANSFORMERS_HEAD_DIM
+
+    def weight(*shape: int) -> np.ndarray:
+        return rng.normal(0.0, 0.5, size=shape).astype(np.float32)
+
+    output = weight(n_vocab, N_EMBD)
+    for token in SPECIAL_TOKENS:
+        output[tokenizer.token_to_id(token)] = 0.0
+    tensors = {"model.embed_tokens.weight": weight(n_vocab, N_EMBD), "lm_head.weight": output}
+    tensors["model.norm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+    for layer in range(N_LAYER):
+        prefix = f"model.layers.{layer}"
+        tensors[f"{prefix}.input_layernorm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+        tensors[f"{prefix}.post_attention_layernorm.weight"] = np.ones(N_EMBD, dtype=np.float32)
+        for name in ("q_proj", "k_proj", "v_proj"):
+            tensors[f"{prefix}.self_attn.{name}.weight"] = weight(width, N_EMBD)
+        tensors[f"{prefix}.self_attn.o_proj.weight"] = weight(N_EMBD, width)
+        tensors[f"{prefix}.mlp.gate_proj.weight"] = weight(N_FF, N_EMBD)
+        tensors[f"{prefix}.mlp.up_proj.weight"] = weight(N_FF, N_EMBD)
+        tensors[f"{prefix}.mlp.down_proj.weight"] = weight(N_EMBD, N_FF)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    bos, eos = "<|endoftext|>", "<|im_end|>"
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": N_EMBD,
+        "intermediate_size": N_FF,
+        "num_hidden_layers": N_LAYER,
+        "num_attention_heads": N_HEAD,
+        "num_key_value_heads": N_HEAD,
+        "head_dim": TRANSFORMERS_HEAD_DIM,
+        "hidden_act": "silu",
+        "vocab_size": n_vocab,
+        "max_position_embeddings": context_length,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "attention_bias": False,
+        "mlp_bias": False,
+        "tie_word_embeddings": False,
+        "bos_token_id": tokenizer.token_to_id(bos),
+        "eos_token_id": tokenizer.token_to_id(eos),
+        "torch_dtype": "float32",
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    tokenizer.save(str(directory / "tokenizer.json"))
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": bos,
+        "eos_token": eos,
+        "pad_token": bos,
+        "chat_template": CHATML_TEMPLATE,
+        "model_max_length": context_length,
+        "clean_up_tokenization_spaces": False,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    return directory

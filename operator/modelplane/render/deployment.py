@@ -8,6 +8,7 @@ from typing import Any, Final
 import modelplane_contract as contract
 
 from modelplane import spec as specs
+from modelplane.render import vllm
 from modelplane.render.common import Manifest, metadata, non_empty, pod_labels, selector, stamp, track_name
 from modelplane.render.settings import RenderSettings
 
@@ -70,7 +71,10 @@ def _pod_spec(
     md: specs.ModelDeployment, model: specs.Model, settings: RenderSettings, secret_keys: frozenset[str]
 ) -> dict[str, Any]:
     runtime = md.runtime
-    image = runtime.image or settings.image_for(model.format)
+    on_vllm = runtime.llm is not None and runtime.llm.engine == specs.LLM_ENGINE_VLLM
+    # On vLLM, spec.runtime.image names vLLM's image; the pull is always the runtime image's.
+    image = runtime.image or (settings.vllm_image if on_vllm else settings.image_for(model.format))
+    pull_image = settings.runtime_image if on_vllm else image
     volumes: list[dict[str, Any]] = [{"name": contract.TMP_VOLUME_NAME, "emptyDir": {}}]
     server_mounts: list[dict[str, Any]] = [
         {"name": contract.MODEL_VOLUME_NAME, "mountPath": contract.MODEL_DIR, "readOnly": True},
@@ -89,7 +93,7 @@ def _pod_spec(
         server_mounts[0]["subPath"] = path.strip("/")
     else:
         volumes.append({"name": contract.MODEL_VOLUME_NAME, "emptyDir": {}})
-        init_containers.append(_pull_container(model, image, runtime, settings, secret_keys))
+        init_containers.append(_pull_container(model, pull_image, runtime, settings, secret_keys))
         if secret_keys & FILE_CREDENTIAL_KEYS.keys():
             items = [
                 {"key": key, "path": FILE_CREDENTIAL_KEYS[key]}
@@ -123,6 +127,19 @@ def _pod_spec(
         "volumeMounts": server_mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+    if on_vllm:
+        server.pop("args", None)
+        server.update(
+            {
+                "command": vllm.command(md, model),
+                "env": _with_user_env([_env(name, value) for name, value in vllm.env(md)], runtime.env),
+                **vllm.probes(md, model),
+                # vLLM stops at once on SIGTERM: it serves on while the endpoints drop the pod.
+                "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
+            }
+        )
+        server_mounts.append({"name": vllm.SHM_VOLUME, "mountPath": vllm.SHM_DIR})
+        volumes.append(vllm.shm_volume())
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,

