@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Set
 from pathlib import Path
 
 # What the API server and the CPU engine core import before they serve (the engine runs in a child).
@@ -34,31 +35,44 @@ current_platform.import_kernels()  # vLLM's CPU kernels: the AVX2 or AVX512 buil
 with open("/proc/self/maps") as maps:
     print("\\n".join(sorted({{line.split()[-1] for line in maps if ".so" in line}})))
 """
+UNUSED_SUFFIXES = (".a", ".bc")  # static libraries and device bitcode: never loaded by a process
+
+
+def removable(root: Path, mapped: Set[Path]) -> list[Path]:
+    """Under ROOT: the include/ directories, static libraries and bitcode, and every shared object
+    (a regular file, not a symlink) whose real path is not in MAPPED."""
+    found: list[Path] = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() or any(parent in found for parent in path.parents):
+            continue
+        if path.is_dir():
+            if path.name == "include":
+                found.append(path)
+        elif path.suffix in UNUSED_SUFFIXES or (".so" in path.name and path.resolve() not in mapped):
+            found.append(path)
+    return found
+
+
+def size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+    return path.stat().st_size
 
 
 def main() -> None:
     nvidia = Path(sysconfig.get_paths()["purelib"]) / "nvidia"
-    mapped = {
-        Path(p).resolve()
-        for p in subprocess.run(
-            [sys.executable, "-c", PROBE], check=True, capture_output=True, text=True
-        ).stdout.split()
-    }
+    probe = subprocess.run([sys.executable, "-c", PROBE], check=True, capture_output=True, text=True)
+    mapped = {Path(line).resolve() for line in probe.stdout.split()}
     freed = 0
-    for path in sorted(nvidia.rglob("*")):
-        if not path.exists() or path.is_symlink():
-            continue
-        unused_library = path.is_file() and ".so" in path.name and path.resolve() not in mapped
-        if path.is_dir() and path.name == "include":
-            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    for path in removable(nvidia, mapped):
+        freed += size(path)
+        if path.is_dir():
             shutil.rmtree(path)
-        elif unused_library or (path.is_file() and path.suffix in (".a", ".bc")):
-            freed += path.stat().st_size
+        else:
             path.unlink()
-    kept = sum(f.stat().st_size for f in nvidia.rglob("*") if f.is_file() and not f.is_symlink())
     print(
         f"trim: {freed / 2**20:.0f} MiB of NVIDIA files serving on CPU never loads removed, "
-        f"{kept / 2**20:.0f} MiB kept"
+        f"{size(nvidia) / 2**20:.0f} MiB kept"
     )
 
 
