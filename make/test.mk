@@ -29,7 +29,7 @@ test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats
 	@$(MAKE) --no-print-directory test-heavy-e2e
 
 # The vLLM image is several GB (a 2.6 GB wheelhouse, a venv of about 4.9 GB before trimming, and
-# buildah's vfs storage copies layers whole), too much for make test's disk and time: built here only.
+# buildah's vfs storage copies layers whole), too much for make test's disk and time: built only here.
 .PHONY: test-heavy-e2e
 test-heavy-e2e: e2e-prerequisites ## End-to-end tests of the heavy images (vLLM): builds runtime-vllm first.
 	@$(TIMED) runtime-vllm-image $(IMAGES_LOCK) env $(IMAGES_SH) build runtime-vllm
