@@ -144,7 +144,13 @@ build_image() {
     args+=(--build-arg "SOURCE_HASH=$(image_hash "$name")")  # the source stage's cache key
   fi
   log "building $ref"
+  local cached; cached=$(buildah_ images -q --filter dangling=true | sort)
   LAYERS=$layers "$HERE/image-import.sh" "$ref" "$ctx" "$file" "${args[@]}"
+  # vfs keeps every cached step as a full copy of the filesystem (about 1 GB each for the runtime): the
+  # steps after the deps stage are never reused (their key is the source hash), so they go; the deps
+  # stage's steps, cached before this build, stay.
+  comm -13 <(echo "$cached") <(buildah_ images -q --filter dangling=true | sort) |
+    while read -r step; do buildah_ rmi "$step" >/dev/null 2>&1 || true; done
 }
 
 case "${1:-}" in
