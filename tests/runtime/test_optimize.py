@@ -224,3 +224,31 @@ def test_main_writes_the_termination_message(pipeline_dir: Path, tmp_path: Path)
     assert reason == contract.REASON_OPTIMIZED
     assert json.loads(body)["gate"]["minAgreement"] == 0.95
     assert main(["--format", "sklearn", "--settings", '{"quantize": "int4"}']) == contract.EXIT_USAGE
+
+
+def test_the_server_answers_through_the_optimized_form(mlp_dir: Path, tmp_path: Path) -> None:
+    """The pod's order, on the host: the step's CLI on the pulled directory, then `serve` on it."""
+    import httpx
+
+    from tests.runtime.serving import serving
+
+    log = tmp_path / "termination-log"
+    log.touch()
+    settings = json.dumps({"onnx": True, "quantize": "int8"})
+    argv = ["--model-dir", str(mlp_dir), "--format", "sklearn", "--allow-pickle", "true"]
+    assert main([*argv, "--settings", settings, "--termination-log", str(log)]) == contract.EXIT_OK
+    assert log.read_text().startswith(f"{contract.REASON_OPTIMIZED}: ")
+    original = joblib.load(mlp_dir / "model.joblib")
+    features = iris()[0]
+    env = {contract.ENV_ALLOW_PICKLE: "true"}
+    with serving(mlp_dir, "sklearn", tmp_path, name="mlp", args=["--workers", "1"], env=env) as server:
+        meta = httpx.get(f"{server.url}/v2/models/mlp").json()
+        answer = httpx.post(
+            f"{server.url}/v1/models/mlp:predict", json={"instances": features.tolist()}
+        ).json()
+    assert meta["platform"] == "sklearn"
+    assert meta["parameters"]["engine"].startswith("onnxruntime")
+    assert meta["parameters"]["originalDigest"] == "sha256:" + "a" * 64
+    assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
+    agreement = np.mean(np.array(answer["predictions"]) == original.predict(features))
+    assert agreement >= contract.GATE_MIN_AGREEMENT
