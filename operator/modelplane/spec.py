@@ -7,6 +7,7 @@ message naming the field rather than with a KeyError deep in a renderer.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,35 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class Gate:
+    """The accuracy gate of spec.model.optimize (defaults shared with the runtime)."""
+
+    min_agreement: float = contract.GATE_MIN_AGREEMENT
+    max_abs_error: float = contract.GATE_MAX_ABS_ERROR
+    max_rel_error: float = contract.GATE_MAX_REL_ERROR
+
+
+@dataclass(frozen=True)
+class Optimize:
+    onnx: bool = False
+    quantize: str | None = None
+    gate: Gate = field(default_factory=Gate)
+
+    def as_json(self) -> str:
+        """What the optimize step reads (``contract.ENV_OPTIMIZE``): compact, keys sorted, stable."""
+        body: dict[str, Any] = {
+            "onnx": self.onnx,
+            "quantize": self.quantize,
+            "gate": {
+                "minAgreement": self.gate.min_agreement,
+                "maxAbsError": self.gate.max_abs_error,
+                "maxRelError": self.gate.max_rel_error,
+            },
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class Model:
     uri: str
     format: str
@@ -55,6 +85,7 @@ class Model:
     name: str | None = None
     version: str | None = None
     signature: str | None = None  # format tensorflow: the SavedModel signature served
+    optimize: Optimize | None = None
 
     @property
     def pvc(self) -> tuple[str, str] | None:
@@ -327,6 +358,54 @@ def _model(raw: Any, path: str) -> Model:
         name=_str(body.get("name"), f"{path}.name"),
         version=_str(body.get("version"), f"{path}.version"),
         signature=signature,
+        optimize=_optimize(body.get("optimize"), f"{path}.optimize", fmt, uri),
+    )
+
+
+def _optimize(raw: Any, path: str, fmt: str, uri: str) -> Optimize | None:
+    """spec.model.optimize; what cannot apply to the format is refused here (and by the CRD's CEL)."""
+    if raw is None:
+        return None
+    body = _mapping(raw, path)
+    onnx = body.get("onnx", False)
+    if not isinstance(onnx, bool):
+        raise SpecError(f"{path}.onnx: must be true or false")
+    quantize = _str(body.get("quantize"), f"{path}.quantize")
+    if quantize is not None and quantize not in contract.QUANTIZE_MODES:
+        raise SpecError(f"{path}.quantize: {quantize!r} is not one of {', '.join(contract.QUANTIZE_MODES)}")
+    if not onnx and quantize is None:
+        raise SpecError(f"{path} asks for nothing: set onnx: true, quantize: int8, or both")
+    if fmt not in contract.OPTIMIZE_ONNX_FORMATS:
+        raise SpecError(
+            f"{path}: format {fmt} has no ONNX form here (optimization applies to formats "
+            f"{', '.join(contract.OPTIMIZE_ONNX_FORMATS)}): remove {path}"
+        )
+    if onnx and fmt == "onnx":
+        raise SpecError(f"{path}.onnx: the model is ONNX already: remove onnx, keep quantize: int8")
+    if quantize is not None and not onnx and fmt != "onnx":
+        raise SpecError(
+            f"{path}.quantize: int8 quantizes an ONNX graph and format {fmt} has none without conversion: "
+            f"set {path}.onnx: true"
+        )
+    if uri.startswith("pvc://"):
+        raise SpecError(
+            f"{path}: a pvc:// model is mounted read-only, not pulled: optimize needs a pulled model"
+        )
+    gate = _mapping(body.get("gate", {}), f"{path}.gate")
+    return Optimize(
+        onnx=onnx,
+        quantize=quantize,
+        gate=Gate(
+            min_agreement=_number(
+                gate.get("minAgreement", contract.GATE_MIN_AGREEMENT), f"{path}.gate.minAgreement", 0, 1
+            ),
+            max_abs_error=_number(
+                gate.get("maxAbsError", contract.GATE_MAX_ABS_ERROR), f"{path}.gate.maxAbsError", 0, None
+            ),
+            max_rel_error=_number(
+                gate.get("maxRelError", contract.GATE_MAX_REL_ERROR), f"{path}.gate.maxRelError", 0, None
+            ),
+        ),
     )
 
 
@@ -495,6 +574,15 @@ def _int(raw: Any, path: str, lowest: int, highest: int) -> int:
     if not lowest <= raw <= highest:
         raise SpecError(f"{path} must be between {lowest} and {highest}, not {raw}")
     return raw
+
+
+def _number(raw: Any, path: str, lowest: float, highest: float | None) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise SpecError(f"{path} must be a number")
+    if raw < lowest or (highest is not None and raw > highest):
+        bounds = f"between {lowest:g} and {highest:g}" if highest is not None else f"{lowest:g} or more"
+        raise SpecError(f"{path} must be {bounds}, not {raw}")
+    return float(raw)
 
 
 def _str_list(raw: Any, path: str) -> list[str]:

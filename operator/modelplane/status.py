@@ -7,6 +7,7 @@ talks to the API; reconcile.py observes and passes everything in.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from modelplane.render.common import CANARY, LABEL_TRACK, STABLE, selector_text
 from modelplane.render.route import external_urls, route_problem
 
 HISTORY_LIMIT: Final = 10
-CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")
+CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")  # and Optimized, with optimize
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 Status = dict[str, Any]
@@ -90,6 +91,9 @@ def compute(
         canary_dep=canary_dep,
         draining=sum(draining.values()),
     )
+    optimization = optimization_report(md.model, STABLE, observed.pods)
+    if md.model.optimize is not None:
+        conditions.append(_optimized_condition(optimization))
     http_url, grpc_url = urls(md, cluster_domain)
     service_url = None
     if md.gateway is not None and observed.gateway is not None and observed.gateway_api_installed:
@@ -113,8 +117,16 @@ def compute(
     if service_url:
         status["serviceUrl"] = service_url
     served = _served_digest(md.model, STABLE, observed.pods)
-    if served:
+    optimized_digest = (optimization or {}).get("optimized", {}).get("digest")
+    if optimization and optimization["result"] == contract.REASON_OPTIMIZED and optimized_digest:
+        status["servedDigest"] = optimized_digest
+        original = optimization.get("original", {}).get("digest") or served
+        if original:
+            status["originalDigest"] = original
+    elif served:
         status["servedDigest"] = served
+    if optimization:
+        status["optimization"] = optimization
     status["stable"] = _revision(
         md.model, _ready_on_current_template(stable_dep), previous.get("stable"), now
     )
@@ -311,6 +323,11 @@ def pod_problem(pod: Mapping[str, Any], model: specs.Model) -> Problem | None:
             return Problem("ModelPulling", f"pulling {model.uri}", permanent=False)
         if waiting and waiting.get("reason") == "PodInitializing":
             return Problem("PodStarting", "the pod is starting (sandbox, volumes, images)", permanent=False)
+    for init in status.get("initContainerStatuses") or []:
+        if init.get("name") == contract.OPTIMIZE_CONTAINER_NAME:
+            problem = _optimize_problem(init)
+            if problem is not None:
+                return problem
     for container in status.get("containerStatuses") or []:
         if container.get("name") != contract.SERVER_CONTAINER_NAME:
             continue
@@ -367,6 +384,18 @@ def _oom_killed(pod: Mapping[str, Any], container: Mapping[str, Any]) -> Problem
     return Problem("ServerOOMKilled", message, permanent=False)
 
 
+def _optimize_problem(init: Mapping[str, Any]) -> Problem | None:
+    """The optimize step running, or failing (it exits non-zero only when it could not run at all)."""
+    state = init.get("state") or {}
+    if "running" in state:
+        return Problem("ModelOptimizing", "optimizing the model (spec.model.optimize)", permanent=False)
+    last = state.get("terminated") or (init.get("lastState") or {}).get("terminated")
+    if last is not None and last.get("exitCode", 0) != 0:
+        detail = _one_line(last.get("message") or "") or f"exit code {last.get('exitCode')}"
+        return Problem("ModelOptimizing", f"the optimize step failed, retrying: {detail}", permanent=False)
+    return None
+
+
 def _pull_failure(init: Mapping[str, Any]) -> Problem | None:
     """The pull's own verdict, from its current or (while restarting) its last terminated state."""
     state = init.get("state") or {}
@@ -418,6 +447,7 @@ def _runs_model(pod: Mapping[str, Any], model: specs.Model) -> bool:
         return (
             env.get(contract.ENV_MODEL_URI) == model.uri
             and env.get(contract.ENV_MODEL_DIGEST) == model.digest
+            and env.get(contract.ENV_OPTIMIZE) == (model.optimize.as_json() if model.optimize else None)
         )
     return False
 
@@ -469,6 +499,51 @@ def _served_digest(model: specs.Model, track: str, pods: Sequence[Mapping[str, A
                 if match:
                     return match.group(0)
     return None
+
+
+def optimization_report(
+    model: specs.Model, track: str, pods: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """What the optimize step of the current revision reported (its termination message), from the
+    first such pod by name: the step measured once per digest, so every pod reports the same."""
+    if model.optimize is None:
+        return None
+    for pod in sorted(pods, key=lambda item: str(item.get("metadata", {}).get("name", ""))):
+        labels = pod.get("metadata", {}).get("labels") or {}
+        if labels.get(LABEL_TRACK, STABLE) != track or not _runs_model(pod, model):
+            continue
+        for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
+            terminated = (init.get("state") or {}).get("terminated") or {}
+            if init.get("name") != contract.OPTIMIZE_CONTAINER_NAME or terminated.get("exitCode") != 0:
+                continue
+            reason, _, body = (terminated.get("message") or "").strip().partition(": ")
+            if reason not in contract.OPTIMIZE_REASONS:
+                continue
+            try:
+                report = json.loads(body)
+            except ValueError:
+                continue
+            if isinstance(report, dict):
+                return {"result": reason, **report}
+    return None
+
+
+def _optimized_condition(report: Mapping[str, Any] | None) -> dict[str, str]:
+    """Optimized: True when the optimized form is served; False with the step's reason otherwise."""
+    if report is None:
+        return {
+            "type": "Optimized",
+            "status": "Unknown",
+            "reason": "Optimizing",
+            "message": "spec.model.optimize: no pod has finished its optimize step yet",
+        }
+    result = str(report["result"])
+    return {
+        "type": "Optimized",
+        "status": "True" if result == contract.REASON_OPTIMIZED else "False",
+        "reason": result,
+        "message": _one_line(str(report.get("message") or "")),
+    }
 
 
 def _rolled_out(dep: Mapping[str, Any] | None, wanted: int) -> bool:

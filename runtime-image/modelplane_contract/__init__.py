@@ -14,9 +14,11 @@ from typing import Final, NamedTuple
 RUNTIME_COMMAND: Final = "modelplane-runtime"
 PULL_SUBCOMMAND: Final = "pull"
 SERVE_SUBCOMMAND: Final = "serve"
+OPTIMIZE_SUBCOMMAND: Final = "optimize"
 
 # Container and volume layout rendered by the operator.
 PULL_CONTAINER_NAME: Final = "model-pull"
+OPTIMIZE_CONTAINER_NAME: Final = "model-optimize"  # an init container after the pull
 SERVER_CONTAINER_NAME: Final = "model-server"
 MODEL_VOLUME_NAME: Final = "model"
 MODEL_DIR: Final = "/mnt/models"
@@ -60,6 +62,8 @@ ENV_MODEL_SIGNATURE: Final = "MODELPLANE_MODEL_SIGNATURE"  # a SavedModel's sign
 # give in-flight requests SHUTDOWN_GRACE seconds.
 ENV_DRAIN_SECONDS: Final = "MODELPLANE_DRAIN_SECONDS"
 ENV_SHUTDOWN_GRACE_SECONDS: Final = "MODELPLANE_SHUTDOWN_GRACE_SECONDS"
+# spec.model.optimize as compact JSON: {"onnx": bool, "quantize": "int8" | null, "gate": {...}}.
+ENV_OPTIMIZE: Final = "MODELPLANE_OPTIMIZE"
 # Language models (format gguf): tokens per sequence, sequences decoded together, engine threads.
 ENV_CONTEXT_LENGTH: Final = "MODELPLANE_CONTEXT_LENGTH"
 ENV_MAX_SEQUENCES: Final = "MODELPLANE_MAX_SEQUENCES"
@@ -90,6 +94,25 @@ WARMUP_REQUEST_FILE: Final = "sample-request.json"
 
 # What `pull` leaves beside the model so that `serve` can report what it serves.
 PULL_RECORD_FILE: Final = ".modelplane-pull.json"  # {"uri": ..., "digest": "sha256:...", "bytes": N}
+
+# What `optimize` leaves beside the model (in a directory the format loaders do not look into):
+# the optimized artifact and its record; `serve` serves it when the record says it passed the gate.
+OPTIMIZED_DIR: Final = ".modelplane-optimized"
+OPTIMIZED_RECORD_FILE: Final = "record.json"
+OPTIMIZED_MODEL_FILE: Final = "model.onnx"
+#: Formats that have an ONNX form (converted, or already ONNX); int8 applies to that form only.
+OPTIMIZE_ONNX_FORMATS: Final = ("sklearn", "onnx")
+QUANTIZE_MODES: Final = ("int8",)
+# The accuracy gate's defaults: classifiers' labels agree on this share of the sample, and every
+# number (a regressor's value, a probability) is within the absolute OR the relative error.
+GATE_MIN_AGREEMENT: Final = 0.99
+GATE_MAX_ABS_ERROR: Final = 0.1
+GATE_MAX_REL_ERROR: Final = 0.01
+# Reasons `optimize` writes first on its one-line termination message, "<Reason>: <JSON>".
+REASON_OPTIMIZED: Final = "Optimized"
+REASON_OPTIMIZATION_REJECTED: Final = "OptimizationRejected"  # below the gate: the original is served
+REASON_OPTIMIZATION_FAILED: Final = "OptimizationFailed"  # could not convert: the original is served
+OPTIMIZE_REASONS: Final = (REASON_OPTIMIZED, REASON_OPTIMIZATION_REJECTED, REASON_OPTIMIZATION_FAILED)
 
 # Exit codes of `pull`: the operator tells a permanent failure from a transient one by these.
 EXIT_OK: Final = 0

@@ -257,7 +257,7 @@ def serve_main(argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    commands = (contract.PULL_SUBCOMMAND, contract.SERVE_SUBCOMMAND)
+    commands = (contract.PULL_SUBCOMMAND, contract.OPTIMIZE_SUBCOMMAND, contract.SERVE_SUBCOMMAND)
     if not arguments or arguments[0] not in commands:
         print(
             f"usage: {contract.RUNTIME_COMMAND} {{{','.join(commands)}}} [options]  (--help after a command)",
@@ -269,6 +269,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from modelplane_runtime.pull import main as pull_main  # written beside storage/
 
         return pull_main(rest)
+    if command == contract.OPTIMIZE_SUBCOMMAND:
+        for name in _THREAD_ENV:  # one core, as a worker has: the latencies it measures are a worker's
+            os.environ.setdefault(name, "1")
+        from modelplane_runtime.optimize.step import main as optimize_main
+
+        return optimize_main(rest)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return serve_main(rest)
 

@@ -97,12 +97,27 @@ def load(config: ServeConfig) -> Model:
         threads=1,
         llm=config.llm,
     )
-    model = load_model(config.format, options)
+    model = _optimized(options) or load_model(config.format, options)
     if isinstance(model, LanguageModel):
         model.warm_up()  # a real generation: readiness means tokens come out
     else:
         warm_up(model)
     model.mark_ready()
+    return model
+
+
+def _optimized(options: LoadOptions) -> Model | None:
+    """The optimized form `optimize` left beside the model, when it passed the accuracy gate."""
+    from modelplane_runtime.formats.optimized import read_record, served_model
+
+    record = read_record(options.model_dir)
+    if record is None:
+        return None
+    model = served_model(options, record)
+    if model is not None:
+        log.info("serving the optimized form: %s", record["status"].get("message", ""))
+    else:
+        log.info("serving the original: %s", record["status"].get("message", ""))
     return model
 
 

@@ -36,6 +36,8 @@ LOAD_CPU = "1"
 CONCURRENCIES = (1, 8, 32, 64)
 LUA_SCRIPT = servers.BENCH_DIR / "wrk_rows.lua"
 CHECKED_ROWS = 40
+#: Models also served through their optimized ONNX form (server harness.OURS_OPTIMIZED).
+OPTIMIZED_MODELS = ("pipeline-20",)
 READY_TIMEOUT_S = 180.0
 
 
@@ -217,6 +219,18 @@ class Bench:
                 specs.append((servers.modelplane(self.args.runtime_python, model, batching=True), runs))
             if want(harness.OURS_UNBATCHED) and v2_runs:
                 specs.append((servers.modelplane(self.args.runtime_python, model, batching=False), v2_runs))
+            if want(harness.OURS_OPTIMIZED) and model.name in OPTIMIZED_MODELS and v2_runs:
+                directory, optimize_report = servers.optimized(
+                    self.args.runtime_python, model, self.work_dir / "optimized"
+                )
+                self.notes.append(
+                    f"{harness.OURS_OPTIMIZED} on {model.name}, the optimize step's report: "
+                    + json.dumps(optimize_report)
+                )
+                spec = servers.modelplane(
+                    self.args.runtime_python, model, batching=True, optimized_dir=directory
+                )
+                specs.append((spec, v2_runs))
             for spec, spec_runs in specs:
                 self.serve_and_measure(spec, spec_runs)
             if want(harness.OURS) and want(harness.OURS_UNBATCHED) and self.args.interleaved_rounds:
@@ -269,6 +283,13 @@ class Bench:
             "Text TF-IDF+NB v2",
         ):
             ratios += harness.throughput_ratios(m, workload, 1, [1])
+        # The optimized ONNX form against the same pipeline served as scikit-learn: by MLServer and
+        # KServe (the targets), and by ourselves (what the conversion buys).
+        for workload in ("Pipeline scaler+LR v2",):
+            server = harness.OURS_OPTIMIZED
+            ratios += harness.throughput_ratios(m, workload, 3, [8, 32, 64], server=server)
+            ratios += harness.throughput_ratios(m, workload, 1, [1], server=server)
+            ratios += harness.throughput_ratios(m, workload, 1, [1, 8, 32, 64], [harness.OURS], server=server)
         for workload in ("LR iris v2", "RF 100x20 v2", "Pipeline scaler+LR v2", "GB 100x20 v2"):
             cost = harness.batching_cost(m, workload)
             if cost is not None:

@@ -8,13 +8,24 @@ batches: at most 64 rows, 5 ms.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import modelplane_contract as contract
 
-from tests.bench.harness import FLOOR, KSERVE, MLSERVER, MLSERVER_BATCHING, OURS, OURS_UNBATCHED, Protocol
+from tests.bench.harness import (
+    FLOOR,
+    KSERVE,
+    MLSERVER,
+    MLSERVER_BATCHING,
+    OURS,
+    OURS_OPTIMIZED,
+    OURS_UNBATCHED,
+    Protocol,
+)
 from tests.bench.models import BenchModel
 from tests.support.net import LOOPBACK, free_port
 
@@ -95,15 +106,18 @@ def kserve(python: Path, model: BenchModel) -> ServerSpec:
     return ServerSpec(KSERVE, argv, port, f"/v2/models/{model.name}/ready", paths, env=env)
 
 
-def modelplane(python: Path, model: BenchModel, batching: bool) -> ServerSpec:
-    """``modelplane-runtime serve``: one worker (the server has one core), the joblib file allowed."""
+def modelplane(
+    python: Path, model: BenchModel, batching: bool, optimized_dir: Path | None = None
+) -> ServerSpec:
+    """``modelplane-runtime serve``: one worker (the server has one core), the joblib file allowed;
+    on ``optimized_dir`` (see :func:`optimized`) it serves the ONNX form the optimize step left there."""
     port = free_port()
     command = Path(python).parent / contract.RUNTIME_COMMAND
     argv = [
         str(command),
         contract.SERVE_SUBCOMMAND,
         "--model-dir",
-        str(model.directory),
+        str(optimized_dir or model.directory),
         "--format",
         "sklearn",
     ]
@@ -116,8 +130,29 @@ def modelplane(python: Path, model: BenchModel, batching: bool) -> ServerSpec:
         contract.ENV_MAX_LATENCY_MS: str(MAX_BATCH_MS),
     }
     paths: dict[Protocol, str] = {"v1": f"/v1/models/{model.name}:predict", **_v2_paths(model.name)}
-    name = OURS if batching else OURS_UNBATCHED
+    name = OURS_OPTIMIZED if optimized_dir else OURS if batching else OURS_UNBATCHED
     return ServerSpec(name, argv, port, f"/v2/models/{model.name}/ready", paths, env=env)
+
+
+def optimized(python: Path, model: BenchModel, root: Path) -> tuple[Path, dict[str, object]]:
+    """A copy of the model's directory after `modelplane-runtime optimize` with onnx: true (what
+    the model-optimize init container does in a pod), and the step's report."""
+    directory = root / f"{model.name}-onnx"
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(model.directory, directory)
+    command = Path(python).parent / contract.RUNTIME_COMMAND
+    log = directory.parent / f"{model.name}-onnx.termination-log"
+    log.write_text("")
+    subprocess.run(
+        [str(command), contract.OPTIMIZE_SUBCOMMAND, "--model-dir", str(directory), "--format", "sklearn",
+         "--allow-pickle", "true", "--settings", json.dumps({"onnx": True}), "--termination-log", str(log)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    reason, _, body = log.read_text().strip().partition(": ")
+    report: dict[str, object] = {"result": reason, **json.loads(body)}
+    if reason != contract.REASON_OPTIMIZED:
+        raise RuntimeError(f"the optimize step did not optimize {model.name}: {report}")
+    return directory, report
 
 
 def this_python() -> Path:

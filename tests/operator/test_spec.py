@@ -211,3 +211,44 @@ def test_a_huggingface_model_is_a_language_model_on_vllm_and_a_pipeline_otherwis
 def test_language_model_errors_name_the_field(fields: dict[str, Any], named: str) -> None:
     with pytest.raises(spec.SpecError, match=named.replace(".", r"\.")):
         spec.parse(body(**fields))
+
+
+def _optimize(fmt: str = "sklearn", uri: str = "s3://b/k", **optimize: Any) -> dict[str, Any]:
+    return {"model": {"uri": uri, "format": fmt, "optimize": optimize}}
+
+
+def test_optimize_defaults_the_gate_from_the_contract() -> None:
+    import modelplane_contract as contract
+
+    model = spec.parse(body(**_optimize(onnx=True, quantize="int8"))).model
+    assert model.optimize == spec.Optimize(onnx=True, quantize="int8")
+    assert model.optimize.gate.min_agreement == contract.GATE_MIN_AGREEMENT
+    assert spec.parse(body()).model.optimize is None
+    onnx_int8 = spec.parse(body(**_optimize("onnx", quantize="int8", gate={"maxAbsError": 0.5}))).model
+    assert onnx_int8.optimize is not None
+    assert onnx_int8.optimize.gate.max_abs_error == 0.5
+
+
+@pytest.mark.parametrize(
+    ("fields", "named", "says"),
+    [
+        (_optimize(), "spec.model.optimize", "asks for nothing"),
+        (_optimize("xgboost", onnx=True), "spec.model.optimize", "format xgboost has no ONNX form"),
+        (_optimize(quantize="int8"), "spec.model.optimize.quantize", "set spec.model.optimize.onnx: true"),
+        (_optimize("onnx", onnx=True), "spec.model.optimize.onnx", "ONNX already"),
+        (_optimize(quantize="int4", onnx=True), "spec.model.optimize.quantize", "not one of int8"),
+        (_optimize(uri="pvc://claim/iris", onnx=True), "spec.model.optimize", "pvc://"),
+        (
+            _optimize(onnx=True, gate={"minAgreement": 1.5}),
+            "spec.model.optimize.gate.minAgreement",
+            "between",
+        ),
+        (_optimize(onnx=True, gate={"maxAbsError": -1}), "spec.model.optimize.gate.maxAbsError", "0 or more"),
+    ],
+)
+def test_optimize_that_cannot_apply_is_refused_naming_the_field(
+    fields: dict[str, Any], named: str, says: str
+) -> None:
+    with pytest.raises(spec.SpecError, match=named.replace(".", r"\.")) as raised:
+        spec.parse(body(**fields))
+    assert says in str(raised.value)

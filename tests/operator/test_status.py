@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -378,3 +379,107 @@ def test_a_revisions_ready_pods_never_count_the_previous_templates_pods() -> Non
     ]
     revisions = [result["stable"]["readyReplicas"] for result in computed]
     assert revisions == [0, 1, 0]
+
+
+def _optimized_pod(model: spec.ModelDeployment, reason: str, report: dict[str, Any]) -> dict[str, Any]:
+    """A pod whose pull and optimize step finished, as the kubelet reports them."""
+    result = pod(model)
+    pulled = "sha256:" + "cd" * 32
+    result["status"]["initContainerStatuses"] = [
+        {
+            "name": contract.PULL_CONTAINER_NAME,
+            "state": {
+                "terminated": {
+                    "exitCode": 0,
+                    "message": f"Pulled: s3://models/iris/mlp.joblib {pulled} (9 bytes)",
+                }
+            },
+        },
+        {
+            "name": contract.OPTIMIZE_CONTAINER_NAME,
+            "state": {"terminated": {"exitCode": 0, "message": f"{reason}: {json.dumps(report)}"}},
+        },
+    ]
+    return result
+
+
+REPORT = {
+    "message": "serving the onnx + int8 form: label agreement 0.9980 on 512 samples",
+    "applied": ["onnx", "int8"],
+    "original": {"digest": "sha256:" + "cd" * 32, "bytes": 163265, "p50Batch1Microseconds": 410.0,
+                 "p50Batch64Microseconds": 900.0},
+    "optimized": {"digest": "sha256:" + "ef" * 32, "bytes": 8855, "p50Batch1Microseconds": 30.0,
+                  "p50Batch64Microseconds": 60.0},
+    "gate": {"passed": True, "agreement": 0.998, "minAgreement": 0.98, "samples": 512},
+}  # fmt: skip
+
+
+def test_optimized_form_is_the_served_digest_with_the_original_beside_it() -> None:
+    model = md("sklearn-optimize")
+    observed = status.Observed(
+        deployments={"stable": deployment(2, 2)}, pods=[_optimized_pod(model, "Optimized", REPORT)]
+    )
+    result = status.compute(model, observed, {}, NOW)
+    assert result["servedDigest"] == "sha256:" + "ef" * 32
+    assert result["originalDigest"] == "sha256:" + "cd" * 32
+    assert result["optimization"] == {"result": "Optimized", **REPORT}
+    assert conditions(result)["Optimized"] == ("True", "Optimized")
+    assert conditions(result)["Ready"] == ("True", "AllReplicasReady")
+    # A steady state writes nothing: the same observation gives the same status.
+    assert status.compute(model, observed, result, LATER) == result
+
+
+def test_rejected_optimization_serves_the_original_and_says_so_with_the_figure() -> None:
+    model = md("sklearn-optimize")
+    rejected = {
+        **REPORT,
+        "message": "the onnx + int8 form fell below the gate (label agreement 0.9531 is below "
+        "minAgreement 0.98): serving the original",
+        "gate": {"passed": False, "agreement": 0.9531, "minAgreement": 0.98, "samples": 512},
+    }
+    observed = status.Observed(
+        deployments={"stable": deployment(2, 2)},
+        pods=[_optimized_pod(model, "OptimizationRejected", rejected)],
+    )
+    result = status.compute(model, observed, {}, NOW)
+    assert result["servedDigest"] == "sha256:" + "cd" * 32
+    assert "originalDigest" not in result
+    optimized = next(c for c in result["conditions"] if c["type"] == "Optimized")
+    assert (optimized["status"], optimized["reason"]) == ("False", "OptimizationRejected")
+    assert "label agreement 0.9531" in optimized["message"]
+    assert conditions(result)["Ready"] == ("True", "AllReplicasReady")
+
+
+def test_optimizing_pod_is_reported_and_unknown_until_a_step_finished() -> None:
+    model = md("sklearn-optimize")
+    running = pod(model)
+    running["status"]["initContainerStatuses"] = [
+        {"name": contract.PULL_CONTAINER_NAME, "state": {"terminated": {"exitCode": 0, "message": ""}}},
+        {
+            "name": contract.OPTIMIZE_CONTAINER_NAME,
+            "state": {"running": {"startedAt": "2026-11-23T20:00:00Z"}},
+        },
+    ]
+    result = status.compute(
+        model, status.Observed(deployments={"stable": deployment(0, 2)}, pods=[running]), {}, NOW
+    )
+    assert conditions(result)["Ready"] == ("False", "ModelOptimizing")
+    assert conditions(result)["Optimized"] == ("Unknown", "Optimizing")
+    assert "optimization" not in result
+
+
+def test_a_report_of_other_optimize_settings_is_not_this_revisions() -> None:
+    model = md("sklearn-optimize")
+    old = _optimized_pod(model, "Optimized", REPORT)
+    changed = md(
+        "sklearn-optimize",
+        model={
+            **yaml.safe_load((GOLDEN / "sklearn-optimize.input.yaml").read_text())["spec"]["model"],
+            "optimize": {"onnx": True},
+        },
+    )
+    result = status.compute(
+        changed, status.Observed(deployments={"stable": deployment(2, 2)}, pods=[old]), {}, NOW
+    )
+    assert "optimization" not in result
+    assert conditions(result)["Optimized"] == ("Unknown", "Optimizing")

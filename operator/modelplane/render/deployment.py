@@ -93,7 +93,10 @@ def _pod_spec(
         server_mounts[0]["subPath"] = path.strip("/")
     else:
         volumes.append({"name": contract.MODEL_VOLUME_NAME, "emptyDir": {}})
-        init_containers.append(_pull_container(model, pull_image, runtime, settings, secret_keys))
+        pull = _pull_container(model, pull_image, runtime, settings, secret_keys)
+        init_containers.append(pull)
+        if model.optimize is not None:
+            init_containers.append(_optimize_container(pull, model.optimize))
         if secret_keys & FILE_CREDENTIAL_KEYS.keys():
             items = [
                 {"key": key, "path": FILE_CREDENTIAL_KEYS[key]}
@@ -242,6 +245,17 @@ def _pull_container(
     return container
 
 
+def _optimize_container(pull: dict[str, Any], optimize: specs.Optimize) -> dict[str, Any]:
+    """After the pull, on the same volume: the optimize step, with the pull's credentials (it keeps
+    its result beside the artifact in the store) and its termination message read by status."""
+    return {
+        **pull,
+        "name": contract.OPTIMIZE_CONTAINER_NAME,
+        "command": [contract.RUNTIME_COMMAND, contract.OPTIMIZE_SUBCOMMAND],
+        "env": [*pull["env"], _env(contract.ENV_OPTIMIZE, optimize.as_json())],
+    }
+
+
 def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str, str]]:
     runtime = md.runtime
     env = [
@@ -261,6 +275,9 @@ def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str,
     ]
     if model.digest:
         env.append(_env(contract.ENV_MODEL_DIGEST, model.digest))
+    if model.optimize is not None:
+        # serve follows the step's record, not this; it marks the pods of this optimize revision.
+        env.append(_env(contract.ENV_OPTIMIZE, model.optimize.as_json()))
     if runtime.llm is not None:
         env.append(_env(contract.ENV_CONTEXT_LENGTH, str(runtime.llm.context_length)))
         env.append(_env(contract.ENV_MAX_SEQUENCES, str(runtime.llm.max_sequences)))

@@ -183,6 +183,7 @@ def find_artifact(model_dir: Path, suffixes: Sequence[str], what: str) -> Path:
         and path.name.lower().endswith(tuple(suffixes))
         and not path.name.startswith(".")
         and path.name != contract.WARMUP_REQUEST_FILE
+        and contract.OPTIMIZED_DIR not in path.relative_to(model_dir).parts
     )
     if not found:
         raise ModelLoadError(

@@ -71,6 +71,16 @@ class SklearnModel(Model):
     def example_inputs(self) -> Arrays | None:
         return self._examples or None
 
+    @property
+    def estimator(self) -> Any:
+        """The fitted estimator as loaded (the optimize step converts it)."""
+        return self._estimator
+
+    @property
+    def takes_matrix(self) -> bool:
+        """One numeric matrix in (not strings, not named columns)."""
+        return self._layout == MATRIX
+
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features: Any
         if self._layout == COLUMNS:

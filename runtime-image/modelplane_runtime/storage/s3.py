@@ -39,24 +39,29 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+def client(settings: Settings) -> Any:
+    """An S3 client from the pod's environment (the pull's, and the optimize step's cache)."""
+    # A session of its own: boto3's default session caches the credentials it first found.
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None,
+        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+        config=Config(
+            s3={"addressing_style": "path"},
+            connect_timeout=settings.connect_seconds,
+            read_timeout=settings.stall_seconds,
+            retries={"max_attempts": 1, "mode": "standard"},
+        ),
+    )
+
+
 class S3Backend:
     def __init__(self, bucket: str, key: str, settings: Settings) -> None:
         self.bucket = bucket
         self.key = key
         self.settings = settings
         self.uri = f"s3://{bucket}/{key}"
-        # A session of its own: boto3's default session caches the credentials it first found.
-        self.client: Any = boto3.session.Session().client(
-            "s3",
-            endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None,
-            region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
-            config=Config(
-                s3={"addressing_style": "path"},
-                connect_timeout=settings.connect_seconds,
-                read_timeout=settings.stall_seconds,
-                retries={"max_attempts": 1, "mode": "standard"},
-            ),
-        )
+        self.client: Any = client(settings)
 
     def list(self) -> Listing:
         if self.key and not self.key.endswith("/"):
