@@ -2,6 +2,9 @@
 OPERATOR_DIR := $(CACHE_DIR)/operator
 OPERATOR_LOG := $(OPERATOR_DIR)/operator.log
 OPERATOR_PID := $(OPERATOR_DIR)/operator.pid
+# What the running operator was started from (checkout and runtime image): operator-up restarts it when
+# either differs, so a run never tests another worktree's operator.
+OPERATOR_STARTED := $(OPERATOR_DIR)/operator.started
 # The host operator runs as its own ServiceAccount (operator/deploy/host-operator.yaml), not as admin.
 OPERATOR_KUBECONFIG := $(OPERATOR_DIR)/kubeconfig
 OPERATOR_METRICS_PORT ?= 18480
@@ -35,9 +38,13 @@ operator-kubeconfig: install-crds
 
 .PHONY: operator-up
 operator-up: operator-kubeconfig ## Run the operator on the host, in the background, against the local cluster (idempotent).
-	@if [ -f $(OPERATOR_PID) ] && kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null; then \
-	  echo "operator already running (pid $$(cat $(OPERATOR_PID))), log: $(OPERATOR_LOG)"; exit 0; fi; \
-	runtime_image=$(or $(OPERATOR_RUNTIME_IMAGE),$$($(IMAGES_SH) ref runtime)); \
+	@runtime_image=$(or $(OPERATOR_RUNTIME_IMAGE),$$($(IMAGES_SH) ref runtime)); \
+	started="$(REPO_ROOT) $$runtime_image"; \
+	if [ -f $(OPERATOR_PID) ] && kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null; then \
+	  if [ "$$(cat $(OPERATOR_STARTED) 2>/dev/null)" = "$$started" ]; then \
+	    echo "operator already running (pid $$(cat $(OPERATOR_PID))), log: $(OPERATOR_LOG)"; exit 0; fi; \
+	  echo "the running operator is another checkout's or runs another runtime image: restarting it"; \
+	  $(MAKE) --no-print-directory operator-down; fi; \
 	KUBECONFIG=$(OPERATOR_KUBECONFIG) MODELPLANE_RUNTIME_IMAGE=$$runtime_image \
 	  MODELPLANE_PROMETHEUS_URL=$(KEDA_PROMETHEUS_URL) \
 	  MODELPLANE_TENSORFLOW_RUNTIME_IMAGE=$$($(IMAGES_SH) ref runtime-tensorflow) \
@@ -45,6 +52,7 @@ operator-up: operator-kubeconfig ## Run the operator on the host, in the backgro
 	  MODELPLANE_METRICS_PORT=$(OPERATOR_METRICS_PORT) MODELPLANE_HEALTH_PORT=$(OPERATOR_HEALTH_PORT) \
 	  MODELPLANE_RESYNC_SECONDS=$(OPERATOR_RESYNC_SECONDS) \
 	  setsid nohup $(VENV)/bin/modelplane run >> $(OPERATOR_LOG) 2>&1 < /dev/null & echo $$! > $(OPERATOR_PID); \
+	echo "$$started" > $(OPERATOR_STARTED); \
 	for i in $$(seq 60); do \
 	  curl -fsS http://127.0.0.1:$(OPERATOR_HEALTH_PORT)/healthz >/dev/null 2>&1 && break; \
 	  kill -0 $$(cat $(OPERATOR_PID)) 2>/dev/null || { tail -20 $(OPERATOR_LOG); echo "operator exited" >&2; exit 1; }; \
@@ -58,7 +66,7 @@ operator-down: ## Stop the host operator started by operator-up (idempotent).
 	  pid=$$(cat $(OPERATOR_PID)); kill -TERM $$pid; \
 	  for i in $$(seq 30); do kill -0 $$pid 2>/dev/null || break; sleep 1; done; \
 	  kill -0 $$pid 2>/dev/null && kill -KILL $$pid; echo "operator stopped (pid $$pid)"; \
-	else echo "operator not running"; fi; rm -f $(OPERATOR_PID)
+	else echo "operator not running"; fi; rm -f $(OPERATOR_PID) $(OPERATOR_STARTED)
 
 .PHONY: operator-log
 operator-log: ## Print the host operator's log path (use with make -s).
