@@ -137,7 +137,7 @@ down() {
   running || { rm -f "$PID_FILE"; return 0; }
   local pid
   pid=$(cat "$PID_FILE")
-  # S3_STOP_SIGNAL=KILL: the server dies as in a crash (a TERM lets it finish the transfers in flight).
+  # S3_STOP_SIGNAL=KILL: the server dies as in a crash (after a TERM it may finish the transfers in flight).
   kill -"${S3_STOP_SIGNAL:-TERM}" "$pid"
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
   kill -0 "$pid" 2>/dev/null && kill -9 "$pid"

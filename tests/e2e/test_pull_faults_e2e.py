@@ -73,7 +73,7 @@ def test_a_pull_cut_by_the_s3_server_stopping_retries_with_its_reason_and_comple
         return init is not None and "running" in (init.get("state") or {})
 
     wait_until("the pull to be running", pulling, timeout=180, interval=0.2)
-    # Killed, not stopped: on SIGTERM the server finishes the transfers in flight, and on a quiet
+    # Killed, not stopped: after SIGTERM the server can finish the transfers in flight, and on a quiet
     # machine the whole pull (2 GiB, about 6 s) then completes before it goes.
     make("s3-down", "S3_STOP_SIGNAL=KILL")
     try:
