@@ -3,7 +3,6 @@ over the OpenAI API through the ModelDeployment's Service."""
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 from pathlib import Path
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.llm import sha256_of, smollm2_gguf
+from tests.support.llm import sha256_of, smollm2_gguf, stream
 from tests.support.modeldeployments import (
     condition,
     md,
@@ -56,22 +55,6 @@ def llm_md(name: str, uri: str, digest: str, **llm: Any) -> dict[str, Any]:
             "runtime": {"llm": {"contextLength": 1024, "maxSequences": 4, **llm}},
         },
     )
-
-
-def stream(url: str, body: Any) -> list[Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    events = []
-    with urllib.request.urlopen(request, timeout=60) as response:  # the timeout is per read
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for raw in response:
-            line = raw.decode().strip()
-            if line:
-                assert line.startswith("data: "), line
-                data = line.removeprefix("data: ")
-                events.append(data if data == "[DONE]" else json.loads(data))
-    return events
 
 
 def token_counters(base: str) -> tuple[float, float]:

