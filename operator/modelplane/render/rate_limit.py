@@ -1,0 +1,52 @@
+"""Envoy Gateway's BackendTrafficPolicy for a ModelDeployment's route: each consumer's quota.
+
+A local rate limit with one rule whose selector is the gateway-set client id header, type Distinct:
+each client id gets its own token bucket of spec.access.quota.requests per unit. Local limits count
+per Envoy replica (N replicas admit up to N times the quota); a policy holds at most 16 rules, so
+per-tier limits would be one rule each (docs/consumers.md). A 429 carries Envoy's x-ratelimit-* headers
+and, from the response override here, Retry-After: the unit in seconds, by when the bucket has
+refilled whatever the client's position in it.
+"""
+
+from __future__ import annotations
+
+import modelplane_contract as contract
+
+from modelplane import spec as specs
+from modelplane.render.common import Manifest, metadata, stamp
+from modelplane.render.security_policy import API_VERSION, route_target
+
+
+def rate_limit_policy(md: specs.ModelDeployment, quota: specs.Quota) -> Manifest:
+    return stamp(
+        {
+            "apiVersion": API_VERSION,
+            "kind": "BackendTrafficPolicy",
+            "metadata": metadata(md, md.name),
+            "spec": {
+                "targetRefs": route_target(md),
+                "rateLimit": {
+                    "type": "Local",
+                    "local": {
+                        "rules": [
+                            {
+                                "clientSelectors": [
+                                    {"headers": [{"name": contract.CONSUMER_HEADER, "type": "Distinct"}]}
+                                ],
+                                "limit": {"requests": quota.requests, "unit": quota.unit},
+                            }
+                        ]
+                    },
+                },
+                "responseOverride": [
+                    {
+                        "match": {"statusCodes": [{"type": "Value", "value": 429}]},
+                        "source": "Local",
+                        "response": {
+                            "header": {"set": [{"name": "Retry-After", "value": str(quota.unit_seconds)}]}
+                        },
+                    }
+                ],
+            },
+        }
+    )
