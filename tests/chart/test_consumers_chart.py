@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import yaml
 
-from tests.chart.conftest import Helm, by_kind, documents
+from tests.chart.conftest import by_kind, documents
 from tests.chart.test_rbac import HOST_OPERATOR, granted
+from tests.support.helm import Helm
 
 LIST_SECRETS = ("", "secrets", "list")
 

@@ -9,16 +9,17 @@ from typing import Any
 
 import modelplane_contract as contract
 import pytest
-from modelplane import children, plan, status
+from modelplane import children, plan, render, status
 from modelplane import spec as specs
 from modelplane.consumers import ANNOTATION_GROUPS, LABEL_CONSUMER, Consumer, Directory, directory
 
 from tests.operator.memory_kube import MemoryKube
+from tests.operator.test_gateway import gateway, route_status, with_route
 from tests.operator.test_plan import LATER, NOW, converged, desired, kinds, observed
 from tests.operator.test_reconcile import Clock, controller, md_body, run
-from tests.operator.test_render import rendered
+from tests.operator.test_render import SETTINGS, load, rendered
 
-POLICY_CRDS = frozenset({children.SECURITY_POLICY_CRD, children.TRAFFIC_POLICY_CRD})
+POLICY_CRDS = frozenset({children.SECURITY_POLICY_CRD, children.TRAFFIC_POLICY_CRD, children.HTTPROUTE_CRD})
 NAMESPACE = "modelplane-consumers"
 DIRECTORY = Directory(
     NAMESPACE,
@@ -34,7 +35,11 @@ DIRECTORY = Directory(
 def body(**access: Any) -> dict[str, Any]:
     return {
         "metadata": {"name": "m", "namespace": "ns"},
-        "spec": {"model": {"uri": "s3://b/k", "format": "sklearn"}, "access": access},
+        "spec": {
+            "model": {"uri": "s3://b/k", "format": "sklearn"},
+            "gateway": {"name": "modelplane"},
+            "access": access,
+        },
     }
 
 
@@ -142,8 +147,14 @@ def test_policies_are_applied_before_the_route_would_be() -> None:
         assert order.index("SecurityPolicy") < order.index("HTTPRoute")
 
 
-def ready_access(want: plan.Desired, **kwargs: Any) -> tuple[plan.Observed, dict[str, Any]]:
-    return converged(want, crds=POLICY_CRDS, consumers=DIRECTORY, **kwargs)
+def ready_access(want: plan.Desired) -> tuple[plan.Observed, dict[str, Any]]:
+    """Converged, the Gateway there and our route accepted by it; the status that state gives."""
+    seen, written = converged(want, crds=POLICY_CRDS, consumers=DIRECTORY, gateway=gateway())
+    route = route_status(seen.children[("HTTPRoute", "iris")])
+    seen = with_route(seen, route, gateway=gateway(), consumers=DIRECTORY)
+    result = plan.plan(want, seen, written, LATER)
+    assert result.apply == ()
+    return seen, {**written, **(result.status or {})}
 
 
 def test_known_consumers_converge_to_ready_and_a_steady_state_plans_nothing() -> None:
@@ -179,8 +190,10 @@ def test_only_unknown_consumers_refuse_every_request() -> None:
 
 def test_without_envoy_gateway_access_is_reported_and_nothing_is_rendered() -> None:
     want = desired("consumers")
-    result = plan.plan(want, observed(consumers=DIRECTORY), {}, NOW)
+    crds = frozenset({children.HTTPROUTE_CRD})
+    result = plan.plan(want, observed(consumers=DIRECTORY, crds=crds, gateway=gateway()), {}, NOW)
     assert ("SecurityPolicy", "iris") not in kinds(result.apply)
+    assert ("HTTPRoute", "iris") not in kinds(result.apply)  # closed: no route without its keys
     assert result.status is not None
     ready = status.condition(result.status, "Ready")
     assert ready is not None
@@ -255,3 +268,32 @@ def test_a_model_without_access_lists_no_secret(kube: MemoryKube) -> None:
 
 def _meta() -> dict[str, Any]:
     return {"name": "iris", "namespace": "team-b", "uid": "5e6f7a8b"}
+
+
+def test_consumers_need_a_gateway() -> None:
+    model = {"uri": "s3://b/k", "format": "sklearn"}
+    no_gateway = {"metadata": {"name": "m"}, "spec": {"model": model, "access": {"consumers": ["alice"]}}}
+    with pytest.raises(specs.SpecError, match=r"spec\.access\.consumers needs spec\.gateway"):
+        specs.parse(no_gateway)
+
+
+def test_only_a_shadow_bills_nobody() -> None:
+    """The shadow's copies of live requests carry the client id too: its runtime counts no usage."""
+
+    def usage_env(manifest: dict[str, Any]) -> list[Any]:
+        [server] = [
+            c
+            for c in manifest["spec"]["template"]["spec"]["containers"]
+            if c["name"] == contract.SERVER_CONTAINER_NAME
+        ]
+        return [e for e in server["env"] if e["name"] == contract.ENV_USAGE]
+
+    deployments = {
+        m["metadata"]["name"]: m
+        for m in render.children(load("gateway-shadow"), SETTINGS)
+        if m["kind"] == "Deployment"
+    }
+    assert len(deployments) == 2
+    for name, manifest in deployments.items():
+        expected = [{"name": contract.ENV_USAGE, "value": "false"}] if name.endswith("-shadow") else []
+        assert usage_env(manifest) == expected, name

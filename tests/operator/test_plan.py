@@ -239,7 +239,6 @@ def test_every_applied_kind_can_be_pruned() -> None:
         "ScaledObject",
         "HTTPRoute",  # tests/operator/test_gateway.py
     }
-    covered = {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "ScaledObject"}
     covered |= {"SecurityPolicy", "BackendTrafficPolicy"}  # tests/operator/test_consumers.py
     assert covered == {row.kind for row in children.applied_kinds()}
 

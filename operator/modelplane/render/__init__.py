@@ -14,8 +14,8 @@ from modelplane.render.canary import canary_replicas, split
 from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest
 from modelplane.render.deployment import deployment
 from modelplane.render.disruption import pod_disruption_budget
-from modelplane.render.route import http_route
 from modelplane.render.rate_limit import rate_limit_policy
+from modelplane.render.route import http_route
 from modelplane.render.security_policy import security_policy
 from modelplane.render.service import service, urls
 from modelplane.render.settings import RenderSettings
