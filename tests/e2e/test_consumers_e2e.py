@@ -44,7 +44,9 @@ TLS_SECRET = "modelplane-gateway-tls"
 ENVOY_NAMESPACE = "envoy-gateway-system"
 ENVOY_PODS = f"gateway.envoyproxy.io/owning-gateway-name={GATEWAY['name']}"
 ENVOY_STATS_PORT = 19001  # Envoy Gateway's Prometheus listener on every Envoy pod
-QUOTA = 20  # requests per minute per consumer
+# Requests per hour per consumer: Envoy refills a bucket once per unit, and within a test's seconds an
+# hourly refill is unlikely to land (a per-minute one would, one run in ten).
+QUOTA = 20
 REVOKED_WITHIN_SECONDS = 30.0
 DASHBOARD = Path(__file__).parents[2] / "charts" / "modelplane" / "files" / "dashboard.json"
 
@@ -288,7 +290,7 @@ def _keys_quotas_and_usage(
     dave: Consumer,
     team: str,
 ) -> None:
-    access = {"consumers": [alice.name, team], "quota": {"requests": QUOTA, "unit": "Minute"}}
+    access = {"consumers": [alice.name, team], "quota": {"requests": QUOTA, "unit": "Hour"}}
     md = s3_model_deployment("iris", iris, gateway=GATEWAY, access=access)
     cluster.apply([credentials_secret(s3), md], namespace)
     obj = wait_ready(cluster, namespace, "iris")
@@ -347,9 +349,10 @@ def _keys_quotas_and_usage(
         thread.join(timeout=120)
         assert limited is not None, "alice was never limited"
         assert served[alice.name] <= QUOTA
-        assert limited.headers["retry-after"] == "60"
+        assert limited.headers["retry-after"] == "3600"
         reset = limited.headers.get("x-ratelimit-reset")
-        assert reset is None or 0 <= int(reset) <= 60, reset
+        log.info("429 headers: %s", {k: v for k, v in limited.headers.items() if "rate" in k or "retry" in k})
+        assert reset is None or 0 <= int(reset) <= 3600, reset
         assert bob_codes == [200] * 10
         served[bob.name] += 10
 
@@ -363,8 +366,8 @@ def _keys_quotas_and_usage(
             if code == 401:
                 refused_after = time.monotonic() - revoked_at
                 break
-            assert code == 200, code
-            served[bob.name] += 1
+            assert code in (200, 429), code  # still admitted by its key (429: past its quota)
+            served[bob.name] += code == 200
             time.sleep(0.5)
         assert refused_after is not None, f"bob's revoked key still worked {REVOKED_WITHIN_SECONDS + 5} s on"
         assert refused_after <= REVOKED_WITHIN_SECONDS, refused_after
