@@ -180,13 +180,14 @@ def envoy_text(cluster: Cluster, what: str, *args: str) -> str:
 
 
 def envoy_counter(text: str, name: str) -> float:
-    """The sum over every series of an Envoy statistic NAME (Prometheus exposition)."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                total += sample.value
-    return total
+    """The sum over every series of Envoy's counter NAME (its exposition names counters without
+    _total; the parser's family keeps that name, its samples get _total)."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == name
+        for sample in family.samples
+    )
 
 
 def test_malformed_access_is_refused_at_apply_time_naming_the_field(cluster: Cluster, namespace: str) -> None:
