@@ -30,7 +30,7 @@ from tests.support.cluster import Cluster, make, wait_until
 from tests.support.examples import credentials_secret
 from tests.support.modeldeployments import children, condition, s3_model_deployment, wait_ready, wait_reason
 from tests.support.models import SklearnModel
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, dashboard_queries
 from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,6 @@ ENVOY_STATS_PORT = 19001  # Envoy Gateway's Prometheus listener on every Envoy p
 # hourly refill is unlikely to land (a per-minute one would, one run in ten).
 QUOTA = 20
 REVOKED_WITHIN_SECONDS = 30.0
-DASHBOARD = Path(__file__).parents[2] / "charts" / "modelplane" / "files" / "dashboard.json"
 
 
 @pytest.fixture(scope="module")
@@ -405,8 +404,7 @@ def _keys_quotas_and_usage(
         assert counted >= refused[status_code], (statistic, counted, refused[status_code])
 
     # The dashboard's usage panel returns series for these consumers.
-    panels = json.loads(DASHBOARD.read_text())["panels"]
-    (query,) = [t["expr"] for p in panels if p["title"] == "Usage by consumer" for t in p["targets"]]
+    (query,) = [query for title, query in dashboard_queries(llm=False) if title == "Usage by consumer"]
     config = {
         "global": {"scrape_interval": "1s"},
         "scrape_configs": [
