@@ -163,9 +163,13 @@ def runtime_usage(pod_ip: str) -> dict[tuple[str, str], float]:
 
 
 def envoy_text(cluster: Cluster, what: str, *args: str) -> str:
+    """The logs or the statistics of the Gateway's Envoy pods that serve (Ready): a pod the kubelet
+    lost track of (ContainerStatusUnknown after a node restart) keeps its labels and a dead address."""
     pods = cluster.kubectl("get", "pods", "-n", ENVOY_NAMESPACE, "-l", ENVOY_PODS, "-o", "json").stdout
+    serving = [pod for pod in json.loads(pods)["items"] if condition(pod, "Ready").get("status") == "True"]
+    assert serving, f"no Ready Envoy pod of the Gateway ({ENVOY_PODS})"
     texts = []
-    for pod in json.loads(pods)["items"]:
+    for pod in serving:
         if what == "logs":
             texts.append(
                 cluster.kubectl(
