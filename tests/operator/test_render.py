@@ -13,6 +13,7 @@ import modelplane_contract as contract
 import pytest
 import yaml
 from modelplane import render, spec
+from modelplane.consumers import Consumer, Directory
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -42,6 +43,19 @@ OBSERVATIONS = {
     "gateway-shadow": render.Observations(gateway_api_installed=True),
     "vllm": render.Observations(keda_installed=True, secret_keys=AWS_KEYS),
     "vllm-gpu": render.Observations(),
+    "consumers": render.Observations(
+        consumers=Directory(
+            "modelplane-consumers",
+            (
+                Consumer("alice"),
+                Consumer("bob", frozenset({"team-a"})),
+                Consumer("carol", frozenset({"team-a", "premium"})),
+                Consumer("dave"),
+            ),
+        ),
+        security_policy_installed=True,
+        traffic_policy_installed=True,
+    ),
 }
 
 
