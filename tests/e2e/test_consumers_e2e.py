@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.gateway import ENVOY_NAMESPACE, ENVOY_PODS, GATEWAY, gateway_ca
+from tests.support.gateway import ENVOY_NAMESPACE, GATEWAY, envoy_pods, gateway_ca
 from tests.support.modeldeployments import children, condition, s3_model_deployment, wait_ready, wait_reason
 from tests.support.models import SklearnModel
 from tests.support.prometheus import PrometheusServer, dashboard_queries
@@ -153,13 +153,9 @@ def runtime_usage(pod_ip: str) -> dict[tuple[str, str], float]:
 
 
 def envoy_text(cluster: Cluster, what: str, *args: str) -> str:
-    """The logs or the statistics of the Gateway's Envoy pods that serve (Ready): a pod the kubelet
-    lost track of (ContainerStatusUnknown after a node restart) keeps its labels and a dead address."""
-    pods = cluster.kubectl("get", "pods", "-n", ENVOY_NAMESPACE, "-l", ENVOY_PODS, "-o", "json").stdout
-    serving = [pod for pod in json.loads(pods)["items"] if condition(pod, "Ready").get("status") == "True"]
-    assert serving, f"no Ready Envoy pod of the Gateway ({ENVOY_PODS})"
+    """The logs or the statistics of the Gateway's Envoy pods that serve."""
     texts = []
-    for pod in serving:
+    for pod in envoy_pods(cluster):
         if what == "logs":
             texts.append(
                 cluster.kubectl(

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.cluster import Cluster, namespace_name, wait_until
 from tests.support.examples import credentials_secret
-from tests.support.gateway import ENVOY_NAMESPACE, ENVOY_PODS, GATEWAY, gateway_address, wait_routed
+from tests.support.gateway import GATEWAY, envoy_pods, gateway_address, wait_routed
 from tests.support.modeldeployments import children, s3_model_deployment, wait_ready
 from tests.support.models import SklearnModel
 from tests.support.pods import RESTRICTED
@@ -175,11 +175,7 @@ def test_the_gateways_envoy_pods_reach_a_model_whose_own_namespace_is_refused(
     start_caller(cluster, namespace, "neighbour", echo_image, {"app": "neighbour"})
     obj = wait_ready(cluster, namespace, "iris")
     # The Envoy pods are on the pod network, not the node's (which every policy admits).
-    envoys = json.loads(
-        cluster.kubectl("get", "pods", "-n", ENVOY_NAMESPACE, "-l", ENVOY_PODS, "-o", "json").stdout
-    )["items"]
-    assert envoys
-    assert not any(pod["spec"].get("hostNetwork") for pod in envoys)
+    assert not any(pod["spec"].get("hostNetwork") for pod in envoy_pods(cluster))
 
     direct = model_url(cluster, namespace, contract.READY_PATH)
     wait_probe(cluster, namespace, "neighbour", direct, admitted=False)

@@ -4,15 +4,17 @@ certificate, and the wait for Envoy to have a new route."""
 from __future__ import annotations
 
 import base64
+import json
 import ssl
 import urllib.error
 import urllib.request
-from typing import Final
+from typing import Any, Final
 
 import modelplane_contract as contract
 import pytest
 
 from tests.support.cluster import Cluster, make, wait_until
+from tests.support.modeldeployments import condition
 
 #: spec.gateway of a ModelDeployment reached through the chart's Gateway.
 GATEWAY: Final = {"name": "modelplane", "namespace": "modelplane-system"}
@@ -25,6 +27,15 @@ ENVOY_PODS: Final = f"gateway.envoyproxy.io/owning-gateway-name={GATEWAY['name']
 @pytest.fixture(scope="module")
 def gateway_up() -> None:
     make("gateway")  # idempotent: e2e-prerequisites brought it up
+
+
+def envoy_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    """The Gateway's Envoy pods that serve (Ready): a pod the kubelet lost track of
+    (ContainerStatusUnknown after a node restart) keeps its labels and a dead address."""
+    pods = cluster.kubectl("get", "pods", "-n", ENVOY_NAMESPACE, "-l", ENVOY_PODS, "-o", "json").stdout
+    serving = [pod for pod in json.loads(pods)["items"] if condition(pod, "Ready").get("status") == "True"]
+    assert serving, f"no Ready Envoy pod of the Gateway ({ENVOY_PODS})"
+    return serving
 
 
 def gateway_address(cluster: Cluster) -> str:
