@@ -8,7 +8,7 @@ KUBECTL := $(BIN_DIR)/kubectl --kubeconfig $(KUBECONFIG_PATH)
 K8S_VERSION ?= v1.34.4
 ETCD_VERSION ?= v3.6.8
 COREDNS_VERSION ?= v1.14.7
-HOST_PACKAGES := containerd runc containernetworking-plugins iptables conntrack buildah debootstrap jq socat
+HOST_PACKAGES := containerd runc containernetworking-plugins iptables conntrack buildah debootstrap jq socat ipset
 
 .PHONY: host-packages
 host-packages: ## Install the Debian packages the local cluster uses (containerd, runc, CNI, buildah, ...).

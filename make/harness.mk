@@ -85,3 +85,32 @@ keda-prometheus-url: ## Print the address of the Prometheus that `make keda` run
 e2e-prerequisites: helm prometheus crds addons keda
 # The add-ons talk to the cluster: stop them (and unregister their APIs) before it goes.
 cluster-down cluster-purge: addons-down keda-down
+
+# NetworkPolicy enforcement (hack/harness/network-policy.sh): kube-router's network-policy controller
+# alone, built from its Go module into a cache directory keyed by what goes into the build (version,
+# Go toolchain, build script), run on the node next to the bridge CNI and kube-proxy.
+KUBE_ROUTER_VERSION ?= v2.1.0
+# Deferred (=): `go version` runs only when a kube-router target needs the key.
+KUBE_ROUTER_KEY = $(shell { echo $(KUBE_ROUTER_VERSION); go version; cat $(HARNESS_HACK)/build-kube-router.sh; } | sha256sum | cut -c1-12)
+KUBE_ROUTER_DIR = $(CACHE_DIR)/kube-router/$(KUBE_ROUTER_VERSION)-$(KUBE_ROUTER_KEY)
+NETWORK_POLICY_SH = $(HARNESS_ENV) KUBE_ROUTER_DIR=$(KUBE_ROUTER_DIR) $(HARNESS_HACK)/network-policy.sh
+
+.PHONY: kube-router
+kube-router: ## Build kube-router (its NetworkPolicy firewall is all the harness runs) from its Go module (cached by its inputs).
+	@$(TIMED) kube-router env KUBE_ROUTER_VERSION=$(KUBE_ROUTER_VERSION) KUBE_ROUTER_DIR=$(KUBE_ROUTER_DIR) \
+	  $(HARNESS_HACK)/build-kube-router.sh
+
+.PHONY: network-policy
+network-policy: cluster-up kube-router ## Enforce NetworkPolicies on the local cluster (kube-router's firewall as a host process; idempotent).
+	@$(TIMED) network-policy $(NETWORK_POLICY_SH) up
+
+.PHONY: network-policy-down
+network-policy-down: ## Stop kube-router and remove its iptables chains and ipsets (NetworkPolicies are no longer enforced).
+	@$(NETWORK_POLICY_SH) down
+
+.PHONY: network-policy-status
+network-policy-status: ## Show whether kube-router runs, and its log file.
+	@$(NETWORK_POLICY_SH) status
+
+e2e-prerequisites: network-policy
+cluster-down cluster-purge: network-policy-down

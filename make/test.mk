@@ -42,7 +42,7 @@ test-heavy-e2e: e2e-prerequisites ## End-to-end tests of the heavy images (vLLM)
 .PHONY: builds
 builds: ## Build (or find cached) the cluster, harness and image inputs, two jobs at a time.
 	@$(MAKE) --no-print-directory -j2 -Oline llama-cpp-wheel-cached image-inputs cluster-binaries helm prometheus \
-	  crds addon-binaries keda-binaries fake-gcs-server gateway-binaries
+	  crds addon-binaries keda-binaries fake-gcs-server gateway-binaries kube-router
 
 # Areas append what their e2e tests need built and started (cluster, images, s3, ...).
 .PHONY: e2e-prerequisites

@@ -53,6 +53,17 @@ TRAFFIC_POLICY_CRD: Final = "backendtrafficpolicies.gateway.envoyproxy.io"
 
 # In apply order (a Deployment before what points at it); prune walks it backwards.
 CHILD_KINDS: Final = (
+    # First, so that new pods start isolated. Label selectors are atomic in the API: compared whole.
+    ChildKind(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        atomic_maps=(
+            ".spec.podSelector",
+            ".spec.ingress.from.namespaceSelector",
+            ".spec.ingress.from.podSelector",
+        ),
+    ),
     ChildKind("apps/v1", "Deployment", "deployments", atomic_maps=(".spec.selector.matchLabels",)),
     ChildKind("v1", "Service", "services", atomic_maps=(".spec.selector",)),
     # spec.access: before the route they attach to, so a new route is never served without its keys.

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from modelplane.render import RenderSettings
+from modelplane.render.settings import NetworkPolicySettings
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,7 @@ class Config:
             cluster_domain=env.get("MODELPLANE_CLUSTER_DOMAIN", defaults.cluster_domain),
             prometheus_url=env.get("MODELPLANE_PROMETHEUS_URL", defaults.prometheus_url),
             consumer_namespace=env.get("MODELPLANE_CONSUMER_NAMESPACE", defaults.consumer_namespace),
+            network_policy=_network_policy(env),
         )
         namespaces = tuple(
             ns.strip() for ns in env.get("MODELPLANE_WATCH_NAMESPACES", "").split(",") if ns.strip()
@@ -95,6 +97,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 def _quantities(env: Mapping[str, str], name: str, default: Mapping[str, str]) -> Mapping[str, str]:
     """cpu=100m,memory=256Mi -> {"cpu": "100m", "memory": "256Mi"}; "" means none."""
+    return _pairs(env, name, default, "cpu=100m,memory=256Mi")
+
+
+def _pairs(env: Mapping[str, str], name: str, default: Mapping[str, str], example: str) -> Mapping[str, str]:
+    """KEY=VALUE,... -> a mapping; "" means an empty one, unset the default."""
     raw = env.get(name)
     if raw is None:
         return default
@@ -102,6 +109,26 @@ def _quantities(env: Mapping[str, str], name: str, default: Mapping[str, str]) -
     for item in filter(None, (part.strip() for part in raw.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise ConfigError(f"{name}={raw!r} must look like cpu=100m,memory=256Mi")
+            raise ConfigError(f"{name}={raw!r} must look like {example}")
         result[key] = value
     return result
+
+
+def _network_policy(env: Mapping[str, str]) -> NetworkPolicySettings | None:
+    """MODELPLANE_NETWORK_POLICY=false renders none; the selectors are label=value lists ("" selects all)."""
+    enabled = env.get("MODELPLANE_NETWORK_POLICY", "true").strip().lower()
+    if enabled not in ("true", "false"):
+        raise ConfigError(f"MODELPLANE_NETWORK_POLICY={enabled!r} must be true or false")
+    if enabled == "false":
+        return None
+    defaults = NetworkPolicySettings()
+    example = "app.kubernetes.io/name=envoy,app.kubernetes.io/component=proxy"
+    prefix = "MODELPLANE_NETWORK_POLICY_"
+    return NetworkPolicySettings(
+        gateway_pods=_pairs(env, f"{prefix}GATEWAY_PODS", defaults.gateway_pods, example),
+        gateway_namespaces=_pairs(env, f"{prefix}GATEWAY_NAMESPACES", defaults.gateway_namespaces, example),
+        prometheus_pods=_pairs(env, f"{prefix}PROMETHEUS_PODS", defaults.prometheus_pods, example),
+        prometheus_namespaces=_pairs(
+            env, f"{prefix}PROMETHEUS_NAMESPACES", defaults.prometheus_namespaces, example
+        ),
+    )

@@ -46,6 +46,9 @@ CONSUMER_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 # Envoy Gateway's authorization matches at most 256 header values: two key ids per consumer.
 MAX_CONSUMERS: Final = 128
 QUOTA_UNITS: Final = ("Second", "Minute", "Hour")
+# spec.access (network isolation): label selector operators, and the most namespaces one spec may list.
+SELECTOR_OPERATORS: Final = ("In", "NotIn", "Exists", "DoesNotExist")
+ACCESS_MAX_NAMESPACES: Final = 64
 
 
 class SpecError(ValueError):
@@ -196,11 +199,33 @@ class Quota:
 
 
 @dataclass(frozen=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: str
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    """A Kubernetes label selector; empty selects everything."""
+
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+@dataclass(frozen=True)
 class Access:
-    """Who may call the model (spec.access): consumers through the gateway, each with a quota."""
+    """Who may call the model (spec.access). Through the gateway: the consumers, each within the quota.
+    Directly to its pods: the model's NetworkPolicy admits the gateway's Envoy pods, Prometheus and
+    what namespaces/pod_selector list. Without spec.access at all it admits the model's own namespace
+    instead; with spec.access (consumers alone too) only what is listed, so no key check is bypassed."""
 
     consumers: tuple[str, ...] = ()  # consumer or group names; empty: no API keys asked for
     quota: Quota | None = None
+    # Every pod of these namespaces (narrowed by pod_selector when it is set).
+    namespaces: tuple[str, ...] = ()
+    # Pods with these labels, in the namespaces above, or in the model's own namespace when none are listed.
+    pod_selector: LabelSelector | None = None
 
 
 @dataclass(frozen=True)
@@ -397,7 +422,20 @@ def _access(raw: Any) -> Access | None:
             raise SpecError(
                 "spec.access.quota needs spec.access.consumers: the quota is counted per consumer"
             )
-    return Access(consumers=consumers, quota=quota)
+    namespaces = _str_list(body.get("namespaces", []), "spec.access.namespaces")
+    for index, namespace in enumerate(namespaces):
+        _matches(namespace, _DNS_LABEL, 63, f"spec.access.namespaces[{index}]", "a namespace name")
+    if len(set(namespaces)) != len(namespaces):
+        raise SpecError("spec.access.namespaces: list each namespace once")
+    if len(namespaces) > ACCESS_MAX_NAMESPACES:
+        raise SpecError(f"spec.access.namespaces: at most {ACCESS_MAX_NAMESPACES} namespaces")
+    selector = body.get("podSelector")
+    return Access(
+        consumers=consumers,
+        quota=quota,
+        namespaces=tuple(namespaces),
+        pod_selector=None if selector is None else _label_selector(selector, "spec.access.podSelector"),
+    )
 
 
 def _model(raw: Any, path: str) -> Model:
@@ -620,6 +658,33 @@ def _autoscaling(raw: Any, language_model: bool) -> Autoscaling | None:
         metric=metric,
         target=target,
         scale_down_delay_seconds=delay,
+    )
+
+
+# --- spec.access.podSelector: a Kubernetes label selector ------------------------------------------
+
+
+def _label_selector(raw: Any, path: str) -> LabelSelector:
+    body = _mapping(raw, path)
+    expressions = []
+    for index, item in enumerate(body.get("matchExpressions") or []):
+        where = f"{path}.matchExpressions[{index}]"
+        entry = _mapping(item, where)
+        key = _str(entry.get("key"), f"{where}.key", required=True)
+        operator = _str(entry.get("operator"), f"{where}.operator", required=True)
+        assert key is not None
+        assert operator is not None
+        if operator not in SELECTOR_OPERATORS:
+            raise SpecError(f"{where}.operator: {operator!r} is not one of {', '.join(SELECTOR_OPERATORS)}")
+        values = tuple(_str_list(entry.get("values", []), f"{where}.values"))
+        if operator in ("In", "NotIn") and not values:
+            raise SpecError(f"{where}.values: operator {operator} needs at least one value")
+        if operator in ("Exists", "DoesNotExist") and values:
+            raise SpecError(f"{where}.values must be empty with operator {operator}")
+        expressions.append(LabelSelectorRequirement(key=key, operator=operator, values=values))
+    return LabelSelector(
+        match_labels=_str_map(body.get("matchLabels"), f"{path}.matchLabels"),
+        match_expressions=tuple(expressions),
     )
 
 

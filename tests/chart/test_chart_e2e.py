@@ -42,6 +42,7 @@ NEEDED_IN_NAMESPACE = [
     ("services", "create", ""),
     ("horizontalpodautoscalers.autoscaling", "create", ""),
     ("poddisruptionbudgets.policy", "create", ""),
+    ("networkpolicies.networking.k8s.io", "create", ""),
     ("scaledobjects.keda.sh", "create", ""),
     ("modeldeployments.modelplane.io", "watch", ""),
     ("modeldeployments.modelplane.io", "patch", "status"),

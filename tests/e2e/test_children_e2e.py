@@ -27,7 +27,7 @@ from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 KEDA_CRD = "scaledobjects.keda.sh"
-SETTLED_KINDS = ("deployment", "service", "poddisruptionbudget")
+SETTLED_KINDS = ("deployment", "service", "poddisruptionbudget", "networkpolicy")
 FIELD_MANAGER = "modelplane"  # the host operator's (make operator-up leaves the default)
 
 
@@ -101,7 +101,7 @@ def test_a_deleted_scaled_object_comes_back_within_15s_and_nothing_else_changes(
     wait_ready(cluster, namespace, "keda")
     original = wait_until("the ScaledObject", lambda: scaled_object(cluster, namespace, "keda"), timeout=60)
     before = wait_until("the children settled", lambda: settled(cluster, namespace, "keda"), timeout=120)
-    assert len(before) == 1 + len(SETTLED_KINDS), before  # the MD, its Deployment, Service and PDB
+    assert len(before) == 1 + len(SETTLED_KINDS), before  # the MD and each settled kind
 
     started = time.monotonic()
     cluster.kubectl("delete", "scaledobject", "keda", "-n", namespace, "--wait=true")

@@ -8,7 +8,6 @@ Every consumer name carries the test namespace's suffix: the consumer namespace 
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import secrets
@@ -26,8 +25,9 @@ import modelplane_contract as contract
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import Cluster, make, wait_until
+from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
+from tests.support.gateway import ENVOY_NAMESPACE, GATEWAY, envoy_pods, gateway_ca
 from tests.support.modeldeployments import children, condition, s3_model_deployment, wait_ready, wait_reason
 from tests.support.models import SklearnModel
 from tests.support.prometheus import PrometheusServer, dashboard_queries
@@ -39,20 +39,11 @@ log = logging.getLogger(__name__)
 CONSUMERS = (
     "modelplane-consumers"  # the host operator's consumer namespace (operator/deploy/host-operator.yaml)
 )
-GATEWAY = {"name": "modelplane", "namespace": "modelplane-system"}
-TLS_SECRET = "modelplane-gateway-tls"
-ENVOY_NAMESPACE = "envoy-gateway-system"
-ENVOY_PODS = f"gateway.envoyproxy.io/owning-gateway-name={GATEWAY['name']}"
 ENVOY_STATS_PORT = 19001  # Envoy Gateway's Prometheus listener on every Envoy pod
 # Requests per hour per consumer: Envoy refills a bucket once per unit, and within a test's seconds an
 # hourly refill is unlikely to land (a per-minute one would, one run in ten).
 QUOTA = 20
 REVOKED_WITHIN_SECONDS = 30.0
-
-
-@pytest.fixture(scope="module")
-def gateway_up() -> None:
-    make("gateway")  # idempotent: e2e-prerequisites brought it up
 
 
 @dataclass
@@ -115,9 +106,8 @@ def delete_consumers(cluster: Cluster, *consumers: Consumer) -> None:
 
 
 def gateway_tls(cluster: Cluster, tmp_path: Path) -> ssl.SSLContext:
-    secret = cluster.get("secret", TLS_SECRET, GATEWAY["namespace"])
     path = tmp_path / "gateway-ca.crt"
-    path.write_bytes(base64.b64decode(secret["data"]["tls.crt"]))
+    path.write_bytes(gateway_ca(cluster))
     return ssl.create_default_context(cafile=str(path))
 
 
@@ -163,13 +153,9 @@ def runtime_usage(pod_ip: str) -> dict[tuple[str, str], float]:
 
 
 def envoy_text(cluster: Cluster, what: str, *args: str) -> str:
-    """The logs or the statistics of the Gateway's Envoy pods that serve (Ready): a pod the kubelet
-    lost track of (ContainerStatusUnknown after a node restart) keeps its labels and a dead address."""
-    pods = cluster.kubectl("get", "pods", "-n", ENVOY_NAMESPACE, "-l", ENVOY_PODS, "-o", "json").stdout
-    serving = [pod for pod in json.loads(pods)["items"] if condition(pod, "Ready").get("status") == "True"]
-    assert serving, f"no Ready Envoy pod of the Gateway ({ENVOY_PODS})"
+    """The logs or the statistics of the Gateway's Envoy pods that serve."""
     texts = []
-    for pod in serving:
+    for pod in envoy_pods(cluster):
         if what == "logs":
             texts.append(
                 cluster.kubectl(

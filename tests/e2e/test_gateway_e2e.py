@@ -7,7 +7,6 @@ Envoy's default 15 s route timeout, and a route the Gateway refuses reported in 
 
 from __future__ import annotations
 
-import base64
 import http.client
 import io
 import json
@@ -21,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import modelplane_contract as contract
 import pytest
 from modelplane_runtime.grpc.generated import inference_pb2 as pb
 from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import Cluster, make, wait_until
+from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import CREDENTIALS_SECRET, credentials_secret
+from tests.support.gateway import GATEWAY, gateway_ca, wait_routed
 from tests.support.modeldeployments import (
     children,
     condition,
@@ -43,8 +42,6 @@ from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 
-GATEWAY = {"name": "modelplane", "namespace": "modelplane-system"}
-TLS_SECRET = "modelplane-gateway-tls"
 SLOW_SECONDS = 20.0  # longer than Envoy's default route timeout (15 s), well inside requestTimeoutSeconds
 # The custom model of the long request: each call sleeps for the first input, then sums each row.
 SLOW_MODEL = """
@@ -63,11 +60,6 @@ class SlowSum:
         time.sleep(float(x[0, 0]))
         return {"sum": x.sum(axis=1)}
 """
-
-
-@pytest.fixture(scope="module")
-def gateway_up() -> None:
-    make("gateway")  # idempotent: e2e-prerequisites brought it up
 
 
 def model_md(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -90,12 +82,6 @@ def custom_model(s3: S3Server, module: str, source: str) -> dict[str, Any]:
     return {"uri": f"s3://{s3.bucket}/{key}", "format": "custom", "digest": digest}
 
 
-def gateway_ca(cluster: Cluster) -> bytes:
-    """The Gateway's self-signed certificate (the harness made it; it names the node's address)."""
-    secret = cluster.get("secret", TLS_SECRET, GATEWAY["namespace"])
-    return base64.b64decode(secret["data"]["tls.crt"])
-
-
 def grpc_predict(address: str, ca: bytes, model_header: str, rows: list[list[float]]) -> list[int]:
     """An OIP v2 ModelInfer over TLS to ADDRESS, routed by the modelplane-model header."""
     tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP64", shape=[len(rows), len(rows[0])])
@@ -114,25 +100,6 @@ def post(url: str, body: Any, context: ssl.SSLContext | None = None, timeout: fl
     )
     with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         return json.loads(response.read())
-
-
-def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
-    """Until Envoy has the route: the Gateway reports Accepted when it has translated the route, and
-    pushes it to Envoy a moment later; until then Envoy answers 404 (no route). Only that is waited out:
-    any other failure fails the test at once."""
-
-    def routed() -> bool:
-        try:
-            with urllib.request.urlopen(
-                f"{url}{contract.READY_PATH}", timeout=10, context=context
-            ) as response:
-                return bool(response.status == 200)
-        except urllib.error.HTTPError as error:
-            if error.code == 404 and error.headers.get("server") == "envoy":
-                return False
-            raise
-
-    wait_until(f"Envoy to route {url}", routed, timeout=30, interval=0.5)
 
 
 def test_a_model_is_served_through_the_gateway_over_http_and_https(

@@ -323,7 +323,14 @@ def test_deleting_the_model_deployment_removes_every_child(
     )
     cluster.apply([credentials_secret(s3), autoscaled], namespace)
     wait_ready(cluster, namespace, "gone")
-    kinds = ("deployment", "service", "horizontalpodautoscaler", "poddisruptionbudget", "pod")
+    kinds = (
+        "deployment",
+        "service",
+        "horizontalpodautoscaler",
+        "poddisruptionbudget",
+        "networkpolicy",
+        "pod",
+    )
     assert all(children(cluster, namespace, "gone", kind) for kind in kinds)
     cluster.kubectl("delete", "md", "gone", "-n", namespace, "--wait=true", timeout=120)
     wait_until(

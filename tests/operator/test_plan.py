@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,6 +74,7 @@ def kinds(manifests: tuple[Any, ...]) -> list[tuple[str, str]]:
 def test_a_new_model_deployment_applies_its_children_in_table_order() -> None:
     result = plan.plan(desired(), observed(secrets=SECRETS["sklearn-s3"]), {}, NOW)
     assert kinds(result.apply) == [
+        ("NetworkPolicy", "iris"),
         ("Deployment", "iris"),
         ("Service", "iris"),
         ("PodDisruptionBudget", "iris"),
@@ -86,7 +88,7 @@ def test_a_new_model_deployment_applies_its_children_in_table_order() -> None:
 
 
 def test_a_steady_state_plans_nothing() -> None:
-    for case in ("sklearn-s3", "canary-ready", "autoscaling-cpu", "pvc"):
+    for case in ("sklearn-s3", "canary-ready", "autoscaling-cpu", "pvc", "access"):
         want = desired(case)
         seen, written = converged(want, secrets=SECRETS.get(case, {}))
         result = plan.plan(want, seen, written, LATER)
@@ -112,7 +114,7 @@ def changed(value: Any) -> Any:
     return f"{value}-edited"
 
 
-@pytest.mark.parametrize("case", ["sklearn-s3", "canary-ready", "autoscaling-cpu", "gpu", "pvc"])
+@pytest.mark.parametrize("case", ["sklearn-s3", "canary-ready", "autoscaling-cpu", "gpu", "pvc", "access"])
 def test_drift_of_each_owned_field_is_put_back(case: str) -> None:
     """Every field we render, edited by someone else on the live object, makes the plan re-apply
     that child (and count it as a repair); no other child is touched."""
@@ -230,6 +232,15 @@ def test_prune_of_each_kind(
         assert ref.api_version == children.by_kind(ref.kind).api_version
 
 
+def test_network_policies_turned_off_prunes_the_models_policy() -> None:
+    old = desired("access")
+    seen, written = converged(old)
+    off = plan.desired(body("access"), replace(SETTINGS, network_policy=None))
+    result = plan.plan(off, seen, written, LATER)
+    assert {(r.kind, r.name) for r in result.prune} == {("NetworkPolicy", "iris")}
+    assert result.apply == ()
+
+
 def test_every_applied_kind_can_be_pruned() -> None:
     covered = {
         "Deployment",
@@ -238,6 +249,7 @@ def test_every_applied_kind_can_be_pruned() -> None:
         "PodDisruptionBudget",
         "ScaledObject",
         "HTTPRoute",  # tests/operator/test_gateway.py
+        "NetworkPolicy",
     }
     covered |= {"SecurityPolicy", "BackendTrafficPolicy"}  # tests/operator/test_consumers.py
     assert covered == {row.kind for row in children.applied_kinds()}

@@ -75,7 +75,12 @@ def test_create_applies_once_then_a_steady_state_makes_no_call(kube: MemoryKube)
     kube.create_md(md_body())
     ctl = controller(kube)
     outcome = run(ctl)
-    assert outcome.applied == ("Deployment/iris", "Service/iris", "PodDisruptionBudget/iris")
+    assert outcome.applied == (
+        "NetworkPolicy/iris",
+        "Deployment/iris",
+        "Service/iris",
+        "PodDisruptionBudget/iris",
+    )
     assert outcome.status_written
     assert [c for c in kube.calls if c[0] == "get"] == [("get", "Secret", "s3-credentials")]
     roll_out(kube)
@@ -159,7 +164,7 @@ def test_a_watch_later_than_the_confirm_window_costs_one_get_per_child_and_no_wr
     assert outcome is not None
     assert outcome.applied == ()
     assert sorted(kube.calls) == [
-        ("get", k, "iris") for k in ("Deployment", "PodDisruptionBudget", "Service")
+        ("get", k, "iris") for k in ("Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service")
     ]
     assert outcome.recheck_in == cache.CONFIRM_SECONDS  # still unseen: asked again later, not hammered
     assert ctl.process_one(timeout=0) is None

@@ -56,6 +56,7 @@ OBSERVATIONS = {
         security_policy_installed=True,
         traffic_policy_installed=True,
     ),
+    "access": render.Observations(),
 }
 
 
@@ -158,7 +159,9 @@ def test_no_empty_values_that_the_api_server_would_drop() -> None:
     def walk(node: Any, path: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
-                assert value not in ("", [], {}) or key == "emptyDir", f"{path}.{key} is empty"
+                # An empty volume source or label selector means something (and the API keeps it).
+                meaningful = key in ("emptyDir", "namespaceSelector", "podSelector")
+                assert value not in ("", [], {}) or meaningful, f"{path}.{key} is empty"
                 walk(value, f"{path}.{key}")
         elif isinstance(node, list):
             for index, value in enumerate(node):

@@ -14,6 +14,7 @@ from modelplane.render.canary import canary_replicas, split
 from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest
 from modelplane.render.deployment import deployment
 from modelplane.render.disruption import pod_disruption_budget
+from modelplane.render.network import network_policy
 from modelplane.render.rate_limit import rate_limit_policy
 from modelplane.render.route import http_route
 from modelplane.render.security_policy import security_policy
@@ -68,6 +69,8 @@ def children(
         manifests.append(http_route(md, observed.canary_ready))
     if _most_replicas(md) > 1:
         manifests.append(pod_disruption_budget(md))
+    if settings.network_policy is not None:
+        manifests.append(network_policy(md, settings.network_policy))
     manifests.extend(_access_policies(md, settings, observed))
     return manifests
 

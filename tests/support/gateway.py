@@ -1,0 +1,70 @@
+"""The chart's Gateway on the local cluster (make gateway): its reference, its address, its
+certificate, and the wait for Envoy to have a new route."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+from typing import Any, Final
+
+import modelplane_contract as contract
+import pytest
+
+from tests.support.cluster import Cluster, make, wait_until
+from tests.support.modeldeployments import condition
+
+#: spec.gateway of a ModelDeployment reached through the chart's Gateway.
+GATEWAY: Final = {"name": "modelplane", "namespace": "modelplane-system"}
+TLS_SECRET: Final = "modelplane-gateway-tls"
+#: Where Envoy Gateway runs the Gateway's Envoy pods, and their label.
+ENVOY_NAMESPACE: Final = "envoy-gateway-system"
+ENVOY_PODS: Final = f"gateway.envoyproxy.io/owning-gateway-name={GATEWAY['name']}"
+
+
+@pytest.fixture(scope="module")
+def gateway_up() -> None:
+    make("gateway")  # idempotent: e2e-prerequisites brought it up
+
+
+def envoy_pods(cluster: Cluster) -> list[dict[str, Any]]:
+    """The Gateway's Envoy pods that serve (Ready): a pod the kubelet lost track of
+    (ContainerStatusUnknown after a node restart) keeps its labels and a dead address."""
+    pods = cluster.kubectl("get", "pods", "-n", ENVOY_NAMESPACE, "-l", ENVOY_PODS, "-o", "json").stdout
+    serving = [pod for pod in json.loads(pods)["items"] if condition(pod, "Ready").get("status") == "True"]
+    assert serving, f"no Ready Envoy pod of the Gateway ({ENVOY_PODS})"
+    return serving
+
+
+def gateway_address(cluster: Cluster) -> str:
+    """The Gateway's first address (what status.url names)."""
+    gateway = cluster.get("gateway", GATEWAY["name"], GATEWAY["namespace"])
+    address: str = gateway["status"]["addresses"][0]["value"]
+    return address
+
+
+def gateway_ca(cluster: Cluster) -> bytes:
+    """The Gateway's self-signed certificate (the harness made it; it names the node's address)."""
+    secret = cluster.get("secret", TLS_SECRET, GATEWAY["namespace"])
+    return base64.b64decode(secret["data"]["tls.crt"])
+
+
+def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
+    """Until Envoy has the route: the Gateway reports Accepted when it has translated the route, and
+    pushes it to Envoy a moment later; until then Envoy answers 404 (no route). Only that is waited out:
+    any other failure fails the test at once."""
+
+    def routed() -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{url}{contract.READY_PATH}", timeout=10, context=context
+            ) as response:
+                return bool(response.status == 200)
+        except urllib.error.HTTPError as error:
+            if error.code == 404 and error.headers.get("server") == "envoy":
+                return False
+            raise
+
+    wait_until(f"Envoy to route {url}", routed, timeout=30, interval=0.5)
