@@ -224,6 +224,18 @@ def admin_stats(admin_url: str, pattern: str) -> dict[str, int]:
     return {s["name"]: int(s["value"]) for s in stats if "value" in s}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process PID so far (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def downstream_requests(admin_url: str) -> int:
+    """Requests Envoy's listeners answered (the admin endpoint's own excluded)."""
+    counted = admin_stats(admin_url, r"downstream_rq_total$")
+    return sum(value for name, value in counted.items() if not name.startswith("http.admin."))
+
+
 class GatewayBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -231,6 +243,8 @@ class GatewayBench:
         self.measurements: list[Measurement] = []
         self.failures: list[str] = []
         self.notes: list[str] = []
+        # Envoy's own CPU time (user + system, all its threads) per request it served while measured.
+        self.cpu_per_request: dict[str, float] = {}
 
     def run(self) -> None:
         lr = make_models(self.work_dir / "models")[0]
@@ -251,6 +265,7 @@ class GatewayBench:
                 check_predictions_at(DIRECT, runtime.url(infer_path), lr, "v2")
                 targets = [Target(DIRECT, runtime.url(infer_path), {})]
                 admins: dict[str, str] = {}
+                pids: dict[str, int] = {}
                 for name, with_keys in ((ENVOY, False), (ENVOY_KEYS, True)):
                     slug = "envoy-keys" if with_keys else "envoy"
                     translated = translate(
@@ -267,7 +282,7 @@ class GatewayBench:
                         upstream_ports=upstream,
                     )
                     envoy = envoy_spec(name, self.args.envoy, bootstrap, self.work_dir / slug)
-                    stack.enter_context(running(envoy, logs / f"{slug}.log", cpu=LOAD_CPU))
+                    pids[name] = stack.enter_context(running(envoy, logs / f"{slug}.log", cpu=LOAD_CPU))
                     admins[name] = envoy.url("")
                     url = f"http://{LOOPBACK}:{listen_port}/{NAMESPACE}/{lr.name}{infer_path}"
                     headers = {"x-api-key": key} if with_keys else {}
@@ -275,8 +290,16 @@ class GatewayBench:
                         self.check_refusals(url, first_body, key)
                     check_predictions_at(name, url, lr, "v2", headers)
                     targets.append(Target(name, url, headers))
+                before = {
+                    name: (cpu_seconds(pid), downstream_requests(admins[name])) for name, pid in pids.items()
+                }
                 self.measure(targets, bodies, first_body)
                 for name, admin in admins.items():
+                    cpu_before, requests_before = before[name]
+                    requests = downstream_requests(admin) - requests_before
+                    spent = cpu_seconds(pids[name]) - cpu_before
+                    if requests:
+                        self.cpu_per_request[name] = spent / requests
                     counted = admin_stats(admin, "api_key_auth|rbac|local_rate_limit|rq_total")
                     shown = ", ".join(f"{k} {v}" for k, v in sorted(counted.items()) if v) or "none"
                     self.notes.append(f"{name}: Envoy's counters after the run: {shown}")
@@ -387,6 +410,17 @@ def report(bench: GatewayBench, started: datetime.datetime, load_before: str) ->
             or ["- (not enough configurations measured)"]
         ),
     ]
+    if bench.cpu_per_request:
+        lines += [
+            "",
+            "## Envoy's CPU per request (its process's user + system time over the requests it served)",
+            "",
+            *(f"- {name}: {seconds * 1e6:.0f} µs" for name, seconds in bench.cpu_per_request.items()),
+            (
+                "- What a gateway node spends per request, whatever the contention; on this machine Envoy "
+                f"shares core {LOAD_CPU} with wrk, so its req/s ratio above is bounded by that core too"
+            ),
+        ]
     if bench.failures:
         lines += ["", "## Failures", "", *(f"- {f.splitlines()[0]}" for f in bench.failures)]
     if bench.notes:
