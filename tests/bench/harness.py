@@ -228,6 +228,33 @@ def batching_cost(measurements: Sequence[Measurement], workload: str, limit: flo
     )
 
 
+def overhead_lines(
+    measurements: Sequence[Measurement],
+    workload: str,
+    baseline: str,
+    others: Sequence[str],
+    concurrencies: Sequence[int],
+) -> list[str]:
+    """Each of OTHERS against BASELINE at each concurrency: the req/s ratio and the added p50/p99."""
+    lines = []
+    for concurrency in concurrencies:
+        base = _find(measurements, workload, baseline, concurrency)
+        if base is None:
+            continue
+        for other in others:
+            result = _find(measurements, workload, other, concurrency)
+            if result is None:
+                continue
+            ratio = result.requests_per_second / base.requests_per_second if base.requests_per_second else 0.0
+            lines.append(
+                f"- c={concurrency} {other} / {baseline}: req/s **{ratio:.2f}x**, "
+                f"p50 {result.p50_ms - base.p50_ms:+.2f} ms ({base.p50_ms:.2f} -> {result.p50_ms:.2f}), "
+                f"p99 {result.p99_ms - base.p99_ms:+.2f} ms ({base.p99_ms:.2f} -> {result.p99_ms:.2f})"
+                + (f", {result.errors} errors" if result.errors else "")
+            )
+    return lines
+
+
 def ratio_lines(ratios: Iterable[Ratio]) -> list[str]:
     lines = []
     for r in ratios:

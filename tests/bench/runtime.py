@@ -20,10 +20,12 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import modelplane_contract as contract
 
@@ -41,20 +43,23 @@ OPTIMIZED_MODELS = ("pipeline-20",)
 READY_TIMEOUT_S = 180.0
 
 
+B = TypeVar("B", bound="Runnable")
+
+
 class BenchError(Exception):
     """A server that would not start, answered wrongly, or a wrk run that failed."""
 
 
 @contextlib.contextmanager
-def running(spec: servers.ServerSpec, log_path: Path) -> Iterator[int]:
-    """Start the server pinned to SERVER_CPU, wait until it is ready, stop it (its process group) after.
+def running(spec: servers.ServerSpec, log_path: Path, cpu: str = SERVER_CPU) -> Iterator[int]:
+    """Start the server pinned to CPU, wait until it is ready, stop it (its process group) after.
 
     Yields the server's pid (taskset execs the server in place).
     """
     env = {**os.environ, **spec.env, "PYTHONUNBUFFERED": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["taskset", "-c", SERVER_CPU, *spec.argv],
+            ["taskset", "-c", cpu, *spec.argv],
             cwd=spec.cwd,
             env=env,
             stdout=log,
@@ -98,8 +103,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def post_json(url: str, body: str) -> object:
-    request = urllib.request.Request(url, body.encode(), {"Content-Type": "application/json"})
+def post_json(url: str, body: str, headers: Mapping[str, str] | None = None) -> object:
+    request = urllib.request.Request(
+        url, body.encode(), {"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
@@ -109,21 +116,30 @@ def post_json(url: str, body: str) -> object:
 
 def check_predictions(spec: servers.ServerSpec, model: BenchModel, protocol: Protocol) -> None:
     """A sample of rows, one per request: the server must answer what the estimator answers."""
+    check_predictions_at(spec.name, spec.url(spec.infer_paths[protocol]), model, protocol)
+
+
+def check_predictions_at(
+    name: str, url: str, model: BenchModel, protocol: Protocol, headers: Mapping[str, str] | None = None
+) -> None:
+    """check_predictions for any URL (a proxy's, say) and request headers (an API key)."""
     rows = model.rows[:CHECKED_ROWS]
     expected = model.estimator.predict(rows).tolist()
-    url = spec.url(spec.infer_paths[protocol])
     got = [
-        harness.predictions_of(protocol, post_json(url, harness.request_body(protocol, row)))[0]
+        harness.predictions_of(protocol, post_json(url, harness.request_body(protocol, row), headers))[0]
         for row in rows
     ]
     mismatches = [(i, g, e) for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e]
     if mismatches:
         raise BenchError(
-            f"{spec.name} {protocol}: {len(mismatches)}/{len(rows)} predictions differ: {mismatches[:5]}"
+            f"{name} {protocol}: {len(mismatches)}/{len(rows)} predictions differ: {mismatches[:5]}"
         )
 
 
-def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> harness.WrkResult:
+def run_wrk(
+    url: str, bodies: Path, concurrency: int, seconds: float, script_args: Sequence[str] = ()
+) -> harness.WrkResult:
+    """SCRIPT_ARGS: what wrk_rows.lua takes after the bodies file (a request cap, headers)."""
     argv = [
         "taskset",
         "-c",
@@ -135,7 +151,7 @@ def run_wrk(url: str, bodies: Path, concurrency: int, seconds: float) -> harness
         "--timeout",
         "10s",
     ]
-    argv += ["-s", str(LUA_SCRIPT), url, "--", str(bodies)]
+    argv += ["-s", str(LUA_SCRIPT), url, "--", str(bodies), *script_args]
     completed = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if completed.returncode != 0:
         raise BenchError(f"wrk failed ({completed.returncode}): {completed.stderr or completed.stdout}")
@@ -380,22 +396,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+class Runnable(typing.Protocol):
+    failures: list[str]
+
+    def run(self) -> None: ...
+
+
+def run_and_report(bench: B, results: Path | None, report: Callable[[B, datetime.datetime, str], str]) -> int:
+    """Run BENCH (wrk and taskset needed), print its report and write it to RESULTS; the exit code."""
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             print(f"{tool} is not installed; `make bench-tools` installs it", file=sys.stderr)
             return 2
     started = datetime.datetime.now(datetime.UTC)
     load_before = machine.load_average()
-    bench = Bench(args)
     bench.run()
     text = report(bench, started, load_before)
     print("\n" + text)
-    if args.results:
-        args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text)
+    if results:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text)
     return 1 if bench.failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    return run_and_report(Bench(args), args.results, report)
 
 
 if __name__ == "__main__":

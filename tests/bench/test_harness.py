@@ -131,3 +131,17 @@ def test_profile_summary_counts_self_and_total_per_function() -> None:
     assert lines[1:4] == ["self:", "   50.0%  predict (model.py)", "   30.0%  decode (codecs.py)"]
     assert "  100.0%  main (app.py)" in lines
     assert "   80.0%  handle (app.py)" in lines
+
+
+def test_overhead_lines_compare_each_path_with_the_baseline_at_each_concurrency() -> None:
+    def result(requests: int, p50: float, p99: float) -> WrkResult:
+        return WrkResult(requests=requests, duration_s=1.0, p50_ms=p50, p99_ms=p99, mean_ms=p50, errors=0)
+
+    measurements = [
+        Measurement("w", "direct", 8, result(1000, 2.0, 10.0)),
+        Measurement("w", "envoy", 8, result(800, 2.5, 12.0)),
+        Measurement("w", "envoy", 1, result(300, 1.0, 2.0)),  # no baseline at c=1: no line
+    ]
+    assert harness.overhead_lines(measurements, "w", "direct", ["envoy", "missing"], [1, 8]) == [
+        "- c=8 envoy / direct: req/s **0.80x**, p50 +0.50 ms (2.00 -> 2.50), p99 +2.00 ms (10.00 -> 12.00)"
+    ]

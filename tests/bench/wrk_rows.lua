@@ -3,6 +3,9 @@
 -- tests/bench/harness.py), so consecutive requests carry different rows and no server can
 -- answer from a cache. done() prints one machine-readable line that harness.parse_wrk_output reads.
 --   wrk -t1 -c8 -d6s -s tests/bench/wrk_rows.lua http://127.0.0.1:PORT/v2/models/m/infer -- bodies.txt
+-- Optional further arguments: the most requests a thread sends before it stops (0: until -d ends),
+-- then request headers, one "Name: value" each (an API key, say).
+--   ... -- bodies.txt 100000 "x-api-key: KEY"
 
 local threads_started = 0
 
@@ -13,6 +16,8 @@ end
 
 local prepared = {}
 local position = 1
+local sent = 0
+local most = 0
 
 function init(args)
   local path = args[1]
@@ -20,6 +25,14 @@ function init(args)
     error("pass the request bodies file after --")
   end
   local headers = { ["Content-Type"] = "application/json" }
+  most = tonumber(args[2] or "0") or 0
+  for i = 3, #args do
+    local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+    if name == nil then
+      error("a header argument must look like 'Name: value', not " .. args[i])
+    end
+    headers[name] = value
+  end
   for line in io.lines(path) do
     if #line > 0 then
       prepared[#prepared + 1] = wrk.format("POST", nil, headers, line)
@@ -33,6 +46,10 @@ function init(args)
 end
 
 function request()
+  sent = sent + 1
+  if most > 0 and sent > most then
+    wrk.thread:stop()
+  end
   local prepared_request = prepared[position]
   position = position % #prepared + 1
   return prepared_request
