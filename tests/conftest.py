@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.support.helm",
     "tests.support.images",
     "tests.support.tools",
+    "tests.support.gateway",
 ]
 
 

@@ -48,11 +48,19 @@ class ChildKind:
 
 KEDA_CRD: Final = "scaledobjects.keda.sh"
 HTTPROUTE_CRD: Final = "httproutes.gateway.networking.k8s.io"
+TRAFFIC_POLICY_CRD: Final = "backendtrafficpolicies.gateway.envoyproxy.io"
 
 # In apply order (a Deployment before what points at it); prune walks it backwards.
 CHILD_KINDS: Final = (
     ChildKind("apps/v1", "Deployment", "deployments", atomic_maps=(".spec.selector.matchLabels",)),
     ChildKind("v1", "Service", "services", atomic_maps=(".spec.selector",)),
+    # Before the route it attaches to, so a new route is never served without it.
+    ChildKind(
+        "gateway.envoyproxy.io/v1alpha1",
+        "BackendTrafficPolicy",
+        "backendtrafficpolicies",
+        requires_crd=TRAFFIC_POLICY_CRD,
+    ),
     ChildKind("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", requires_crd=HTTPROUTE_CRD),
     ChildKind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     ChildKind(

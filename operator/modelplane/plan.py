@@ -147,6 +147,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             secret_keys=secret_keys,
             keda_installed=keda,
             gateway_api_installed=gateway_api,
+            traffic_policy_installed=children.TRAFFIC_POLICY_CRD in observed.crds,
         ),
     )
     manifests.sort(key=lambda m: children.apply_order(m["kind"]))  # stable: render's order within a kind
@@ -197,6 +198,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             gateway=observed.gateway,
             route=owned.get(("HTTPRoute", md.name)),
             shadow=owned.get(("Deployment", track_name(md, SHADOW))),
+            traffic_policy_installed=children.TRAFFIC_POLICY_CRD in observed.crds,
         ),
         previous,
         now,

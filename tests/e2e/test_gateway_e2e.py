@@ -7,7 +7,6 @@ Envoy's default 15 s route timeout, and a route the Gateway refuses reported in 
 
 from __future__ import annotations
 
-import base64
 import http.client
 import io
 import json
@@ -27,13 +26,13 @@ from modelplane_runtime.grpc.generated import inference_pb2 as pb
 from modelplane_runtime.grpc.generated import inference_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.cluster import Cluster, make, wait_until
+from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import CREDENTIALS_SECRET, credentials_secret
+from tests.support.gateway import GATEWAY, gateway_ca, model_md, post
 from tests.support.modeldeployments import (
     children,
     condition,
     md,
-    model_deployment,
     s3_model_spec,
     wait_ready,
     wait_reason,
@@ -43,8 +42,6 @@ from tests.support.s3 import S3Server
 
 pytestmark = pytest.mark.e2e
 
-GATEWAY = {"name": "modelplane", "namespace": "modelplane-system"}
-TLS_SECRET = "modelplane-gateway-tls"
 SLOW_SECONDS = 20.0  # longer than Envoy's default route timeout (15 s), well inside requestTimeoutSeconds
 # The custom model of the long request: each call sleeps for the first input, then sums each row.
 SLOW_MODEL = """
@@ -65,17 +62,6 @@ class SlowSum:
 """
 
 
-@pytest.fixture(scope="module")
-def gateway_up() -> None:
-    make("gateway")  # idempotent: e2e-prerequisites brought it up
-
-
-def model_md(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    """A ModelDeployment of MODEL (a spec.model without its credentials) that names the chart's Gateway."""
-    model = {**model, "credentialsSecret": CREDENTIALS_SECRET}
-    return model_deployment(name, {"model": model, "gateway": GATEWAY, **spec})
-
-
 def custom_model(s3: S3Server, module: str, source: str) -> dict[str, Any]:
     """spec.model of format custom: a tar.gz holding MODULE.py, in S3, its digest pinned (code shipped in
     an artifact runs only so)."""
@@ -90,12 +76,6 @@ def custom_model(s3: S3Server, module: str, source: str) -> dict[str, Any]:
     return {"uri": f"s3://{s3.bucket}/{key}", "format": "custom", "digest": digest}
 
 
-def gateway_ca(cluster: Cluster) -> bytes:
-    """The Gateway's self-signed certificate (the harness made it; it names the node's address)."""
-    secret = cluster.get("secret", TLS_SECRET, GATEWAY["namespace"])
-    return base64.b64decode(secret["data"]["tls.crt"])
-
-
 def grpc_predict(address: str, ca: bytes, model_header: str, rows: list[list[float]]) -> list[int]:
     """An OIP v2 ModelInfer over TLS to ADDRESS, routed by the modelplane-model header."""
     tensor = pb.ModelInferRequest.InferInputTensor(name="x", datatype="FP64", shape=[len(rows), len(rows[0])])
@@ -106,14 +86,6 @@ def grpc_predict(address: str, ca: bytes, model_header: str, rows: list[list[flo
         response = stub.ModelInfer(request, metadata=[("modelplane-model", model_header)], timeout=30)
     (predict,) = [o for o in response.outputs if o.name == "predict"]
     return list(predict.contents.int64_contents)
-
-
-def post(url: str, body: Any, context: ssl.SSLContext | None = None, timeout: float = 30) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-        return json.loads(response.read())
 
 
 def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:

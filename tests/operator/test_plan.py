@@ -238,6 +238,7 @@ def test_every_applied_kind_can_be_pruned() -> None:
         "PodDisruptionBudget",
         "ScaledObject",
         "HTTPRoute",  # tests/operator/test_gateway.py
+        "BackendTrafficPolicy",  # tests/operator/test_scale_to_zero.py
     }
     assert covered == {row.kind for row in children.applied_kinds()}
 

@@ -16,6 +16,8 @@ from modelplane.render.disruption import pod_disruption_budget
 from modelplane.render.route import http_route
 from modelplane.render.service import service, urls
 from modelplane.render.settings import RenderSettings
+from modelplane.render.traffic_policy import backend_traffic_policy
+from modelplane.render.traffic_policy import wanted as traffic_policy_wanted
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Observations:
     secret_keys: frozenset[str] = frozenset()
     keda_installed: bool = False
     gateway_api_installed: bool = False  # the HTTPRoute CRD is established
+    traffic_policy_installed: bool = False  # Envoy Gateway's BackendTrafficPolicy CRD is established
 
 
 def children(
@@ -57,6 +60,8 @@ def children(
         manifests.append(deployment(md, md.shadow.model, SHADOW, 1, settings, shadow_keys))
         manifests.append(service(md, SHADOW))
     if md.gateway is not None and observed.gateway_api_installed:
+        if traffic_policy_wanted(md) and observed.traffic_policy_installed:
+            manifests.append(backend_traffic_policy(md))
         manifests.append(http_route(md, observed.canary_ready))
     if _most_replicas(md) > 1:
         manifests.append(pod_disruption_budget(md))
@@ -69,8 +74,21 @@ def _autoscaler(
     if md.autoscaling is None:
         return None
     if md.autoscaling.uses_keda:
-        return scaled_object(md, md.autoscaling, settings) if observed.keda_installed else None
+        if not observed.keda_installed:
+            return None
+        return scaled_object(md, md.autoscaling, settings, to_zero=can_scale_to_zero(md, observed))
     return horizontal_pod_autoscaler(md, md.autoscaling)
+
+
+def can_scale_to_zero(md: specs.ModelDeployment, observed: Observations) -> bool:
+    """minReplicas 0 and the Gateway can hold a request while a pod starts (Envoy Gateway's
+    BackendTrafficPolicy is there to say so); otherwise the model keeps one pod."""
+    return (
+        md.scales_to_zero
+        and md.gateway is not None
+        and observed.gateway_api_installed
+        and observed.traffic_policy_installed
+    )
 
 
 def _keys(model: specs.Model, observed: Observations) -> frozenset[str]:
@@ -81,4 +99,13 @@ def _most_replicas(md: specs.ModelDeployment) -> int:
     return md.autoscaling.max_replicas if md.autoscaling else md.replicas
 
 
-__all__ = ["Manifest", "Observations", "RenderSettings", "canary_replicas", "children", "split", "urls"]
+__all__ = [
+    "Manifest",
+    "Observations",
+    "RenderSettings",
+    "can_scale_to_zero",
+    "canary_replicas",
+    "children",
+    "split",
+    "urls",
+]
