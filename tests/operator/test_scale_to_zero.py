@@ -6,7 +6,6 @@ status at zero pods."""
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
 import pytest
@@ -31,11 +30,16 @@ def load(**autoscaling: Any) -> specs.ModelDeployment:
     return specs.parse(raw)
 
 
-def rendered(md: specs.ModelDeployment, **missing: bool) -> dict[str, dict[str, Any]]:
-    """The children with KEDA, Gateway API and Envoy Gateway's policy CRD installed, but what MISSING says."""
-    seen = render.Observations(keda_installed=True, gateway_api_installed=True, traffic_policy_installed=True)
-    manifests = render.children(md, SETTINGS, dataclasses.replace(seen, **missing))
-    return {m["kind"]: m for m in manifests}
+def rendered(
+    md: specs.ModelDeployment, *, gateway_api_installed: bool = True, traffic_policy_installed: bool = True
+) -> dict[str, dict[str, Any]]:
+    """The children with KEDA installed, and Gateway API and Envoy Gateway's policy CRD unless told."""
+    seen = render.Observations(
+        keda_installed=True,
+        gateway_api_installed=gateway_api_installed,
+        traffic_policy_installed=traffic_policy_installed,
+    )
+    return {m["kind"]: m for m in render.children(md, SETTINGS, seen)}
 
 
 # --- spec ------------------------------------------------------------------------------------------
@@ -133,10 +137,10 @@ def test_keda_wakes_the_model_on_the_routes_envoy_metrics() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["traffic_policy_installed", "gateway_api_installed"], ids=["no-policy-crd", "no-gateway-api"]
+    ("gateway_api", "policy"), [(True, False), (False, True)], ids=["no-policy-crd", "no-gateway-api"]
 )
-def test_without_envoy_gateways_policy_the_model_keeps_one_pod(missing: str) -> None:
-    manifests = rendered(load(), **{missing: False})
+def test_without_envoy_gateways_policy_the_model_keeps_one_pod(gateway_api: bool, policy: bool) -> None:
+    manifests = rendered(load(), gateway_api_installed=gateway_api, traffic_policy_installed=policy)
     assert "BackendTrafficPolicy" not in manifests
     scaled = manifests["ScaledObject"]["spec"]
     assert scaled["minReplicaCount"] == 1
