@@ -70,10 +70,14 @@ def route_activity_query(md: specs.ModelDeployment) -> str:
     runs (each failed connection is retried: render/traffic_policy.py), per second over the last
     minute, capped at 1: a trigger that wakes the model and keeps one pod, never more (the runtime's
     own metric scales further). Envoy Gateway names the route's clusters httproute/NS/NAME/rule/N; the
-    Envoy pods' metrics must reach the same Prometheus (Envoy Gateway annotates them for scraping)."""
-    cluster = f"httproute/{md.namespace}/{md.name}/rule/[0-9]+"
-    series = f'{{__name__=~"envoy_cluster_upstream_rq_(total|retry)",envoy_cluster_name=~"{cluster}"}}'
-    return f"clamp_max(sum(rate({series}[1m])), 1)"
+    Envoy pods' metrics must reach the same Prometheus (Envoy Gateway annotates them for scraping).
+    The two counters are summed apart (their rates have the same labels) and each is 0 without series."""
+    where = f'{{envoy_cluster_name=~"httproute/{md.namespace}/{md.name}/rule/[0-9]+"}}'
+    terms = [
+        f"(sum(rate(envoy_cluster_upstream_rq_{counter}{where}[1m])) or vector(0))"
+        for counter in ("total", "retry")
+    ]
+    return f"clamp_max({' + '.join(terms)}, 1)"
 
 
 def scaled_object(
