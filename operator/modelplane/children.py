@@ -48,13 +48,21 @@ class ChildKind:
 
 KEDA_CRD: Final = "scaledobjects.keda.sh"
 HTTPROUTE_CRD: Final = "httproutes.gateway.networking.k8s.io"
+SECURITY_POLICY_CRD: Final = "securitypolicies.gateway.envoyproxy.io"
 TRAFFIC_POLICY_CRD: Final = "backendtrafficpolicies.gateway.envoyproxy.io"
 
 # In apply order (a Deployment before what points at it); prune walks it backwards.
 CHILD_KINDS: Final = (
     ChildKind("apps/v1", "Deployment", "deployments", atomic_maps=(".spec.selector.matchLabels",)),
     ChildKind("v1", "Service", "services", atomic_maps=(".spec.selector",)),
-    # Before the route it attaches to, so a new route is never served without it.
+    # spec.access: before the route they attach to, so a new route is never served without its keys.
+    ChildKind(
+        "gateway.envoyproxy.io/v1alpha1",
+        "SecurityPolicy",
+        "securitypolicies",
+        requires_crd=SECURITY_POLICY_CRD,
+    ),
+    # spec.access's quota and scale to zero: one BackendTrafficPolicy per route (render/traffic_policy.py).
     ChildKind(
         "gateway.envoyproxy.io/v1alpha1",
         "BackendTrafficPolicy",

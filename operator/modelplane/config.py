@@ -32,6 +32,9 @@ class Config:
     # Every ModelDeployment is reconciled again this often even without an event: the safety net under
     # the watches (a missed event, a Secret that changed). 0 turns it off.
     resync_seconds: float = 600.0
+    # The consumer Secrets' metadata (spec.access.consumers) is read again this often; a change
+    # reconciles every ModelDeployment. 0 turns it off (then: at the resync).
+    consumer_poll_seconds: float = 10.0
     workers: int = 4  # reconciles of different ModelDeployments run in parallel; one key never twice
 
     @classmethod
@@ -46,6 +49,7 @@ class Config:
             limits=_quantities(env, "MODELPLANE_DEFAULT_LIMITS", defaults.limits),
             cluster_domain=env.get("MODELPLANE_CLUSTER_DOMAIN", defaults.cluster_domain),
             prometheus_url=env.get("MODELPLANE_PROMETHEUS_URL", defaults.prometheus_url),
+            consumer_namespace=env.get("MODELPLANE_CONSUMER_NAMESPACE", defaults.consumer_namespace),
         )
         namespaces = tuple(
             ns.strip() for ns in env.get("MODELPLANE_WATCH_NAMESPACES", "").split(",") if ns.strip()
@@ -61,6 +65,7 @@ class Config:
             retry_seconds=_float(env, "MODELPLANE_RETRY_SECONDS", cls.retry_seconds),
             retry_max_seconds=_float(env, "MODELPLANE_RETRY_MAX_SECONDS", cls.retry_max_seconds),
             resync_seconds=_float(env, "MODELPLANE_RESYNC_SECONDS", cls.resync_seconds),
+            consumer_poll_seconds=_float(env, "MODELPLANE_CONSUMER_POLL_SECONDS", cls.consumer_poll_seconds),
             workers=max(1, _int(env, "MODELPLANE_WORKERS", cls.workers)),
         )
 

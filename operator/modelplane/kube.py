@@ -2,7 +2,8 @@
 
 404 becomes None; other API failures become :class:`KubeError` (and are counted). Children are
 written with server-side apply under one field manager. Secrets are only ever read one by one, by
-name (GET): never listed, never watched.
+name (GET): never listed, never watched; except the consumer Secrets of the consumer namespace, whose
+metadata only (never a key) is listed (consumer_secrets).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 
-from modelplane import metrics
+from modelplane import consumers, metrics
 from modelplane import spec as specs
 
 Obj = dict[str, Any]
 EVENT_COMPONENT: Final = "modelplane-operator"
+# A list answered as metadata only (names, labels, annotations): no Secret's data leaves the API server.
+METADATA_ONLY: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 
 class KubeError(RuntimeError):
@@ -72,6 +75,17 @@ class Kube:
         return frozenset((secret.get("data") or {}).keys()) | frozenset(
             (secret.get("stringData") or {}).keys()
         )
+
+    def consumer_secrets(self, namespace: str) -> consumers.Directory:
+        """The consumer directory: the metadata of the Secrets labelled as consumers in NAMESPACE."""
+        with self._errors("list", f"consumer Secrets in {namespace}"):
+            result = self._resource("v1", "Secret").get(
+                namespace=namespace,
+                label_selector=consumers.LABEL_CONSUMER,
+                header_params={"Accept": METADATA_ONLY},
+            )
+        items = _plain(result).get("items") or []
+        return consumers.directory(namespace, [item.get("metadata") or {} for item in items])
 
     # Writes
 

@@ -18,6 +18,7 @@ from kubernetes.utils import parse_quantity
 
 from modelplane import children, render, status
 from modelplane import spec as specs
+from modelplane.consumers import Directory
 from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, SHADOW, STABLE, track_name
 
 EVENT_CONDITIONS: Final = ("Ready", "Degraded")  # a change of these posts an Event
@@ -48,6 +49,11 @@ class Desired:
             self.md.shadow.model if self.md.shadow else None,
         )
         return tuple(sorted({m.credentials_secret for m in models if m and m.credentials_secret}))
+
+    @property
+    def needs_consumers(self) -> bool:
+        """Whether the consumer directory must be read (spec.access.consumers names some)."""
+        return self.md is not None and bool(self.md.consumers)
 
 
 def desired(body: Obj, settings: render.RenderSettings) -> Desired:
@@ -82,6 +88,8 @@ class Observed:
     # known (the operator just started), then any missing child at an unchanged generation was deleted.
     seen: frozenset[tuple[str, str]] | None = None
     gateway: Obj | None = None  # the Gateway spec.gateway names, as watched (None: absent or none named)
+    # The consumer Secrets' metadata (spec.access.consumers), None when not read.
+    consumers: Directory | None = None
 
     def owned(self, uid: str) -> dict[tuple[str, str], Obj]:
         """Our children of the ModelDeployment with this uid (a namesake's leftovers are not ours)."""
@@ -147,6 +155,8 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             secret_keys=secret_keys,
             keda_installed=keda,
             gateway_api_installed=gateway_api,
+            consumers=observed.consumers,
+            security_policy_installed=children.SECURITY_POLICY_CRD in observed.crds,
             traffic_policy_installed=children.TRAFFIC_POLICY_CRD in observed.crds,
         ),
     )
@@ -199,6 +209,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             route=owned.get(("HTTPRoute", md.name)),
             shadow=owned.get(("Deployment", track_name(md, SHADOW))),
             traffic_policy_installed=children.TRAFFIC_POLICY_CRD in observed.crds,
+            consumers=_consumers_problem(md, observed),
         ),
         previous,
         now,
@@ -212,6 +223,27 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
         repairs=tuple(repairs),
         ready=_ready(new),
     )
+
+
+def _consumers_problem(md: specs.ModelDeployment, observed: Observed) -> status.AccessProblem | None:
+    """What keeps spec.access from being enforced as written: a missing CRD, or unknown names."""
+    if not md.consumers:
+        return None
+    missing = [
+        kind
+        for kind, crd, wanted in (
+            ("SecurityPolicy", children.SECURITY_POLICY_CRD, True),
+            ("BackendTrafficPolicy", children.TRAFFIC_POLICY_CRD, md.quota is not None),
+        )
+        if wanted and crd not in observed.crds
+    ]
+    if missing:
+        return status.AccessProblem(missing_kinds=tuple(missing))
+    directory = observed.consumers or Directory(namespace="")
+    unknown = directory.resolve(md.consumers).unknown
+    if unknown:
+        return status.AccessProblem(unknown=unknown, namespace=directory.namespace)
+    return None
 
 
 def not_ready(

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from modelplane import metrics, plan
 from modelplane.cache import Cache, Key, Snapshot
 from modelplane.config import Config
+from modelplane.consumers import Directory
 from modelplane.kube import KubeError
 from modelplane.workqueue import Backoff, WorkQueue
 
@@ -50,6 +51,8 @@ class KubeApi(Protocol):
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None: ...
 
+    def consumer_secrets(self, namespace: str) -> Directory: ...
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -65,6 +68,10 @@ class Outcome:
 def refused_for_good(error: KubeError) -> bool:
     """A 4xx that retrying alone will not fix (a conflict or throttling will pass on their own)."""
     return 400 <= error.status < 500 and error.status not in (409, 429)
+
+
+# A ModelDeployment naming a consumer the directory lacks reads the directory again, at most this often.
+CONSUMERS_REREAD_SECONDS = 5.0
 
 
 @dataclass
@@ -91,6 +98,7 @@ class Reconciler:
         self._secrets: dict[Key, _Secrets] = {}
         self._seen: dict[Key, frozenset[tuple[str, str]]] = {}  # every child observed since the start
         self._doomed: dict[Key, str] = {}  # the uid of each ModelDeployment whose namespace is being deleted
+        self._consumers: tuple[float, Directory] | None = None  # (read at, directory)
         self._lock = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -121,6 +129,7 @@ class Reconciler:
             secrets=self._read_secrets(key, want),
             seen=seen,
             gateway=view.gateway,
+            consumers=self._read_consumers(want),
         )
         now = self._clock()
         step = plan.plan(want, observed, previous, now)
@@ -215,6 +224,39 @@ class Reconciler:
             self._secrets[key] = _Secrets(want.generation, self._monotonic(), keys)
         return keys
 
+    def _read_consumers(self, want: plan.Desired) -> Directory | None:
+        """The consumer directory (the consumer Secrets' metadata, one LIST) for a spec that names
+        consumers, shared by every ModelDeployment. Kept fresh by refresh_consumers (the controller's
+        poll); read again here when it is older than the resync interval, or when a reconcile meets a
+        name it does not know (at most every CONSUMERS_REREAD_SECONDS)."""
+        if not want.needs_consumers:
+            return None
+        assert want.md is not None
+        with self._lock:
+            cached = self._consumers
+        if cached is not None:
+            age = self._monotonic() - cached[0]
+            unknown = cached[1].resolve(want.md.consumers).unknown
+            if age < self._config.resync_seconds and (not unknown or age < CONSUMERS_REREAD_SECONDS):
+                return cached[1]
+        namespace = want.settings.consumer_namespace
+        directory = self._kube.consumer_secrets(namespace) if namespace else Directory(namespace)
+        with self._lock:
+            self._consumers = (self._monotonic(), directory)
+        return directory
+
+    def refresh_consumers(self) -> bool:
+        """Read the consumer directory again, if a ModelDeployment uses it; whether it changed (a
+        consumer Secret created or deleted, a group changed: every policy may render differently)."""
+        with self._lock:
+            cached = self._consumers
+        if cached is None or not cached[1].namespace:
+            return False
+        directory = self._kube.consumer_secrets(cached[1].namespace)
+        with self._lock:
+            self._consumers = (self._monotonic(), directory)
+        return directory != cached[1]
+
     def _carry_out(self, key: Key, want: plan.Desired, step: plan.Plan) -> bool:
         """Write the plan's status (if it changed) and post its events."""
         metrics.record_ready(want.namespace, want.name, step.ready)
@@ -304,6 +346,8 @@ class Controller:
             self._spawn(self._work, f"reconcile-{number}")
         if self._config.resync_seconds > 0:
             self._spawn(self._resync_loop, "resync")
+        if self._config.consumer_poll_seconds > 0:
+            self._spawn(self._consumers_loop, "consumers")
 
     def stop(self) -> None:
         self._stop.set()
@@ -358,6 +402,21 @@ class Controller:
                 self.resync()
             except Exception:  # the next interval tries again
                 log.exception("resync failed")
+
+    def _consumers_loop(self) -> None:
+        """A consumer Secret created or deleted changes every SecurityPolicy (each lists every
+        consumer's Secret; one naming a deleted Secret is refused by the gateway): poll the directory's
+        metadata and reconcile everything when it changed. Secrets are not watched: a watch would
+        bring their keys into this process."""
+        while not self._stop.wait(self._config.consumer_poll_seconds):
+            if self.paused:
+                continue
+            try:
+                if self.reconciler.refresh_consumers():
+                    log.info("consumer directory changed: reconciling every ModelDeployment")
+                    self.resync()
+            except Exception:  # the next interval tries again
+                log.exception("reading the consumer directory failed")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

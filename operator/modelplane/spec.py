@@ -41,6 +41,12 @@ LLM_ENGINES: Final = tuple(LLM_ENGINE_FORMATS)
 # label), and a route hostname (no wildcard here: status.url names the one host a client calls).
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# spec.access.consumers: consumer (or group) names are DNS labels, so "<consumer>.<key id>" (the client
+# id the gateway forwards) splits back into the consumer unambiguously.
+CONSUMER_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# Envoy Gateway's authorization matches at most 256 header values: two key ids per consumer.
+MAX_CONSUMERS: Final = 128
+QUOTA_UNITS: Final = ("Second", "Minute", "Hour")
 
 
 class SpecError(ValueError):
@@ -155,6 +161,26 @@ class Gateway:
 
 
 @dataclass(frozen=True)
+class Quota:
+    """Requests each consumer may make per unit (one token bucket per consumer, per Envoy replica)."""
+
+    requests: int
+    unit: str = "Second"
+
+    @property
+    def unit_seconds(self) -> int:
+        return {"Second": 1, "Minute": 60, "Hour": 3600}[self.unit]
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call the model (spec.access): consumers through the gateway, each with a quota."""
+
+    consumers: tuple[str, ...] = ()  # consumer or group names; empty: no API keys asked for
+    quota: Quota | None = None
+
+
+@dataclass(frozen=True)
 class ModelDeployment:
     name: str
     namespace: str
@@ -171,6 +197,7 @@ class ModelDeployment:
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
     gateway: Gateway | None = None
     shadow: Shadow | None = None
+    access: Access | None = None
 
     @property
     def served_name(self) -> str:
@@ -180,6 +207,15 @@ class ModelDeployment:
     def scales_to_zero(self) -> bool:
         """minReplicas 0: idle, no pod runs; the Gateway holds the next request while one starts."""
         return self.autoscaling is not None and self.autoscaling.scales_to_zero
+
+    @property
+    def consumers(self) -> tuple[str, ...]:
+        """spec.access.consumers: who may call through the gateway; empty: no API keys asked for."""
+        return self.access.consumers if self.access is not None else ()
+
+    @property
+    def quota(self) -> Quota | None:
+        return self.access.quota if self.access is not None else None
 
 
 def parse(body: Mapping[str, Any]) -> ModelDeployment:
@@ -239,6 +275,11 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
     autoscaling = _autoscaling(spec.get("autoscaling"), language_model)
     if autoscaling is not None and autoscaling.scales_to_zero:
         _check_scale_to_zero(autoscaling, gateway=spec.get("gateway") is not None, canary=canary is not None)
+    access = _access(spec.get("access"))
+    if access is not None and access.consumers and spec.get("gateway") is None:
+        raise SpecError(
+            "spec.access.consumers needs spec.gateway: API keys are checked by the Gateway's route"
+        )
     return ModelDeployment(
         name=name,
         namespace=namespace,
@@ -255,6 +296,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         pod_annotations=_str_map(spec.get("podAnnotations"), "spec.podAnnotations"),
         gateway=_gateway(spec.get("gateway"), namespace),
         shadow=shadow,
+        access=access,
     )
 
 
@@ -305,6 +347,42 @@ def is_language_model(model_format: str, runtime: Mapping[str, Any]) -> bool:
     return model_format in contract.LLM_FORMATS or (
         model_format == LLM_ENGINE_FORMATS[LLM_ENGINE_VLLM] and engine == LLM_ENGINE_VLLM
     )
+
+
+def _access(raw: Any) -> Access | None:
+    if raw is None:
+        return None
+    body = _mapping(raw, "spec.access")
+    consumers: tuple[str, ...] = ()
+    if "consumers" in body:
+        names = _str_list(body["consumers"], "spec.access.consumers")
+        if not 1 <= len(names) <= MAX_CONSUMERS:
+            raise SpecError(f"spec.access.consumers must name between 1 and {MAX_CONSUMERS} consumers")
+        for index, name in enumerate(names):
+            if not CONSUMER_NAME.match(name):
+                raise SpecError(
+                    f"spec.access.consumers[{index}]: {name[:80]!r} is not a consumer name: lowercase "
+                    "letters, digits and '-', starting and ending with a letter or digit, at most 63"
+                )
+        if len(set(names)) != len(names):
+            raise SpecError("spec.access.consumers: each consumer must be named once")
+        consumers = tuple(names)
+    quota = None
+    if body.get("quota") is not None:
+        raw_quota = _mapping(body["quota"], "spec.access.quota")
+        unit = _str(raw_quota.get("unit"), "spec.access.quota.unit") or "Second"
+        if unit not in QUOTA_UNITS:
+            raise SpecError(f"spec.access.quota.unit: {unit!r} is not one of {', '.join(QUOTA_UNITS)}")
+        if "requests" not in raw_quota:
+            raise SpecError("spec.access.quota.requests is required")
+        quota = Quota(
+            requests=_int(raw_quota["requests"], "spec.access.quota.requests", 1, 1_000_000), unit=unit
+        )
+        if not consumers:
+            raise SpecError(
+                "spec.access.quota needs spec.access.consumers: the quota is counted per consumer"
+            )
+    return Access(consumers=consumers, quota=quota)
 
 
 def _model(raw: Any, path: str) -> Model:

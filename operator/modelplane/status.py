@@ -41,6 +41,43 @@ class Observed:
     route: Mapping[str, Any] | None = None  # our HTTPRoute, as the API shows it
     shadow: Mapping[str, Any] | None = None  # the shadow's Deployment (spec.rollout.shadow)
     traffic_policy_installed: bool = False  # Envoy Gateway's BackendTrafficPolicy CRD (scale to zero)
+    consumers: AccessProblem | None = None  # spec.access.consumers cannot be enforced as written
+
+
+@dataclass(frozen=True)
+class AccessProblem:
+    """spec.access.consumers names consumers that are neither a consumer nor a group, or the
+    gateway's policy kinds are not installed (then no route of the model may be served)."""
+
+    unknown: tuple[str, ...] = ()
+    namespace: str = ""
+    missing_kinds: tuple[str, ...] = ()
+
+    def problem(self) -> Problem:
+        if self.missing_kinds:
+            return Problem(
+                "AccessPolicyUnavailable",
+                f"spec.access needs Envoy Gateway's {' and '.join(self.missing_kinds)} "
+                "(gateway.envoyproxy.io/v1alpha1), which is not installed: install Envoy Gateway, "
+                "or remove spec.access.consumers",
+                permanent=True,
+            )
+        if not self.namespace:
+            return Problem(
+                "ConsumersNotConfigured",
+                "spec.access.consumers: this operator has no consumer namespace (chart value "
+                "consumers.namespace, MODELPLANE_CONSUMER_NAMESPACE): ask the platform team to set it up "
+                "(docs/consumers.md); until then no API key is accepted",
+                permanent=True,
+            )
+        names = ", ".join(repr(name) for name in self.unknown)
+        return Problem(
+            "UnknownConsumer",
+            f"spec.access.consumers: {names} is neither a consumer nor a group (no Secret labelled "
+            f"modelplane.io/consumer in namespace {self.namespace} has that name or group): create "
+            "the consumer's Secret (docs/consumers.md) or fix the name; the other consumers are served",
+            permanent=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -198,6 +235,8 @@ def _conditions(
             "create it or fix the name",
             permanent=True,
         )
+    if problem is None and observed.consumers is not None:
+        problem = observed.consumers.problem()
     if problem is None and stable_dep is None:
         problem = Problem("Creating", "the Deployment is being created", permanent=False)
 

@@ -167,3 +167,31 @@ METRIC_LLM_TTFT_SECONDS: Final = "vllm:time_to_first_token_seconds"
 METRIC_LLM_ITL_SECONDS: Final = "vllm:inter_token_latency_seconds"
 METRIC_LLM_E2E_SECONDS: Final = "vllm:e2e_request_latency_seconds"
 METRIC_LLM_STEP_SEQUENCES: Final = "modelplane_llm_decode_step_sequences"  # label model_name
+
+# Consumers (spec.access): the gateway checks a consumer's API key and forwards its client id,
+# "<consumer>.<key id>" (two key ids per consumer, so a key can be rotated without downtime), in this
+# request header, which it sets itself (a client's own value never passes).
+CONSUMER_HEADER: Final = "x-modelplane-client-id"
+CONSUMER_KEY_IDS: Final = ("1", "2")
+#: "false" on a shadow track: its copies of live requests are never billed to a consumer.
+ENV_USAGE: Final = "MODELPLANE_USAGE"
+# Usage per consumer (label consumer: the consumer's name, never a key or a key id), on live tracks.
+METRIC_CONSUMER_REQUESTS_TOTAL: Final = "modelplane_consumer_requests_total"  # model, consumer, code
+METRIC_CONSUMER_TOKENS_TOTAL: Final = "modelplane_consumer_tokens_total"  # model, consumer, kind
+
+
+def client_ids(consumer: str) -> tuple[str, ...]:
+    """The client ids a consumer's Secret may hold keys under: "<consumer>.1" and "<consumer>.2"."""
+    return tuple(f"{consumer}.{key_id}" for key_id in CONSUMER_KEY_IDS)
+
+
+def consumer_of(client_id: str) -> str | None:
+    """The consumer of a client id the gateway forwarded; None for anything of another shape."""
+    consumer, dot, key_id = client_id.rpartition(".")
+    if not dot or key_id not in CONSUMER_KEY_IDS or not 0 < len(consumer) <= 63:
+        return None
+    if not consumer[0].isalnum() or not consumer[-1].isalnum():
+        return None
+    if not all(c.islower() or c.isdigit() or c == "-" for c in consumer) or not consumer.isascii():
+        return None
+    return consumer

@@ -148,6 +148,13 @@ def serve_parser() -> argparse.ArgumentParser:
         help=f"env {contract.ENV_ALLOW_PICKLE}",
     )
     add(
+        "--usage",
+        type=_flag,
+        default=_env(contract.ENV_USAGE, "true"),
+        help="count requests (and tokens) per consumer from the gateway's client-id header; false on "
+        f"a shadow track, whose copies of requests are never billed (env {contract.ENV_USAGE})",
+    )
+    add(
         "--custom-class",
         default=_env(contract.ENV_CUSTOM_CLASS),
         help=f"package.module:Class (env {contract.ENV_CUSTOM_CLASS})",
@@ -243,6 +250,7 @@ def serve_main(argv: Sequence[str]) -> int:
         signature=args.signature,
         shutdown_grace=args.shutdown_grace_seconds,
         drain_seconds=args.drain_seconds,
+        usage=args.usage,
         llm=EngineConfig(
             context_length=args.context_length,
             max_sequences=args.max_sequences,

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, TypeVar
 
+import modelplane_contract as contract
+
 from modelplane_runtime import __version__
 from modelplane_runtime.batching import Batcher, BatchingConfig
 from modelplane_runtime.codecs import InferRequest
@@ -36,10 +38,13 @@ class DataPlane:
         batching: BatchingConfig | None = None,
         metrics: Metrics | None = None,
         request_timeout: float = 60.0,
+        usage: bool = True,
     ) -> None:
         self.name = name
         self.metrics = metrics
         self.request_timeout = request_timeout
+        #: Count each request against the consumer the gateway named (False on a shadow track).
+        self.usage = usage
         #: Set on SIGTERM: readiness fails and responses ask clients to reconnect (elsewhere).
         self.draining = False
         self._model = model
@@ -87,9 +92,10 @@ class DataPlane:
     def model_metadata(self, name: str) -> dict[str, Any]:
         return self.model(name).metadata()
 
-    def call(self, protocol: str, name: str) -> Call:
-        """The policy of one inference request for model ``name``: ``with dataplane.call(...) as call``."""
-        return Call(self, protocol, name)
+    def call(self, protocol: str, name: str, client_id: str | None = None) -> Call:
+        """The policy of one inference request for model ``name``: ``with dataplane.call(...) as call``.
+        ``client_id``: the gateway-set contract.CONSUMER_HEADER, if the request has one."""
+        return Call(self, protocol, name, client_id)
 
     def metrics_text(self) -> tuple[bytes, str]:
         """The Prometheus exposition (every worker's values) and its content type."""
@@ -112,12 +118,18 @@ class Call:
     writes its answer inside the block (so the latency includes it), its error answer outside.
     """
 
-    __slots__ = ("_dataplane", "_name", "_protocol", "_started", "model")
+    __slots__ = ("_dataplane", "_name", "_protocol", "_started", "consumer", "model")
 
-    def __init__(self, dataplane: DataPlane, protocol: str, name: str) -> None:
+    def __init__(self, dataplane: DataPlane, protocol: str, name: str, client_id: str | None = None) -> None:
         self._dataplane = dataplane
         self._protocol = protocol
         self._name = name
+        #: The consumer the request is counted against (its usage), if any.
+        self.consumer = (
+            contract.consumer_of(client_id)
+            if client_id and dataplane.usage and dataplane.metrics is not None
+            else None
+        )
 
     def __enter__(self) -> Call:
         self._started = time.perf_counter()
@@ -148,6 +160,14 @@ class Call:
         if metrics is not None:
             metrics.in_flight_now -= 1
             metrics.observe_request(self._protocol, code, time.perf_counter() - self._started)
+            if self.consumer is not None:
+                metrics.observe_consumer(self.consumer, code)
+
+    def count_tokens(self, prompt: int, completion: int) -> None:
+        """A language model's tokens of this request, counted against its consumer (if any)."""
+        metrics = self._dataplane.metrics
+        if self.consumer is not None and metrics is not None:
+            metrics.observe_consumer_tokens(self.consumer, prompt, completion)
 
     def _remaining(self) -> float:
         return self._dataplane.request_timeout - (time.perf_counter() - self._started)

@@ -21,6 +21,10 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 FLUSH_SECONDS = 1.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+#: Distinct consumers one process labels; past it, "_other" (no consumer name has "_"). The gateway
+#: only forwards client ids of the platform's consumer Secrets; this bounds a direct caller's guesses.
+MAX_CONSUMERS = 256
+OTHER_CONSUMER = "_other"
 
 
 def use_directory(parent: str | None = None) -> Path:
@@ -85,6 +89,16 @@ class Metrics:
         self.pull_bytes = Gauge(
             contract.METRIC_PULL_BYTES, "Bytes of the pulled artifact.", ["model"], multiprocess_mode="max"
         )
+        self.consumer_requests = Counter(
+            contract.METRIC_CONSUMER_REQUESTS_TOTAL.removesuffix("_total"),
+            "Inference requests by model, consumer (from the gateway's client id) and status code.",
+            ["model", "consumer", "code"],
+        )
+        self.consumer_tokens = Counter(
+            contract.METRIC_CONSUMER_TOKENS_TOTAL.removesuffix("_total"),
+            "Language-model tokens by model, consumer and kind (prompt or completion).",
+            ["model", "consumer", "kind"],
+        )
         # The hot path only adds to these plain numbers; flush() writes them to the shared files
         # (each write there takes a lock and an mmap update), at most FLUSH_SECONDS late.
         self.in_flight_now = 0
@@ -93,6 +107,29 @@ class Metrics:
         self._batch = _PendingHistogram(BATCH_BUCKETS)
         self._wait = _PendingHistogram(LATENCY_BUCKETS)
         self._fill_waits = 0
+        self._consumers: set[str] = set()
+        self._consumer_requests: dict[tuple[str, int], int] = {}
+        self._consumer_tokens: dict[tuple[str, str], int] = {}
+
+    def consumer_label(self, consumer: str) -> str:
+        """CONSUMER, or OTHER_CONSUMER once this process has labelled MAX_CONSUMERS others."""
+        if consumer in self._consumers:
+            return consumer
+        if len(self._consumers) >= MAX_CONSUMERS:
+            return OTHER_CONSUMER
+        self._consumers.add(consumer)
+        return consumer
+
+    def observe_consumer(self, consumer: str, code: int) -> None:
+        key = (self.consumer_label(consumer), code)
+        self._consumer_requests[key] = self._consumer_requests.get(key, 0) + 1
+
+    def observe_consumer_tokens(self, consumer: str, prompt: int, completion: int) -> None:
+        label = self.consumer_label(consumer)
+        for kind, count in (("prompt", prompt), ("completion", completion)):
+            if count:
+                key = (label, kind)
+                self._consumer_tokens[key] = self._consumer_tokens.get(key, 0) + count
 
     def observe_request(self, protocol: str, code: int, seconds: float) -> None:
         key = (protocol, code)
@@ -114,6 +151,12 @@ class Metrics:
         requests, self._requests = self._requests, {}
         for (protocol, code), count in requests.items():
             self.requests.labels(model, protocol, str(code)).inc(count)
+        consumer_requests, self._consumer_requests = self._consumer_requests, {}
+        for (consumer, code), count in consumer_requests.items():
+            self.consumer_requests.labels(model, consumer, str(code)).inc(count)
+        consumer_tokens, self._consumer_tokens = self._consumer_tokens, {}
+        for (consumer, kind), count in consumer_tokens.items():
+            self.consumer_tokens.labels(model, consumer, kind).inc(count)
         for protocol, pending in self._latency.items():
             pending.flush_into(self.latency.labels(model, protocol))
         self._batch.flush_into(self.batch_size.labels(model))

@@ -78,15 +78,17 @@ async def completions(app: RestApp, exchange: Exchange) -> None:
 
 
 async def embeddings(app: RestApp, exchange: Exchange) -> None:
-    async def answer(_call: Call, model: LanguageModel) -> None:
+    async def answer(call: Call, model: LanguageModel) -> None:
         request = schema.parse_embedding(await _json(exchange))
         _check_name(app, request.model)
         if not model.embedding:
             raise InvalidInput(f"model {request.model!r} generates text; it is not an embedding model")
         inputs = [model.text_prompt(item) for item in request.inputs]
         vectors = await _unless_client_leaves(exchange, model.scheduler.embed(inputs))
-        body = schema.embedding_response(request.model, vectors, sum(map(len, inputs)), request.base64)
+        prompt_tokens = sum(map(len, inputs))
+        body = schema.embedding_response(request.model, vectors, prompt_tokens, request.base64)
         await exchange.respond(200, orjson.dumps(body))
+        call.count_tokens(prompt_tokens, 0)
 
     await _serve(app, exchange, answer)
 
@@ -108,7 +110,7 @@ Answer = Callable[["Call", LanguageModel], Awaitable[None]]
 async def _serve(app: RestApp, exchange: Exchange, answer: Answer) -> None:
     """One data-plane call around ``answer``; failures answered in OpenAI's error shape."""
     try:
-        with app.dataplane.call(contract.PROTOCOL_OPENAI, app.dataplane.name) as call:
+        with app.dataplane.call(contract.PROTOCOL_OPENAI, app.dataplane.name, exchange.client_id) as call:
             await answer(call, _language_model(call.model))
     except ClientGone:
         return
@@ -199,6 +201,7 @@ class _Answer:
         build = schema.chat_response if self.chat else schema.completion_response
         body = build(self.id, self.model, self.created, ordered, usage, self.logprobs)
         await self.exchange.respond(200, orjson.dumps(body))
+        self.call.count_tokens(usage.prompt_tokens, usage.completion_tokens)
 
     async def stream(self) -> None:
         exchange = self.exchange
@@ -209,6 +212,13 @@ class _Answer:
             for index in range(self.generation.sampling.n):
                 delta = {"role": "assistant", "content": ""}
                 await self._event(schema.chat_chunk(self.id, self.model, self.created, index, delta))
+        try:
+            await self._events(tokens, offsets)
+        finally:  # what was generated was sent, even to a client that left mid-stream
+            self.call.count_tokens(len(self.generation.prompt_tokens), sum(tokens.values()))
+        await exchange.write(b"data: [DONE]\n\n", more=False)
+
+    async def _events(self, tokens: dict[int, int], offsets: dict[int, int]) -> None:
         try:
             async for event in self.call.stream(self.generation.events()):
                 tokens[event.index] = event.completion_tokens
@@ -243,7 +253,6 @@ class _Answer:
                 kind = "chat.completion.chunk" if self.chat else "text_completion"
                 usage = self.usage(sum(tokens.values()))
                 await self._event(schema.usage_chunk(self.id, self.model, self.created, kind, usage))
-        await exchange.write(b"data: [DONE]\n\n", more=False)
 
     async def _event(self, payload: dict[str, Any]) -> None:
         await self.exchange.write(b"data: " + orjson.dumps(payload) + b"\n\n")

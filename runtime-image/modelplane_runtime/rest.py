@@ -20,6 +20,8 @@ from modelplane_runtime import codecs
 from modelplane_runtime.dataplane import DataPlane
 from modelplane_runtime.errors import ClientGone, InvalidInput, Overloaded, RuntimeFailure
 
+CONSUMER_HEADER: Final = contract.CONSUMER_HEADER.encode()
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -51,6 +53,18 @@ class Exchange:
         self._receive = receive
         self._send = send
         self.name = name
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of the request header NAME (lowercase), if any."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return bytes(value).decode("latin-1")
+        return None
+
+    @property
+    def client_id(self) -> str | None:
+        """The client id the gateway forwarded (contract.CONSUMER_HEADER), if any."""
+        return self.header(CONSUMER_HEADER)
 
     async def body(self) -> bytes:
         """The whole request body, refused past the server's limit (:class:`BodyTooLarge`)."""
@@ -195,7 +209,7 @@ class RestApp:
 
     async def v2_infer(self, exchange: Exchange) -> None:
         dataplane = self.dataplane
-        with dataplane.call(contract.PROTOCOL_V2, exchange.name) as call:
+        with dataplane.call(contract.PROTOCOL_V2, exchange.name, exchange.client_id) as call:
             body = await exchange.body()
             request = codecs.decode_v2(body, dataplane.signature, dataplane.output_names)
             outputs, names = await call.infer(request)
@@ -203,7 +217,7 @@ class RestApp:
 
     async def v1_predict(self, exchange: Exchange) -> None:
         dataplane = self.dataplane
-        with dataplane.call(contract.PROTOCOL_V1, exchange.name) as call:
+        with dataplane.call(contract.PROTOCOL_V1, exchange.name, exchange.client_id) as call:
             body = await exchange.body()
             request = codecs.decode_v1(body, dataplane.signature)
             outputs, names = await call.infer(request)

@@ -70,6 +70,7 @@ class ServeConfig:
     signature: str | None = None
     shutdown_grace: float = 25.0
     drain_seconds: float = 0.0
+    usage: bool = True  # per-consumer usage counters (off on a shadow track)
     llm: EngineConfig | None = None
 
 
@@ -210,7 +211,9 @@ def _run_worker(sock: socket.socket, config: ServeConfig, model: Model | None, m
     from modelplane_runtime.rest import RestApp
 
     async def main() -> None:
-        dataplane = DataPlane(config.name, model, config.batching, metrics, config.request_timeout)
+        dataplane = DataPlane(
+            config.name, model, config.batching, metrics, config.request_timeout, usage=config.usage
+        )
         routes: tuple[rest.Route, ...] = rest.ROUTES
         if contract.PROTOCOL_OPENAI in config.protocols:
             from modelplane_runtime import openai

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import modelplane_contract as contract
 import pytest
 import yaml
 
@@ -300,9 +301,11 @@ def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_
             f'modelplane_operator_api_errors_total{{{operator_pod}, verb="apply", code="403"}}'
         )
         assert float(refused[0]["value"][1]) >= 1
-        # rate() needs two samples of a counter after it moved: predict again while Prometheus watches.
+        # rate() needs two samples of a counter after it moved: predict again while Prometheus watches,
+        # as a consumer would through the gateway (its client id header; the usage panel counts those).
+        consumer = {contract.CONSUMER_HEADER: "dashboard-test.1"}
         for _ in range(requests):
-            predict_v1(cluster, namespace, "iris", "iris", iris.sample)
+            predict_v1(cluster, namespace, "iris", "iris", iris.sample, headers=consumer)
         for title, query in dashboard_queries(llm=False):  # LLM panels: test_llm_e2e.py
             assert prometheus.wait_for_series(query, timeout=60), title
 

@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from modelplane import children, spec
 from modelplane.cache import Key, Snapshot
+from modelplane.consumers import Directory, directory
 from modelplane.kube import KubeError
 from modelplane.render.common import LABEL_NAME
 
@@ -28,6 +29,8 @@ class MemoryKube:
         self.refuse: dict[tuple[str, str], int] = {}  # (kind, name) -> HTTP status an apply gets
         self.crds: set[str] = set()
         self.terminating: set[str] = set()  # namespaces being deleted: nothing new may be created there
+        # The consumer Secrets' metadata by namespace, as a metadata-only LIST answers it.
+        self.consumer_metadata: dict[str, list[Obj]] = {}
         self._version = 100
         self._uids = 0
         self._frozen: dict[tuple[str, str, str], Obj] | None = None
@@ -96,6 +99,10 @@ class MemoryKube:
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         self.calls.append(("get", "Secret", name))
         return self.secrets.get((namespace, name))
+
+    def consumer_secrets(self, namespace: str) -> Directory:
+        self.calls.append(("list", "Secret", namespace))
+        return directory(namespace, self.consumer_metadata.get(namespace, []))
 
     # The watches
 

@@ -240,6 +240,7 @@ def test_every_applied_kind_can_be_pruned() -> None:
         "HTTPRoute",  # tests/operator/test_gateway.py
         "BackendTrafficPolicy",  # tests/operator/test_scale_to_zero.py
     }
+    covered |= {"SecurityPolicy", "BackendTrafficPolicy"}  # tests/operator/test_consumers.py
     assert covered == {row.kind for row in children.applied_kinds()}
 
 

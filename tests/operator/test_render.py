@@ -13,6 +13,7 @@ import modelplane_contract as contract
 import pytest
 import yaml
 from modelplane import render, spec
+from modelplane.consumers import Consumer, Directory
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -43,6 +44,19 @@ OBSERVATIONS = {
     "vllm-gpu": render.Observations(),
     "gateway-scale-to-zero": render.Observations(
         keda_installed=True, gateway_api_installed=True, traffic_policy_installed=True
+    ),
+    "consumers": render.Observations(
+        consumers=Directory(
+            "modelplane-consumers",
+            (
+                Consumer("alice"),
+                Consumer("bob", frozenset({"team-a"})),
+                Consumer("carol", frozenset({"team-a", "premium"})),
+                Consumer("dave"),
+            ),
+        ),
+        security_policy_installed=True,
+        traffic_policy_installed=True,
     ),
 }
 

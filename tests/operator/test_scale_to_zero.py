@@ -6,6 +6,7 @@ status at zero pods."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from modelplane.render.autoscaling import route_activity_query
 
 from tests.operator.test_gateway import gateway, route_status, with_route
 from tests.operator.test_plan import LATER, converged, desired, kinds
-from tests.operator.test_render import GOLDEN, SETTINGS
+from tests.operator.test_render import GOLDEN, OBSERVATIONS, SETTINGS
 from tests.operator.test_spec import body as spec_body
 
 CASE = "gateway-scale-to-zero"
@@ -213,3 +214,17 @@ def want_body_autoscaling() -> dict[str, Any]:
         "autoscaling"
     ]
     return autoscaling
+
+
+def test_a_quota_and_scale_to_zero_share_the_routes_one_policy() -> None:
+    """Envoy Gateway takes one BackendTrafficPolicy per route: the quota's rate limit and the retries
+    that hold a request at zero pods are one object."""
+    raw = yaml.safe_load((GOLDEN / "consumers.input.yaml").read_text())
+    raw["spec"]["autoscaling"] = TO_ZERO
+    md = specs.parse(raw)
+    seen = dataclasses.replace(OBSERVATIONS["consumers"], keda_installed=True, gateway_api_installed=True)
+    (policy,) = [m for m in render.children(md, SETTINGS, seen) if m["kind"] == "BackendTrafficPolicy"]
+    assert policy["spec"]["rateLimit"]["local"]["rules"][0]["limit"] == {"requests": 5, "unit": "Minute"}
+    assert policy["spec"]["responseOverride"][0]["match"]["statusCodes"] == [{"type": "Value", "value": 429}]
+    assert policy["spec"]["routingType"] == "Service"
+    assert "connect-failure" in policy["spec"]["retry"]["retryOn"]["triggers"]

@@ -115,19 +115,28 @@ def wait_service(cluster: Cluster, namespace: str, service: str) -> None:
     wait_until(f"Service {service} to accept connections", answers, SERVICE_RULES_TIMEOUT, interval=0.5)
 
 
-def request_json(url: str, body: Any | None = None) -> Any:
+def request_json(url: str, body: Any | None = None, headers: dict[str, str] | None = None) -> Any:
     """GET (or POST BODY as JSON to) URL; the decoded answer. Nothing is retried: a refused or reset
     connection, like an HTTP error, fails the caller (after a new Service, call wait_service first)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read())
 
 
-def predict_v1(cluster: Cluster, namespace: str, service: str, model: str, instances: list[Any]) -> list[Any]:
+def predict_v1(
+    cluster: Cluster,
+    namespace: str,
+    service: str,
+    model: str,
+    instances: list[Any],
+    headers: dict[str, str] | None = None,
+) -> list[Any]:
     """A v1 prediction through the Service's ClusterIP."""
     url = f"{service_url(cluster, namespace, service)}/v1/models/{model}:predict"
-    predictions: list[Any] = request_json(url, {"instances": instances})["predictions"]
+    predictions: list[Any] = request_json(url, {"instances": instances}, headers)["predictions"]
     return predictions
 
 

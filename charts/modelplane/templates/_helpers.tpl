@@ -73,8 +73,9 @@ never list or watch: no Secret cache); creates Events; keeps kopf's namespaced p
 - apiGroups: [gateway.networking.k8s.io]
   resources: [gateways]
   verbs: [get, list, watch]
+# spec.access: Envoy Gateway's policies on the model's route.
 - apiGroups: [gateway.envoyproxy.io]
-  resources: [backendtrafficpolicies]
+  resources: [securitypolicies, backendtrafficpolicies]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [pods]

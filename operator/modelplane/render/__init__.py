@@ -8,16 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelplane import spec as specs
+from modelplane.consumers import Directory
 from modelplane.render.autoscaling import horizontal_pod_autoscaler, scaled_object
 from modelplane.render.canary import canary_replicas, split
 from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest
 from modelplane.render.deployment import deployment
 from modelplane.render.disruption import pod_disruption_budget
 from modelplane.render.route import http_route
+from modelplane.render.security_policy import security_policy
 from modelplane.render.service import service, urls
 from modelplane.render.settings import RenderSettings
 from modelplane.render.traffic_policy import backend_traffic_policy
-from modelplane.render.traffic_policy import wanted as traffic_policy_wanted
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,11 @@ class Observations:
     secret_keys: frozenset[str] = frozenset()
     keda_installed: bool = False
     gateway_api_installed: bool = False  # the HTTPRoute CRD is established
-    traffic_policy_installed: bool = False  # Envoy Gateway's BackendTrafficPolicy CRD is established
+    # spec.access: the consumer directory (None: not read) and whether Envoy Gateway's policy CRDs
+    # are installed.
+    consumers: Directory | None = None
+    security_policy_installed: bool = False
+    traffic_policy_installed: bool = False
 
 
 def children(
@@ -59,13 +64,43 @@ def children(
         shadow_keys = _keys(md.shadow.model, observed)
         manifests.append(deployment(md, md.shadow.model, SHADOW, 1, settings, shadow_keys))
         manifests.append(service(md, SHADOW))
-    if md.gateway is not None and observed.gateway_api_installed:
-        if traffic_policy_wanted(md) and observed.traffic_policy_installed:
-            manifests.append(backend_traffic_policy(md))
+    if md.gateway is not None and observed.gateway_api_installed and _access_enforceable(md, observed):
         manifests.append(http_route(md, observed.canary_ready))
     if _most_replicas(md) > 1:
         manifests.append(pod_disruption_budget(md))
+    manifests.extend(_access_policies(md, settings, observed))
+    traffic = _traffic_policy(md, observed)
+    if traffic is not None:
+        manifests.append(traffic)
     return manifests
+
+
+def _access_enforceable(md: specs.ModelDeployment, observed: Observations) -> bool:
+    """Whether the gateway can check what spec.access.consumers asks: else no route (closed, not open)."""
+    if not md.consumers:
+        return True
+    return observed.security_policy_installed and (md.quota is None or observed.traffic_policy_installed)
+
+
+def _access_policies(
+    md: specs.ModelDeployment, settings: RenderSettings, observed: Observations
+) -> list[Manifest]:
+    """spec.access.consumers: the SecurityPolicy (keys, who may call); a quota is _traffic_policy's."""
+    if not md.consumers or not observed.security_policy_installed:
+        return []
+    directory = observed.consumers or Directory(settings.consumer_namespace)
+    return [security_policy(md, directory, directory.resolve(md.consumers).allowed)]
+
+
+def _traffic_policy(md: specs.ModelDeployment, observed: Observations) -> Manifest | None:
+    """The route's one BackendTrafficPolicy (Envoy Gateway takes one per route): spec.access.quota's
+    rate limit, and what holds a request while a model scaled to zero starts a pod."""
+    enforced = md.consumers and observed.security_policy_installed and observed.traffic_policy_installed
+    quota = md.quota if enforced else None
+    to_zero = can_scale_to_zero(md, observed)
+    if quota is None and not to_zero:
+        return None
+    return backend_traffic_policy(md, quota, to_zero)
 
 
 def _autoscaler(

@@ -9,7 +9,16 @@ import modelplane_contract as contract
 
 from modelplane import spec as specs
 from modelplane.render import vllm
-from modelplane.render.common import Manifest, metadata, non_empty, pod_labels, selector, stamp, track_name
+from modelplane.render.common import (
+    SHADOW,
+    Manifest,
+    metadata,
+    non_empty,
+    pod_labels,
+    selector,
+    stamp,
+    track_name,
+)
 from modelplane.render.settings import RenderSettings
 
 CREDENTIALS_VOLUME: Final = "credentials"
@@ -52,7 +61,7 @@ def deployment(
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
         "template": {
             "metadata": {"labels": template_labels, "annotations": annotations},
-            "spec": _pod_spec(md, model, settings, secret_keys),
+            "spec": _pod_spec(md, model, settings, secret_keys, track),
         },
     }
     if replicas is not None:
@@ -68,7 +77,11 @@ def deployment(
 
 
 def _pod_spec(
-    md: specs.ModelDeployment, model: specs.Model, settings: RenderSettings, secret_keys: frozenset[str]
+    md: specs.ModelDeployment,
+    model: specs.Model,
+    settings: RenderSettings,
+    secret_keys: frozenset[str],
+    track: str,
 ) -> dict[str, Any]:
     runtime = md.runtime
     on_vllm = runtime.llm is not None and runtime.llm.engine == specs.LLM_ENGINE_VLLM
@@ -117,7 +130,7 @@ def _pod_spec(
         "imagePullPolicy": "IfNotPresent",
         "command": [contract.RUNTIME_COMMAND, contract.SERVE_SUBCOMMAND],
         **non_empty({"args": list(runtime.args)}),
-        "env": _with_user_env(_server_env(md, model), runtime.env),
+        "env": _with_user_env(_server_env(md, model, track), runtime.env),
         "ports": ports,
         "startupProbe": _probe(contract.LIVE_PATH, period=2, failures=150),
         "readinessProbe": _probe(contract.READY_PATH, period=3, failures=2),
@@ -242,7 +255,7 @@ def _pull_container(
     return container
 
 
-def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str, str]]:
+def _server_env(md: specs.ModelDeployment, model: specs.Model, track: str) -> list[dict[str, str]]:
     runtime = md.runtime
     env = [
         _env(contract.ENV_MODEL_URI, model.uri),
@@ -272,6 +285,8 @@ def _server_env(md: specs.ModelDeployment, model: specs.Model) -> list[dict[str,
     if runtime.batching is not None:
         env.append(_env(contract.ENV_MAX_BATCH_SIZE, str(runtime.batching.max_batch_size)))
         env.append(_env(contract.ENV_MAX_LATENCY_MS, str(runtime.batching.max_latency_ms)))
+    if track == SHADOW:  # its copies of live requests are never billed to a consumer
+        env.append(_env(contract.ENV_USAGE, "false"))
     return env
 
 

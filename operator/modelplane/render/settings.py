@@ -21,6 +21,9 @@ class RenderSettings:
     run_as_user: int = 65532
     cluster_domain: str = "cluster.local"
     prometheus_url: str = "http://prometheus.monitoring.svc:9090"
+    # Where the platform team keeps the consumer Secrets (spec.access.consumers, docs/consumers.md);
+    # "": nowhere (consumers are off).
+    consumer_namespace: str = "modelplane-consumers"
 
     def image_for(self, model_format: str) -> str:
         """The runtime image of a model whose spec names none."""

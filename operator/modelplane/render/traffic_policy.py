@@ -1,6 +1,7 @@
 """Envoy Gateway's BackendTrafficPolicy for a ModelDeployment's route: the one policy of its kind for
 the route (Envoy Gateway applies one BackendTrafficPolicy per target), so everything the route needs
-from it is rendered here, together.
+from it is rendered here, together: spec.access.quota's rate limit (render/rate_limit.py) and what
+scale to zero needs.
 
 Scale to zero (spec.autoscaling.minReplicas 0) is what makes a request that arrives while no pod runs
 wait for one instead of failing:
@@ -25,9 +26,9 @@ from typing import Any, Final
 
 from modelplane import spec as specs
 from modelplane.render.common import Manifest, metadata, stamp
+from modelplane.render.rate_limit import rate_limit
+from modelplane.render.security_policy import API_VERSION, route_target
 
-API_VERSION: Final = "gateway.envoyproxy.io/v1alpha1"
-GATEWAY_API_GROUP: Final = "gateway.networking.k8s.io"
 RETRY_BASE_INTERVAL: Final = "250ms"
 RETRY_MAX_INTERVAL_SECONDS: Final = 1
 # Envoy waits a random time up to the (capped) backoff between retries: about half of the maximum on
@@ -37,19 +38,12 @@ RETRY_TRIGGERS: Final = ("connect-failure", "reset-before-request", "refused-str
 MAX_PARALLEL_RETRIES: Final = 1024  # as many as Envoy's default for pending and parallel requests
 
 
-def route_target(md: specs.ModelDeployment) -> list[dict[str, str]]:
-    """The policy attaches to the ModelDeployment's HTTPRoute (same name, same namespace)."""
-    return [{"group": GATEWAY_API_GROUP, "kind": "HTTPRoute", "name": md.name}]
-
-
-def wanted(md: specs.ModelDeployment) -> bool:
-    """Whether the route needs a BackendTrafficPolicy at all."""
-    return md.gateway is not None and md.scales_to_zero
-
-
-def backend_traffic_policy(md: specs.ModelDeployment) -> Manifest:
+def backend_traffic_policy(md: specs.ModelDeployment, quota: specs.Quota | None, to_zero: bool) -> Manifest:
+    """QUOTA: spec.access.quota, enforced (None: no rate limit); TO_ZERO: hold requests at zero pods."""
     spec: dict[str, Any] = {"targetRefs": route_target(md)}
-    if md.scales_to_zero:
+    if quota is not None:
+        spec.update(rate_limit(quota))
+    if to_zero:
         spec.update(_wake_from_zero(md))
     return stamp(
         {
@@ -80,4 +74,4 @@ def _wake_from_zero(md: specs.ModelDeployment) -> dict[str, Any]:
     }
 
 
-__all__ = ["backend_traffic_policy", "route_target", "wanted"]
+__all__ = ["backend_traffic_policy"]

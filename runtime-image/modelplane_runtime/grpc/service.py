@@ -70,7 +70,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         dataplane = self.dataplane
         try:
-            with dataplane.call(contract.PROTOCOL_GRPC, request.model_name) as call:
+            with dataplane.call(contract.PROTOCOL_GRPC, request.model_name, _client_id(context)) as call:
                 decoded = converters.decode_request(request, dataplane.signature, dataplane.output_names)
                 outputs, names = await call.infer(decoded)
                 return converters.encode_response(
@@ -79,6 +79,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         except RuntimeFailure as error:
             await context.abort(_CODE_BY_ERROR.get(type(error), grpc.StatusCode.INTERNAL), str(error))
             raise
+
+
+def _client_id(context: Any) -> str | None:
+    """The client id the gateway forwarded (contract.CONSUMER_HEADER metadata), if any."""
+    for key, value in context.invocation_metadata() or ():
+        if key == contract.CONSUMER_HEADER:
+            return str(value)
+    return None
 
 
 def make_server(dataplane: DataPlane, port: int) -> Any:
