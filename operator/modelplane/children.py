@@ -73,6 +73,7 @@ CHILD_KINDS: Final = (
         "securitypolicies",
         requires_crd=SECURITY_POLICY_CRD,
     ),
+    # spec.access's quota and scale to zero: one BackendTrafficPolicy per route (render/traffic_policy.py).
     ChildKind(
         "gateway.envoyproxy.io/v1alpha1",
         "BackendTrafficPolicy",

@@ -208,6 +208,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             gateway=observed.gateway,
             route=owned.get(("HTTPRoute", md.name)),
             shadow=owned.get(("Deployment", track_name(md, SHADOW))),
+            traffic_policy_installed=children.TRAFFIC_POLICY_CRD in observed.crds,
             consumers=_consumers_problem(md, observed),
         ),
         previous,

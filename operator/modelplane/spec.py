@@ -29,6 +29,8 @@ STRATEGIES: Final = ("RollingUpdate", "Canary")
 PROTOCOLS: Final = (contract.PROTOCOL_V1, contract.PROTOCOL_V2, contract.PROTOCOL_GRPC)
 # The HPA's own default scale-down stabilization window, and KEDA's default cooldownPeriod.
 SCALE_DOWN_DELAY_SECONDS: Final = 300
+# minReplicas 0: how long the Gateway holds a request while a pod starts from zero, by default.
+COLD_START_TIMEOUT_SECONDS: Final = 120
 LLM_PROTOCOLS: Final = (contract.PROTOCOL_OPENAI,)
 LLM_ENGINE_BUILTIN: Final = "builtin"
 LLM_ENGINE_VLLM: Final = "vllm"
@@ -156,10 +158,16 @@ class Autoscaling:
     # How long the metric must stay low before pods are removed (the HPA's scale-down stabilization
     # window; with KEDA also its cooldownPeriod, the wait before scaling to zero).
     scale_down_delay_seconds: int = SCALE_DOWN_DELAY_SECONDS
+    # minReplicas 0: how long a request through the Gateway is held while a pod starts from zero.
+    cold_start_timeout_seconds: int = COLD_START_TIMEOUT_SECONDS
 
     @property
     def uses_keda(self) -> bool:
         return self.metric not in ("cpu", "memory")
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
 
 
 @dataclass(frozen=True)
@@ -252,6 +260,11 @@ class ModelDeployment:
         return self.model.name or self.name
 
     @property
+    def scales_to_zero(self) -> bool:
+        """minReplicas 0: idle, no pod runs; the Gateway holds the next request while one starts."""
+        return self.autoscaling is not None and self.autoscaling.scales_to_zero
+
+    @property
     def consumers(self) -> tuple[str, ...]:
         """spec.access.consumers: who may call through the gateway; empty: no API keys asked for."""
         return self.access.consumers if self.access is not None else ()
@@ -315,6 +328,9 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
             "spec.rollout.shadow.model.format: a shadow of a language model has the model's format "
             "(one engine serves both)"
         )
+    autoscaling = _autoscaling(spec.get("autoscaling"), language_model)
+    if autoscaling is not None and autoscaling.scales_to_zero:
+        _check_scale_to_zero(autoscaling, gateway=spec.get("gateway") is not None, canary=canary is not None)
     access = _access(spec.get("access"))
     if access is not None and access.consumers and spec.get("gateway") is None:
         raise SpecError(
@@ -328,7 +344,7 @@ def parse(body: Mapping[str, Any]) -> ModelDeployment:
         model=model,
         runtime=_runtime(runtime_body, model.format, language_model),
         replicas=_int(spec.get("replicas", 1), "spec.replicas", 0, 1000),
-        autoscaling=_autoscaling(spec.get("autoscaling"), language_model),
+        autoscaling=autoscaling,
         strategy=strategy,
         canary=canary,
         service_account_name=_str(spec.get("serviceAccountName"), "spec.serviceAccountName"),
@@ -632,12 +648,6 @@ def _autoscaling(raw: Any, language_model: bool) -> Autoscaling | None:
     if "maxReplicas" not in body:
         raise SpecError("spec.autoscaling.maxReplicas is required")
     min_replicas = _int(body.get("minReplicas", 1), "spec.autoscaling.minReplicas", 0, 1000)
-    if min_replicas < 1:
-        raise SpecError(
-            "spec.autoscaling.minReplicas must be at least 1: scale to zero is not supported yet: at zero "
-            "pods the runtime's metrics are gone and the Service refuses requests, so nothing would scale "
-            "the model back up"
-        )
     max_replicas = _int(body["maxReplicas"], "spec.autoscaling.maxReplicas", 1, 1000)
     if min_replicas > max_replicas:
         raise SpecError(
@@ -652,12 +662,19 @@ def _autoscaling(raw: Any, language_model: bool) -> Autoscaling | None:
         0,
         3600,
     )
+    cold_start = _int(
+        body.get("coldStartTimeoutSeconds", COLD_START_TIMEOUT_SECONDS),
+        "spec.autoscaling.coldStartTimeoutSeconds",
+        5,
+        3600,
+    )
     return Autoscaling(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         metric=metric,
         target=target,
         scale_down_delay_seconds=delay,
+        cold_start_timeout_seconds=cold_start,
     )
 
 
@@ -686,6 +703,23 @@ def _label_selector(raw: Any, path: str) -> LabelSelector:
         match_labels=_str_map(body.get("matchLabels"), f"{path}.matchLabels"),
         match_expressions=tuple(expressions),
     )
+
+
+def _check_scale_to_zero(autoscaling: Autoscaling, *, gateway: bool, canary: bool) -> None:
+    """minReplicas 0 wakes up only through the Gateway: it holds a request (retrying the connection)
+    while KEDA, reading the Gateway's per-route metrics, starts a pod. Without one nothing would."""
+    if not gateway or not autoscaling.uses_keda:
+        raise SpecError(
+            "spec.autoscaling.minReplicas 0 (scale to zero) needs spec.gateway and a KEDA metric "
+            "(concurrency, rps, waitingRequests or kvCacheUsage): at zero pods the Service refuses "
+            "requests and only the Gateway holds one while a pod starts; set minReplicas to 1 or name a "
+            "Gateway"
+        )
+    if canary:
+        raise SpecError(
+            "spec.autoscaling.minReplicas 0 (scale to zero) cannot be combined with spec.rollout.canary: "
+            "a canary is compared against running stable pods; set minReplicas to 1 while the canary runs"
+        )
 
 
 def _is_sha256(text: str) -> bool:

@@ -41,6 +41,7 @@ class Observed:
     gateway: Mapping[str, Any] | None = None  # the Gateway spec.gateway names, if it exists
     route: Mapping[str, Any] | None = None  # our HTTPRoute, as the API shows it
     shadow: Mapping[str, Any] | None = None  # the shadow's Deployment (spec.rollout.shadow)
+    traffic_policy_installed: bool = False  # Envoy Gateway's BackendTrafficPolicy CRD (scale to zero)
     consumers: AccessProblem | None = None  # spec.access.consumers cannot be enforced as written
 
 
@@ -114,11 +115,13 @@ def compute(
     problem = _problem(md, observed)
     exposure = _exposure_problem(md, observed)
     stopped = md.autoscaling is None and md.replicas == 0
+    scaled_to_zero = md.scales_to_zero and desired == 0 and existing == 0
 
     conditions = _conditions(
         md=md,
         observed=observed,
         stopped=stopped,
+        scaled_to_zero=scaled_to_zero,
         problem=problem,
         exposure=exposure,
         settled=stable_done and canary_done,
@@ -206,6 +209,7 @@ def _conditions(
     md: specs.ModelDeployment,
     observed: Observed,
     stopped: bool,
+    scaled_to_zero: bool,
     problem: Problem | None,
     exposure: Problem | None,
     settled: bool,
@@ -226,6 +230,11 @@ def _conditions(
             cond("Available", False, "Stopped", message),
             cond("Progressing", False, "Stopped", message),
             cond("Degraded", False, "Stopped", message),
+        ]
+    if observed.secret_found is not False and problem is None and exposure is None and scaled_to_zero:
+        return [
+            cond(kind, kind == "Ready", "ScaledToZero", _scaled_to_zero_message(md))
+            for kind in CONDITION_TYPES
         ]
     counts = f"{ready}/{desired} replicas ready"
     if draining:
@@ -279,6 +288,16 @@ def _conditions(
         degraded = cond("Degraded", True, problem.reason, problem.message)
     elif exposure is not None and exposure.permanent:
         degraded = cond("Degraded", True, exposure.reason, exposure.message)
+    elif md.scales_to_zero and observed.gateway_api_installed and not observed.traffic_policy_installed:
+        degraded = cond(
+            "Degraded",
+            True,
+            "ScaleToZeroUnavailable",
+            "spec.autoscaling.minReplicas 0 needs Envoy Gateway's BackendTrafficPolicy (CRD "
+            "backendtrafficpolicies.gateway.envoyproxy.io) so that the Gateway holds a request while a pod "
+            "starts; it is not installed: install Envoy Gateway or set minReplicas to 1; keeping 1 pod "
+            "meanwhile",
+        )
     elif keda_missing:
         assert md.autoscaling is not None
         degraded = cond(
@@ -292,6 +311,16 @@ def _conditions(
     else:
         degraded = cond("Degraded", False, "AsExpected", counts)
     return [ready_cond, available, progressing, degraded]
+
+
+def _scaled_to_zero_message(md: specs.ModelDeployment) -> str:
+    assert md.autoscaling is not None
+    return (
+        f"no pod runs: no request came through the Gateway for {md.autoscaling.scale_down_delay_seconds} s "
+        "(spec.autoscaling.scaleDownDelaySeconds); the next request to status.url starts one and is held "
+        f"until it is Ready (up to {md.autoscaling.cold_start_timeout_seconds} s, "
+        "spec.autoscaling.coldStartTimeoutSeconds); calls to the Service itself are refused meanwhile"
+    )
 
 
 def _exposure_problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:

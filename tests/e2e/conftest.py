@@ -18,3 +18,10 @@ def operator(cluster: Cluster) -> Path:
     """The host operator (make operator-up is idempotent: a test elsewhere may have stopped it)."""
     make("operator-up")
     return Path(make_print("operator-log"))
+
+
+@pytest.fixture(scope="module")
+def keda(cluster: Cluster) -> str:
+    """KEDA and its Prometheus running (`make keda`, idempotent); that Prometheus' address."""
+    make("keda")
+    return make_print("keda-prometheus-url")

@@ -27,12 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import CREDENTIALS_SECRET, credentials_secret
-from tests.support.gateway import GATEWAY, gateway_ca, wait_routed
+from tests.support.gateway import GATEWAY, gateway_ca, model_md, post, wait_routed
 from tests.support.modeldeployments import (
     children,
     condition,
     md,
-    model_deployment,
     s3_model_spec,
     wait_ready,
     wait_reason,
@@ -62,12 +61,6 @@ class SlowSum:
 """
 
 
-def model_md(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    """A ModelDeployment of MODEL (a spec.model without its credentials) that names the chart's Gateway."""
-    model = {**model, "credentialsSecret": CREDENTIALS_SECRET}
-    return model_deployment(name, {"model": model, "gateway": GATEWAY, **spec})
-
-
 def custom_model(s3: S3Server, module: str, source: str) -> dict[str, Any]:
     """spec.model of format custom: a tar.gz holding MODULE.py, in S3, its digest pinned (code shipped in
     an artifact runs only so)."""
@@ -92,14 +85,6 @@ def grpc_predict(address: str, ca: bytes, model_header: str, rows: list[list[flo
         response = stub.ModelInfer(request, metadata=[("modelplane-model", model_header)], timeout=30)
     (predict,) = [o for o in response.outputs if o.name == "predict"]
     return list(predict.contents.int64_contents)
-
-
-def post(url: str, body: Any, context: ssl.SSLContext | None = None, timeout: float = 30) -> Any:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
-        return json.loads(response.read())
 
 
 def test_a_model_is_served_through_the_gateway_over_http_and_https(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import REPO_ROOT, Cluster, make, make_print, wait_until
+from tests.support.cluster import REPO_ROOT, Cluster, wait_until
 from tests.support.examples import credentials_secret
 from tests.support.llm import sha256_of, smollm2_gguf
 from tests.support.modeldeployments import condition, model_deployment, service_url, wait_ready, wait_service
@@ -112,13 +112,6 @@ def steady_rate(url: str, per_second: float) -> Iterator[Load]:
         finally:
             load.stop.set()
             pacer.join(timeout=60)
-
-
-@pytest.fixture(scope="module")
-def keda(cluster: Cluster) -> str:
-    """KEDA and its Prometheus running (`make keda`, idempotent); that Prometheus' address."""
-    make("keda")
-    return make_print("keda-prometheus-url")
 
 
 def slow_model(s3: S3Server, seconds: float) -> tuple[str, str]:
@@ -306,7 +299,7 @@ def test_keda_scales_a_language_model_on_its_waiting_requests_up_under_load_and_
         ({"scaleDownDelaySeconds": -1}, "spec.autoscaling.scaleDownDelaySeconds"),
         ({"metric": "waitingRequests"}, "spec.autoscaling.metric"),  # not a language model
         ({"metric": "kvCacheUsage"}, "spec.autoscaling.metric"),
-        ({"minReplicas": 0}, "spec.autoscaling.minReplicas must be at least 1: scale to zero"),
+        ({"minReplicas": 0}, "spec.autoscaling.minReplicas 0 (scale to zero) needs spec.gateway"),
     ],
 )
 def test_bad_autoscaling_is_rejected_naming_the_field(

@@ -43,6 +43,9 @@ OBSERVATIONS = {
     "gateway-shadow": render.Observations(gateway_api_installed=True),
     "vllm": render.Observations(keda_installed=True, secret_keys=AWS_KEYS),
     "vllm-gpu": render.Observations(),
+    "gateway-scale-to-zero": render.Observations(
+        keda_installed=True, gateway_api_installed=True, traffic_policy_installed=True
+    ),
     "consumers": render.Observations(
         consumers=Directory(
             "modelplane-consumers",

@@ -104,9 +104,9 @@ def test_a_language_model_scales_on_its_engine_metrics_with_keda(metric: str) ->
 
 
 @pytest.mark.parametrize("metric", ["concurrency", "rps", "waitingRequests"])
-def test_min_replicas_zero_is_refused_saying_why(metric: str) -> None:
+def test_min_replicas_zero_without_a_gateway_is_refused_saying_why(metric: str) -> None:
     with pytest.raises(
-        spec.SpecError, match=r"spec\.autoscaling\.minReplicas must be at least 1: scale to zero"
+        spec.SpecError, match=r"spec\.autoscaling\.minReplicas 0 \(scale to zero\) needs spec\.gateway"
     ):
         spec.parse(gguf_body(metric=metric, minReplicas=0))
 

@@ -1,5 +1,6 @@
-"""The chart's Gateway on the local cluster (make gateway): its reference, its address, its
-certificate, and the wait for Envoy to have a new route."""
+"""The chart's Gateway on the local cluster (`make gateway`): its reference, its address, its
+certificate, ModelDeployments that name it, the wait for Envoy to have a new route, and requests
+to it from the host."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import modelplane_contract as contract
 import pytest
 
 from tests.support.cluster import Cluster, make, wait_until
-from tests.support.modeldeployments import condition
+from tests.support.examples import CREDENTIALS_SECRET
+from tests.support.modeldeployments import condition, model_deployment
 
 #: spec.gateway of a ModelDeployment reached through the chart's Gateway.
 GATEWAY: Final = {"name": "modelplane", "namespace": "modelplane-system"}
@@ -45,6 +47,12 @@ def gateway_address(cluster: Cluster) -> str:
     return address
 
 
+def model_md(name: str, model: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A ModelDeployment of MODEL (a spec.model without its credentials) that names the chart's Gateway."""
+    model = {**model, "credentialsSecret": CREDENTIALS_SECRET}
+    return model_deployment(name, {"model": model, "gateway": GATEWAY, **spec})
+
+
 def gateway_ca(cluster: Cluster) -> bytes:
     """The Gateway's self-signed certificate (the harness made it; it names the node's address)."""
     secret = cluster.get("secret", TLS_SECRET, GATEWAY["namespace"])
@@ -68,3 +76,11 @@ def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
             raise
 
     wait_until(f"Envoy to route {url}", routed, timeout=30, interval=0.5)
+
+
+def post(url: str, body: Any, context: ssl.SSLContext | None = None, timeout: float = 30) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+        return json.loads(response.read())

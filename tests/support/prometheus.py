@@ -60,9 +60,40 @@ class PrometheusError(AssertionError):
 
 
 @dataclass
-class PrometheusServer:
-    process: subprocess.Popen[bytes]
+class PrometheusApi:
+    """The HTTP API of the Prometheus at URL: one a test started, or the harness's (make keda)."""
+
     url: str
+
+    def api(self, path: str, **params: str) -> Any:
+        """GET /api/v1/PATH and return its `data`, raising on an error status."""
+        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
+        body = response.json()
+        if response.status_code != 200 or body.get("status") != "success":
+            raise PrometheusError(f"GET /api/v1/{path} {params}: {response.status_code} {body}")
+        return body["data"]
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """An instant query; returns the vector's samples ({"metric": {...}, "value": [ts, "v"]})."""
+        data = self.api("query", query=promql)
+        if data["resultType"] != "vector":
+            raise PrometheusError(f"{promql!r} gave a {data['resultType']}, not a vector")
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def wait_for_series(self, promql: str, timeout: float = 60) -> list[dict[str, Any]]:
+        """Polls QUERY until it returns at least one sample (scrapes happen on Prometheus' own clock)."""
+        try:
+            return wait_until(f"series {promql!r}", lambda: self.query(promql), timeout, POLL_INTERVAL)
+        except AssertionError as timed_out:
+            targets = self.api("targets")["activeTargets"]
+            health = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
+            raise PrometheusError(f"{timed_out}; scrape targets: {health}") from None
+
+
+@dataclass
+class PrometheusServer(PrometheusApi):
+    process: subprocess.Popen[bytes]
     log_path: Path
 
     @classmethod
@@ -108,31 +139,6 @@ class PrometheusServer:
                 return False
 
         wait_until(f"prometheus ready at {self.url}", ready, timeout=timeout, interval=POLL_INTERVAL)
-
-    def api(self, path: str, **params: str) -> Any:
-        """GET /api/v1/PATH and return its `data`, raising on an error status."""
-        response = httpx.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
-        body = response.json()
-        if response.status_code != 200 or body.get("status") != "success":
-            raise PrometheusError(f"GET /api/v1/{path} {params}: {response.status_code} {body}")
-        return body["data"]
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        """An instant query; returns the vector's samples ({"metric": {...}, "value": [ts, "v"]})."""
-        data = self.api("query", query=promql)
-        if data["resultType"] != "vector":
-            raise PrometheusError(f"{promql!r} gave a {data['resultType']}, not a vector")
-        result: list[dict[str, Any]] = data["result"]
-        return result
-
-    def wait_for_series(self, promql: str, timeout: float = 60) -> list[dict[str, Any]]:
-        """Polls QUERY until it returns at least one sample (scrapes happen on Prometheus' own clock)."""
-        try:
-            return wait_until(f"series {promql!r}", lambda: self.query(promql), timeout, POLL_INTERVAL)
-        except AssertionError as timed_out:
-            targets = self.api("targets")["activeTargets"]
-            health = [(t["scrapeUrl"], t["health"], t["lastError"]) for t in targets]
-            raise PrometheusError(f"{timed_out}; scrape targets: {health}") from None
 
     def stop(self, timeout: float = 30) -> None:
         if self.process.poll() is None:

@@ -15,11 +15,11 @@ from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest
 from modelplane.render.deployment import deployment
 from modelplane.render.disruption import pod_disruption_budget
 from modelplane.render.network import network_policy
-from modelplane.render.rate_limit import rate_limit_policy
 from modelplane.render.route import http_route
 from modelplane.render.security_policy import security_policy
 from modelplane.render.service import service, urls
 from modelplane.render.settings import RenderSettings
+from modelplane.render.traffic_policy import backend_traffic_policy
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,9 @@ def children(
     if settings.network_policy is not None:
         manifests.append(network_policy(md, settings.network_policy))
     manifests.extend(_access_policies(md, settings, observed))
+    traffic = _traffic_policy(md, observed)
+    if traffic is not None:
+        manifests.append(traffic)
     return manifests
 
 
@@ -85,14 +88,22 @@ def _access_enforceable(md: specs.ModelDeployment, observed: Observations) -> bo
 def _access_policies(
     md: specs.ModelDeployment, settings: RenderSettings, observed: Observations
 ) -> list[Manifest]:
-    """spec.access.consumers: the SecurityPolicy (keys, who may call) and, with a quota, the rate limit."""
+    """spec.access.consumers: the SecurityPolicy (keys, who may call); a quota is _traffic_policy's."""
     if not md.consumers or not observed.security_policy_installed:
         return []
     directory = observed.consumers or Directory(settings.consumer_namespace)
-    manifests = [security_policy(md, directory, directory.resolve(md.consumers).allowed)]
-    if md.quota is not None and observed.traffic_policy_installed:
-        manifests.append(rate_limit_policy(md, md.quota))
-    return manifests
+    return [security_policy(md, directory, directory.resolve(md.consumers).allowed)]
+
+
+def _traffic_policy(md: specs.ModelDeployment, observed: Observations) -> Manifest | None:
+    """The route's one BackendTrafficPolicy (Envoy Gateway takes one per route): spec.access.quota's
+    rate limit, and what holds a request while a model scaled to zero starts a pod."""
+    enforced = md.consumers and observed.security_policy_installed and observed.traffic_policy_installed
+    quota = md.quota if enforced else None
+    to_zero = can_scale_to_zero(md, observed)
+    if quota is None and not to_zero:
+        return None
+    return backend_traffic_policy(md, quota, to_zero)
 
 
 def _autoscaler(
@@ -101,8 +112,21 @@ def _autoscaler(
     if md.autoscaling is None:
         return None
     if md.autoscaling.uses_keda:
-        return scaled_object(md, md.autoscaling, settings) if observed.keda_installed else None
+        if not observed.keda_installed:
+            return None
+        return scaled_object(md, md.autoscaling, settings, to_zero=can_scale_to_zero(md, observed))
     return horizontal_pod_autoscaler(md, md.autoscaling)
+
+
+def can_scale_to_zero(md: specs.ModelDeployment, observed: Observations) -> bool:
+    """minReplicas 0 and the Gateway can hold a request while a pod starts (Envoy Gateway's
+    BackendTrafficPolicy is there to say so); otherwise the model keeps one pod."""
+    return (
+        md.scales_to_zero
+        and md.gateway is not None
+        and observed.gateway_api_installed
+        and observed.traffic_policy_installed
+    )
 
 
 def _keys(model: specs.Model, observed: Observations) -> frozenset[str]:
@@ -113,4 +137,13 @@ def _most_replicas(md: specs.ModelDeployment) -> int:
     return md.autoscaling.max_replicas if md.autoscaling else md.replicas
 
 
-__all__ = ["Manifest", "Observations", "RenderSettings", "canary_replicas", "children", "split", "urls"]
+__all__ = [
+    "Manifest",
+    "Observations",
+    "RenderSettings",
+    "can_scale_to_zero",
+    "canary_replicas",
+    "children",
+    "split",
+    "urls",
+]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Final
+
 import modelplane_contract as contract
 
 from modelplane import spec as specs
@@ -58,10 +60,61 @@ def prometheus_query(md: specs.ModelDeployment, metric: str) -> str:
     return f"sum(rate({contract.METRIC_REQUESTS_TOTAL}{{{where}}}[1m]))"
 
 
+# With minReplicas 0, how often KEDA asks whether a model at zero has a request waiting (its default,
+# 30 s, would add up to 30 s to every cold start).
+WAKE_POLLING_SECONDS: Final = 5
+
+
+def route_activity_query(md: specs.ModelDeployment) -> str:
+    """Requests reaching the model's route in Envoy, and Envoy's retries of a request held while no pod
+    runs (each failed connection is retried: render/traffic_policy.py), per second over the last
+    minute, capped at 1: a trigger that wakes the model and keeps one pod, never more (the runtime's
+    own metric scales further). Envoy Gateway names the route's clusters httproute/NS/NAME/rule/N; the
+    Envoy pods' metrics must reach the same Prometheus (Envoy Gateway annotates them for scraping).
+    The two counters are summed apart (their rates have the same labels) and each is 0 without series."""
+    where = f'{{envoy_cluster_name=~"httproute/{md.namespace}/{md.name}/rule/[0-9]+"}}'
+    terms = [
+        f"(sum(rate(envoy_cluster_upstream_rq_{counter}{where}[1m])) or vector(0))"
+        for counter in ("total", "retry")
+    ]
+    return f"clamp_max({' + '.join(terms)}, 1)"
+
+
 def scaled_object(
-    md: specs.ModelDeployment, autoscaling: specs.Autoscaling, settings: RenderSettings
+    md: specs.ModelDeployment,
+    autoscaling: specs.Autoscaling,
+    settings: RenderSettings,
+    to_zero: bool = False,
 ) -> Manifest:
-    """KEDA scales on the runtime's own metrics, as Prometheus scraped them from the pods."""
+    """KEDA scales on the runtime's own metrics, as Prometheus scraped them from the pods. TO_ZERO
+    (minReplicas 0, and the Gateway can hold a request): KEDA also watches the route's requests in
+    Envoy, which still arrive at zero pods, activates (0 -> 1) on the first, and scales to zero once
+    no trigger has seen anything for scaleDownDelaySeconds."""
+    triggers: list[dict[str, Any]] = [
+        {
+            "type": "prometheus",
+            "metadata": {
+                "serverAddress": settings.prometheus_url,
+                "query": prometheus_query(md, autoscaling.metric),
+                "threshold": str(autoscaling.target),
+            },
+        }
+    ]
+    timing: dict[str, Any] = {}
+    if to_zero:
+        triggers.append(
+            {
+                "type": "prometheus",
+                "name": "gateway-requests",
+                "metadata": {
+                    "serverAddress": settings.prometheus_url,
+                    "query": route_activity_query(md),
+                    "threshold": "1",
+                    "activationThreshold": "0",
+                },
+            }
+        )
+        timing["pollingInterval"] = WAKE_POLLING_SECONDS
     return stamp(
         {
             "apiVersion": "keda.sh/v1alpha1",
@@ -73,21 +126,13 @@ def scaled_object(
                     "kind": "Deployment",
                     "name": track_name(md, STABLE),
                 },
-                "minReplicaCount": autoscaling.min_replicas,
+                **timing,
+                "minReplicaCount": 0 if to_zero else max(autoscaling.min_replicas, 1),
                 "maxReplicaCount": autoscaling.max_replicas,
                 # cooldownPeriod only delays the last step to zero; N -> 1 is the HPA KEDA creates.
                 "cooldownPeriod": autoscaling.scale_down_delay_seconds,
                 "advanced": {"horizontalPodAutoscalerConfig": {"behavior": scale_down_behavior(autoscaling)}},
-                "triggers": [
-                    {
-                        "type": "prometheus",
-                        "metadata": {
-                            "serverAddress": settings.prometheus_url,
-                            "query": prometheus_query(md, autoscaling.metric),
-                            "threshold": str(autoscaling.target),
-                        },
-                    }
-                ],
+                "triggers": triggers,
             },
         }
     )

@@ -1,4 +1,4 @@
-"""Envoy Gateway's BackendTrafficPolicy for a ModelDeployment's route: each consumer's quota.
+"""spec.access.quota in the route's BackendTrafficPolicy (render/traffic_policy.py): each consumer's quota.
 
 A local rate limit with one rule whose selector is the gateway-set client id header, type Distinct:
 each client id gets its own token bucket of spec.access.quota.requests per unit. Local limits count
@@ -13,12 +13,11 @@ Gateway 1.9.1's translation: a formatted %RESP(x-ratelimit-reset)% comes out emp
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import modelplane_contract as contract
 
 from modelplane import spec as specs
-from modelplane.render.common import Manifest, metadata, stamp
-from modelplane.render.security_policy import API_VERSION, route_target
 
 
 def _body(quota: specs.Quota) -> str:
@@ -30,38 +29,31 @@ def _body(quota: specs.Quota) -> str:
     return json.dumps({"error": message})
 
 
-def rate_limit_policy(md: specs.ModelDeployment, quota: specs.Quota) -> Manifest:
-    return stamp(
-        {
-            "apiVersion": API_VERSION,
-            "kind": "BackendTrafficPolicy",
-            "metadata": metadata(md, md.name),
-            "spec": {
-                "targetRefs": route_target(md),
-                "rateLimit": {
-                    "type": "Local",
-                    "local": {
-                        "rules": [
-                            {
-                                "clientSelectors": [
-                                    {"headers": [{"name": contract.CONSUMER_HEADER, "type": "Distinct"}]}
-                                ],
-                                "limit": {"requests": quota.requests, "unit": quota.unit},
-                            }
-                        ]
-                    },
-                },
-                "responseOverride": [
+def rate_limit(quota: specs.Quota) -> dict[str, Any]:
+    """The policy's fields for QUOTA: the limit and the override of its 429."""
+    return {
+        "rateLimit": {
+            "type": "Local",
+            "local": {
+                "rules": [
                     {
-                        "match": {"statusCodes": [{"type": "Value", "value": 429}]},
-                        "source": "Local",
-                        "response": {
-                            "contentType": "application/json",
-                            "body": {"type": "Inline", "inline": _body(quota)},
-                            "header": {"set": [{"name": "Retry-After", "value": str(quota.unit_seconds)}]},
-                        },
+                        "clientSelectors": [
+                            {"headers": [{"name": contract.CONSUMER_HEADER, "type": "Distinct"}]}
+                        ],
+                        "limit": {"requests": quota.requests, "unit": quota.unit},
                     }
-                ],
+                ]
             },
-        }
-    )
+        },
+        "responseOverride": [
+            {
+                "match": {"statusCodes": [{"type": "Value", "value": 429}]},
+                "source": "Local",
+                "response": {
+                    "contentType": "application/json",
+                    "body": {"type": "Inline", "inline": _body(quota)},
+                    "header": {"set": [{"name": "Retry-After", "value": str(quota.unit_seconds)}]},
+                },
+            }
+        ],
+    }

@@ -35,6 +35,15 @@ def path_prefix(md: specs.ModelDeployment) -> str:
     return f"/{md.namespace}/{md.name}"
 
 
+def route_timeout_seconds(md: specs.ModelDeployment) -> int:
+    """The runtime's own bound and a margin; a model that scales to zero adds the time a request may be
+    held while a pod starts (the Gateway retries the connection until then: render/traffic_policy.py)."""
+    seconds = md.runtime.request_timeout_seconds + TIMEOUT_MARGIN_SECONDS
+    if md.autoscaling is not None and md.scales_to_zero:
+        seconds += md.autoscaling.cold_start_timeout_seconds
+    return seconds
+
+
 def http_route(md: specs.ModelDeployment, canary_ready: bool = False) -> Manifest:
     """With a canary that is Ready, requests split by weight between the tracks' own Services, exactly
     spec.rollout.canary.trafficPercent of them to the canary, whatever the pod counts; before that,
@@ -49,7 +58,7 @@ def http_route(md: specs.ModelDeployment, canary_ready: bool = False) -> Manifes
     }
     if gateway.section_name:
         parent["sectionName"] = gateway.section_name
-    timeouts = {"request": f"{md.runtime.request_timeout_seconds + TIMEOUT_MARGIN_SECONDS}s"}
+    timeouts = {"request": f"{route_timeout_seconds(md)}s"}
     rules: list[dict[str, Any]] = []
     if contract.PROTOCOL_GRPC in md.runtime.protocols:
         headers = [{"type": "RegularExpression", "name": "content-type", "value": GRPC_CONTENT_TYPE}]
@@ -186,4 +195,11 @@ def route_problem(route: Mapping[str, Any] | None, gateway: specs.Gateway) -> tu
     return "RoutePending", f"Gateway {name} has not yet reported on the HTTPRoute (no Accepted condition)"
 
 
-__all__ = ["ExternalUrls", "external_urls", "http_route", "path_prefix", "route_problem"]
+__all__ = [
+    "ExternalUrls",
+    "external_urls",
+    "http_route",
+    "path_prefix",
+    "route_problem",
+    "route_timeout_seconds",
+]
