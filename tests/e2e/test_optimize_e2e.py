@@ -100,7 +100,7 @@ def test_optimize_that_cannot_apply_is_refused_at_apply_time(cluster: Cluster, n
     good = {"uri": "s3://models/iris/model.joblib", "format": "sklearn"}
     cases = [
         (
-            {**good, "format": "xgboost", "optimize": {"onnx": True}},
+            {**good, "format": "pytorch", "optimize": {"onnx": True}},
             "spec.model.optimize: this format has no ONNX form",
         ),
         ({**good, "optimize": {"quantize": "int8"}}, "spec.model.optimize.quantize"),

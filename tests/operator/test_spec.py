@@ -227,13 +227,15 @@ def test_optimize_defaults_the_gate_from_the_contract() -> None:
     onnx_int8 = spec.parse(body(**_optimize("onnx", quantize="int8", gate={"maxAbsError": 0.5}))).model
     assert onnx_int8.optimize is not None
     assert onnx_int8.optimize.gate.max_abs_error == 0.5
+    for booster in ("xgboost", "lightgbm"):
+        assert spec.parse(body(**_optimize(booster, onnx=True))).model.optimize == spec.Optimize(onnx=True)
 
 
 @pytest.mark.parametrize(
     ("fields", "named", "says"),
     [
         (_optimize(), "spec.model.optimize", "asks for nothing"),
-        (_optimize("xgboost", onnx=True), "spec.model.optimize", "format xgboost has no ONNX form"),
+        (_optimize("pytorch", onnx=True), "spec.model.optimize", "format pytorch has no ONNX form"),
         (_optimize(quantize="int8"), "spec.model.optimize.quantize", "set spec.model.optimize.onnx: true"),
         (_optimize("onnx", onnx=True), "spec.model.optimize.onnx", "ONNX already"),
         (_optimize(quantize="int4", onnx=True), "spec.model.optimize.quantize", "not one of int8"),

@@ -10,6 +10,7 @@ import joblib
 import modelplane_contract as contract
 import numpy as np
 import pytest
+from modelplane_runtime.datatypes import NUMPY_BY_DATATYPE
 from modelplane_runtime.formats import LoadOptions, Trust, load_model
 from modelplane_runtime.formats.optimized import read_record, served_model
 from modelplane_runtime.optimize import convert
@@ -252,3 +253,95 @@ def test_the_server_answers_through_the_optimized_form(mlp_dir: Path, tmp_path: 
     assert meta["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
     agreement = np.mean(np.array(answer["predictions"]) == original.predict(features))
     assert agreement >= contract.GATE_MIN_AGREEMENT
+
+
+def _boosted_dir(model_dir: Path, library: str, objective: str) -> Path:
+    """A small booster of ``library`` trained with ``objective``, saved as its format loads it."""
+    from sklearn.datasets import make_classification, make_regression
+
+    classes = 3 if objective.startswith("multi") else 2
+    if objective.startswith(("reg", "regression")):
+        features, target = make_regression(n_samples=400, n_features=6, random_state=3)
+    else:
+        features, target = make_classification(
+            n_samples=400, n_features=6, n_informative=4, n_classes=classes, random_state=3
+        )
+    model_dir.mkdir(parents=True)
+    if library == "xgboost":
+        import xgboost
+
+        params: dict[str, Any] = {"objective": objective, "max_depth": 3}
+        params |= {"num_class": classes} if classes > 2 else {}
+        artifact = model_dir / "model.json"
+        train = xgboost.DMatrix(features, label=target)
+        xgboost.train(params, train, num_boost_round=20).save_model(str(artifact))
+    else:
+        import lightgbm
+
+        params = {"objective": objective, "verbose": -1, "num_leaves": 8}
+        params |= {"num_class": classes} if classes > 2 else {}
+        artifact = model_dir / "model.txt"
+        data = lightgbm.Dataset(features, label=target)
+        lightgbm.train(params, data, num_boost_round=20).save_model(str(artifact))
+    record = {"uri": f"file://{artifact}", "digest": "sha256:" + "c" * 64, "bytes": artifact.stat().st_size}
+    (model_dir / contract.PULL_RECORD_FILE).write_text(json.dumps(record))
+    np.save(model_dir.parent / f"{model_dir.name}-features.npy", features)
+    return model_dir
+
+
+@pytest.mark.parametrize(
+    ("library", "objective"),
+    [
+        ("xgboost", "multi:softprob"),
+        ("xgboost", "multi:softmax"),
+        ("xgboost", "binary:logistic"),
+        ("xgboost", "reg:squarederror"),
+        ("lightgbm", "multiclass"),
+        ("lightgbm", "binary"),
+        ("lightgbm", "regression"),
+    ],
+)
+def test_boosters_convert_and_answer_like_the_library(library: str, objective: str, tmp_path: Path) -> None:
+    model_dir = _boosted_dir(tmp_path / "model", library, objective)
+    outcome = optimize(model_dir, library, INT8, None)
+    assert outcome.reason == contract.REASON_OPTIMIZED, outcome.message
+    assert outcome.applied == ["onnx"]  # trees have no MatMul/Gemm: int8 is said not to apply
+    assert any(note.startswith("converter: onnxmltools") for note in outcome.notes)
+    assert "int8 quantization does not apply: the ONNX graph has no MatMul or Gemm" in outcome.notes
+    assert outcome.gate is not None
+    assert outcome.gate["passed"] is True
+    assert outcome.gate["sample"] == "signature"
+    print(library, objective, outcome.gate)  # noqa: T201 - the measured figures, in the test's report
+    record = read_record(model_dir)
+    assert record is not None
+    served = served_model(_options(model_dir), record)
+    original = load_model(library, _options(model_dir))
+    assert served is not None
+    assert [spec.as_dict() for spec in served.inputs] == [spec.as_dict() for spec in original.inputs]
+    features = np.load(tmp_path / "model-features.npy")
+    rows = {"input-0": features.astype(NUMPY_BY_DATATYPE[original.inputs[0].datatype])}
+    got = served.predict(rows, ["predict"])["predict"]
+    want = original.predict(rows, ["predict"])["predict"]
+    assert (got.shape, got.dtype) == (want.shape, want.dtype)
+    if objective == "multi:softmax":
+        assert np.mean(got == want) >= contract.GATE_MIN_AGREEMENT  # the class itself
+    else:
+        # Float32 thresholds in ONNX: a row right at a split may take the other branch (the gate's
+        # bound); everywhere else the same trees give the same numbers.
+        close = np.isclose(got, want, rtol=1e-4, atol=1e-4)
+        assert np.mean(close) >= contract.GATE_MIN_AGREEMENT, np.abs(got - want).max()
+
+
+def test_a_booster_objective_without_a_known_answer_is_reported(tmp_path: Path) -> None:
+    import xgboost
+
+    features, _ = iris()
+    model_dir = tmp_path / "margins"
+    model_dir.mkdir()
+    labels = features[:, 0] > 5
+    booster = xgboost.train({"objective": "binary:logitraw"}, xgboost.DMatrix(features, label=labels))
+    booster.save_model(str(model_dir / "model.json"))
+    outcome = optimize(model_dir, "xgboost", ONNX, None)
+    assert outcome.reason == contract.REASON_OPTIMIZATION_FAILED
+    assert "xgboost objective binary:logitraw is not converted here" in outcome.message
+    assert "serving the original" in outcome.message

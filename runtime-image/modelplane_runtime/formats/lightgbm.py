@@ -28,6 +28,17 @@ class LightGBMModel(Model):
             TensorSpec("predict", "FP64", (-1, -1) if booster.num_model_per_iteration() > 1 else (-1,))
         ]
 
+    @property
+    def booster(self) -> Any:
+        """The loaded ``lightgbm.Booster`` (the optimize step converts it)."""
+        return self._booster
+
+    @property
+    def objective(self) -> str:
+        """The learning objective the booster was trained with, as the model file names it."""
+        named = self._booster.params.get("objective") or self._booster.dump_model()["objective"]
+        return str(named).split()[0]  # the model dump says e.g. "binary sigmoid:1"
+
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))
         return {"predict": np.asarray(self._booster.predict(features, num_threads=self.options.threads))}

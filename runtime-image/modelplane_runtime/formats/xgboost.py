@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,16 @@ class XGBoostModel(Model):
         self._booster = booster
         self._inputs = [TensorSpec("input-0", "FP32", (-1, booster.num_features()))]
         self._outputs = [TensorSpec("predict", "FP32", (-1,))]
+
+    @property
+    def booster(self) -> Any:
+        """The loaded ``xgboost.Booster`` (the optimize step converts it)."""
+        return self._booster
+
+    @property
+    def objective(self) -> str:
+        """The learning objective the booster was trained with (what its predictions mean)."""
+        return str(json.loads(self._booster.save_config())["learner"]["objective"]["name"])
 
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         features = next(iter(inputs.values()))

@@ -36,7 +36,8 @@ class OnnxForm:
 
 
 def to_onnx(model: Model) -> OnnxForm:
-    """The ONNX form of ``model`` (a scikit-learn estimator converted, an ONNX model as it is)."""
+    """The ONNX form of ``model`` (a scikit-learn estimator or an XGBoost/LightGBM booster converted,
+    an ONNX model as it is)."""
     if model.format_name == "onnx":
         path = find_artifact(model.options.model_dir, (".onnx",), "ONNX model")
         outputs = tuple(
@@ -46,6 +47,8 @@ def to_onnx(model: Model) -> OnnxForm:
         return OnnxForm(path.read_bytes(), outputs, "none (already ONNX)")
     if model.format_name == "sklearn":
         return _sklearn(model)
+    if model.format_name in ("xgboost", "lightgbm"):
+        return _booster(model)
     raise ConversionError(f"format {model.format_name} has no ONNX converter here")
 
 
@@ -83,6 +86,97 @@ def _sklearn(model: Model) -> OnnxForm:
     else:
         outputs.append(OutputMap("predict", names[0], VALUES))
     return OnnxForm(graph.SerializeToString(), tuple(outputs), f"skl2onnx {skl2onnx.__version__}")
+
+
+#: What answers for a booster's ``predict`` in the classifier or regressor graph onnxmltools makes,
+#: by the booster's objective: all class probabilities, the positive class's, the class, the value.
+PROBABILITIES, POSITIVE_PROBABILITY, CLASS, VALUE = "probabilities", "positive", "class", "value"
+BOOSTER_OBJECTIVES: Final = {
+    "xgboost": {
+        "multi:softprob": PROBABILITIES,
+        "multi:softmax": CLASS,
+        "binary:logistic": POSITIVE_PROBABILITY,
+        "reg:squarederror": VALUE,
+        "reg:squaredlogerror": VALUE,
+        "reg:absoluteerror": VALUE,
+        "reg:pseudohubererror": VALUE,
+        "reg:logistic": VALUE,
+        "count:poisson": VALUE,
+        "reg:gamma": VALUE,
+        "reg:tweedie": VALUE,
+    },
+    "lightgbm": {
+        "multiclass": PROBABILITIES,
+        "multiclassova": PROBABILITIES,
+        "binary": POSITIVE_PROBABILITY,
+        "regression": VALUE,
+        "regression_l1": VALUE,
+        "huber": VALUE,
+        "fair": VALUE,
+        "poisson": VALUE,
+        "quantile": VALUE,
+        "mape": VALUE,
+        "gamma": VALUE,
+        "tweedie": VALUE,
+    },
+}
+POSITIVE_OUTPUT: Final = "positive_probability"
+
+
+def _booster(model: Model) -> OnnxForm:
+    """An XGBoost or LightGBM booster through onnxmltools, its graph answering ``predict`` as the
+    booster does (the probabilities, the positive class's alone, the class or the value).
+
+    Which graph output that is follows from the objective the booster was trained with; one whose
+    predictions this mapping does not know (ranking, survival, raw margins) is not converted.
+    """
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    from modelplane_runtime.formats.lightgbm import LightGBMModel
+    from modelplane_runtime.formats.xgboost import XGBoostModel
+
+    assert isinstance(model, XGBoostModel | LightGBMModel)
+    library = model.format_name
+    objective = model.objective
+    answer = BOOSTER_OBJECTIVES[library].get(objective)
+    if answer is None:
+        raise ConversionError(
+            f"{library} objective {objective} is not converted here (converted: "
+            f"{', '.join(BOOSTER_OBJECTIVES[library])})"
+        )
+    types = [("input", FloatTensorType([None, model.inputs[0].shape[1]]))]
+    try:
+        if library == "xgboost":
+            graph: Any = onnxmltools.convert_xgboost(model.booster, initial_types=types)
+        else:
+            graph = onnxmltools.convert_lightgbm(model.booster, initial_types=types, zipmap=False)
+    except Exception as error:  # onnxmltools raises many kinds: every one means "no ONNX form"
+        raise ConversionError(f"onnxmltools cannot convert this {library} booster: {error}") from error
+    names = [output.name for output in graph.graph.output]
+    if answer == VALUE:
+        served = OutputMap("predict", names[0], VALUES)
+    elif answer == CLASS:
+        served = OutputMap("predict", names[0], LABEL)
+    elif answer == PROBABILITIES:
+        served = OutputMap("predict", names[1], VALUES)
+    else:
+        _add_column_output(graph, names[1], 1, POSITIVE_OUTPUT)
+        served = OutputMap("predict", POSITIVE_OUTPUT, VALUES)
+    return OnnxForm(graph.SerializeToString(), (served,), f"onnxmltools {onnxmltools.__version__}")
+
+
+def _add_column_output(graph: Any, source: str, column: int, name: str) -> None:
+    """A graph output ``name`` that is column ``column`` of the (N, K) output ``source``, as (N,)."""
+    import onnx
+    from onnx import helper
+
+    if not any(opset.domain in ("", "ai.onnx") for opset in graph.opset_import):
+        graph.opset_import.append(helper.make_opsetid("", 13))  # Gather is in every opset from 1
+    index = f"{name}_index"
+    graph.graph.initializer.append(helper.make_tensor(index, onnx.TensorProto.INT64, [], [column]))
+    graph.graph.node.append(helper.make_node("Gather", [source, index], [name], axis=1))
+    graph.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None]))
 
 
 def quantizable(graph: bytes) -> bool:

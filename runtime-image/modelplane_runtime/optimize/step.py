@@ -79,7 +79,8 @@ def _versions() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    for name in ("onnxruntime", "skl2onnx", "onnx", "scikit-learn"):
+    converters = ("onnxruntime", "skl2onnx", "onnxmltools", "onnx")
+    for name in (*converters, "scikit-learn", "xgboost", "xgboost-cpu", "lightgbm"):
         try:
             found.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
