@@ -23,16 +23,37 @@ ROWS = 4000
 MODEL_FILE = "model.joblib"
 
 
+#: Each format's file, as every server under test finds it (the path is passed where one is asked).
+FILES = {"sklearn": MODEL_FILE, "xgboost": "model.json", "lightgbm": "model.txt"}
+
+
 @dataclass(frozen=True)
 class BenchModel:
     name: str  # also the name each server serves it under
-    estimator: Any
+    estimator: Any  # a scikit-learn estimator, or an XGBoost/LightGBM Booster
     rows: np.ndarray[Any, Any]  # the request rows, one per request
-    directory: Path  # holds MODEL_FILE alone
+    directory: Path  # holds the model's file alone
+    format: str = "sklearn"  # the runtime's format name
 
     @property
     def artifact(self) -> Path:
-        return self.directory / MODEL_FILE
+        return self.directory / FILES[self.format]
+
+    def expected(self, rows: np.ndarray[Any, Any]) -> list[Any]:
+        """What the library itself answers for ``rows``: an estimator's labels, a booster's predict
+        (the positive class's probability for a binary objective), as every server returns it."""
+        if self.format == "xgboost":
+            return [float(value) for value in self.estimator.inplace_predict(rows.astype(np.float32))]
+        if self.format == "lightgbm":
+            return [float(value) for value in self.estimator.predict(rows)]
+        return list(self.estimator.predict(rows).tolist())
+
+    def save(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.format == "sklearn":
+            joblib.dump(self.estimator, self.artifact)
+        else:
+            self.estimator.save_model(str(self.artifact))
 
 
 @dataclass(frozen=True)
@@ -59,8 +80,13 @@ def make_models(root: Path) -> list[BenchModel]:
     LogisticRegression on iris and a 100-tree RandomForest on 20 features (the original rows), and
     what users deploy beyond them: a Pipeline (StandardScaler + LogisticRegression) and a
     GradientBoostingClassifier (100 trees of depth 3), on the same 20 features; and a text pipeline
-    (TfidfVectorizer + MultinomialNB) on short made-up reviews, strings in.
+    (TfidfVectorizer + MultinomialNB) on short made-up reviews, strings in; and boosters of the two
+    other tree libraries on the same 20 features (100 rounds each, their default depth/leaves,
+    binary objective: each server answers the positive class's probability).
     """
+    import lightgbm
+    import xgboost
+
     iris_x, iris_y = load_iris(return_X_y=True)
     lr = LogisticRegression(max_iter=1000).fit(iris_x, iris_y)
     rf_x, rf_y = make_classification(n_samples=2000, n_features=20, n_informative=10, random_state=0)
@@ -69,21 +95,32 @@ def make_models(root: Path) -> list[BenchModel]:
     boosted = GradientBoostingClassifier(n_estimators=100, random_state=0).fit(rf_x, rf_y)
     texts, labels = _reviews(ROWS * 2, seed=5)
     text = make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(texts[ROWS:], labels[ROWS:])
+    xgb = xgboost.train(
+        {"objective": "binary:logistic", "nthread": 1, "seed": 0},
+        xgboost.DMatrix(rf_x, label=rf_y),
+        num_boost_round=100,
+    )
+    lgb = lightgbm.train(
+        {"objective": "binary", "num_threads": 1, "seed": 0, "verbose": -1},
+        lightgbm.Dataset(rf_x, label=rf_y),
+        num_boost_round=100,
+    )
     models = [
         BenchModel("lr-iris", lr, _noisy_rows(iris_x, 0.2, seed=1), root / "lr-iris"),
         BenchModel("rf-20", rf, _noisy_rows(rf_x, 0.5, seed=2), root / "rf-20"),
         BenchModel("pipeline-20", pipeline, _noisy_rows(rf_x, 0.5, seed=3), root / "pipeline-20"),
         BenchModel("gb-20", boosted, _noisy_rows(rf_x, 0.5, seed=4), root / "gb-20"),
         BenchModel("text-nb", text, texts[:ROWS], root / "text-nb"),
+        BenchModel("xgb-20", xgb, _noisy_rows(rf_x, 0.5, seed=6), root / "xgb-20", "xgboost"),
+        BenchModel("lgb-20", lgb, _noisy_rows(rf_x, 0.5, seed=7), root / "lgb-20", "lightgbm"),
     ]
     for model in models:
-        model.directory.mkdir(parents=True, exist_ok=True)
-        joblib.dump(model.estimator, model.artifact)
+        model.save()
     return models
 
 
 def workloads(models: list[BenchModel]) -> list[Workload]:
-    lr, rf, pipeline, boosted, text = models
+    lr, rf, pipeline, boosted, text, xgb, lgb = models
     return [
         Workload("LR iris v1", lr, "v1"),
         Workload("LR iris v2", lr, "v2"),
@@ -91,6 +128,8 @@ def workloads(models: list[BenchModel]) -> list[Workload]:
         Workload("Pipeline scaler+LR v2", pipeline, "v2"),
         Workload("GB 100x20 v2", boosted, "v2"),
         Workload("Text TF-IDF+NB v2", text, "v2"),
+        Workload("XGBoost 100x20 v2", xgb, "v2"),
+        Workload("LightGBM 100x20 v2", lgb, "v2"),
     ]
 
 

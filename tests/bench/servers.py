@@ -50,6 +50,14 @@ class ServerSpec:
         return f"http://{HOST}:{self.port}{path}"
 
 
+#: MLServer's runtime for each format (mlserver-sklearn, mlserver-xgboost, mlserver-lightgbm).
+MLSERVER_IMPLEMENTATIONS = {
+    "sklearn": "mlserver_sklearn.SKLearnModel",
+    "xgboost": "mlserver_xgboost.XGBoostModel",
+    "lightgbm": "mlserver_lightgbm.LightGBMModel",
+}
+
+
 def _v2_paths(model: str) -> dict[Protocol, str]:
     return {"v2": f"/v2/models/{model}/infer"}
 
@@ -80,7 +88,7 @@ def mlserver(
     }
     model_settings: dict[str, object] = {
         "name": model.name,
-        "implementation": "mlserver_sklearn.SKLearnModel",
+        "implementation": MLSERVER_IMPLEMENTATIONS[model.format],
         "parameters": {"uri": str(model.artifact)},
     }
     if batching:
@@ -93,9 +101,14 @@ def mlserver(
 
 
 def kserve(python: Path, model: BenchModel) -> ServerSpec:
-    """Our copy of KServe's sklearnserver (tests/bench/kserve_sklearn.py) on kserve's ModelServer."""
+    """Our copy of KServe's sklearnserver (tests/bench/kserve_sklearn.py), or of its xgbserver and
+    lgbserver (tests/bench/kserve_boosters.py), on kserve's ModelServer."""
     port = free_port()
-    argv = [str(python), str(BENCH_DIR / "kserve_sklearn.py"), "--model_name", model.name]
+    if model.format == "sklearn":
+        argv = [str(python), str(BENCH_DIR / "kserve_sklearn.py")]
+    else:
+        argv = [str(python), str(BENCH_DIR / "kserve_boosters.py"), "--library", model.format]
+    argv += ["--model_name", model.name]
     argv += ["--model_dir", str(model.directory), "--http_port", str(port), "--grpc_port", str(free_port())]
     # Its fastest setup: no per-request latency or access log lines, and no FastAPIDeprecationWarning
     # printed per request (newer FastAPI warns about KServe's ORJSONResponse, and sklearn's warning
@@ -119,7 +132,7 @@ def modelplane(
         "--model-dir",
         str(optimized_dir or model.directory),
         "--format",
-        "sklearn",
+        model.format,
     ]
     argv += ["--name", model.name, "--host", HOST, "--http-port", str(port), "--grpc-port", str(free_port())]
     env = {
@@ -144,7 +157,7 @@ def optimized(python: Path, model: BenchModel, root: Path) -> tuple[Path, dict[s
     log = directory.parent / f"{model.name}-onnx.termination-log"
     log.write_text("")
     subprocess.run(
-        [str(command), contract.OPTIMIZE_SUBCOMMAND, "--model-dir", str(directory), "--format", "sklearn",
+        [str(command), contract.OPTIMIZE_SUBCOMMAND, "--model-dir", str(directory), "--format", model.format,
          "--allow-pickle", "true", "--settings", json.dumps({"onnx": True}), "--termination-log", str(log)],
         check=True, capture_output=True,
     )  # fmt: skip
