@@ -13,7 +13,10 @@ instead of unbounded memory.
 Where a call runs is the one thing its duration decides, continuously (the median of the last
 calls): short calls run on the event loop, where a thread hop would cost more than the call;
 longer ones on a thread, so the loop keeps reading requests, answering probes and timing out
-requests meanwhile. Both coalesce alike.
+requests meanwhile. Both coalesce alike. A call's duration is the CPU time it took when it never
+waited (so that a busy machine, preempting a short call, does not push it onto a thread, where
+each request would then cost two thread wake-ups more), and its wall time when it did wait
+(I/O, a sleep, a lock: the time it would hold the loop).
 
 The data plane composes the batcher; formats never see it.
 """
@@ -21,6 +24,7 @@ The data plane composes the batcher; formats never see it.
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 import time
 from collections import deque
@@ -58,6 +62,19 @@ class _Item:
     key: tuple[Any, ...]
     future: asyncio.Future[Arrays]
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+def voluntary_switches() -> int | None:
+    """How often this thread gave up the CPU by itself (to wait on I/O, a lock, a sleep), as Linux
+    counts it; None where the count per thread is not available (every call then counts its wall time)."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    return None if who is None else resource.getrusage(who).ru_nvcsw
+
+
+def call_duration(wall: float, cpu: float, waited: bool) -> float:
+    """How long a call holds whatever thread runs it: its CPU time if it never waited (time beyond
+    that was the machine running something else), else its wall time."""
+    return wall if waited else min(wall, cpu)
 
 
 class Batcher:
@@ -175,11 +192,13 @@ class Batcher:
         return await loop.run_in_executor(self._executor, self._timed_predict, inputs, outputs)
 
     def _timed_predict(self, inputs: Arrays, outputs: tuple[str, ...]) -> Arrays:
-        started = time.perf_counter()
+        started, cpu_started, waits = time.perf_counter(), time.thread_time(), voluntary_switches()
         try:
             return self._predict(inputs, outputs)
         finally:
-            self._note_duration(time.perf_counter() - started)
+            wall, cpu = time.perf_counter() - started, time.thread_time() - cpu_started
+            waited = waits is None or voluntary_switches() != waits
+            self._note_duration(call_duration(wall, cpu, waited))
 
     def _note_duration(self, seconds: float) -> None:
         self._recent_calls.append(seconds)

@@ -213,3 +213,30 @@ def test_where_calls_run_follows_how_long_they_take() -> None:
     asyncio.run(one_at_a_time(10))
     assert "model_0" in model.threads  # the median of the last calls said slow
     batcher.close()
+
+
+def test_a_call_that_never_waited_counts_its_cpu_time_and_one_that_waited_its_wall_time() -> None:
+    from modelplane_runtime.batching import call_duration, voluntary_switches
+
+    # Preempted on a busy machine: 3 ms went by, the call itself took 0.2 ms of CPU.
+    assert call_duration(0.003, 0.0002, waited=False) == 0.0002
+    # A sleep or I/O wait holds its thread for all of it.
+    assert call_duration(0.003, 0.0002, waited=True) == 0.003
+    before = voluntary_switches()
+    time.sleep(0.01)
+    after = voluntary_switches()
+    if before is not None and after is not None:  # Linux counts them per thread
+        assert after > before
+
+
+def test_a_sleeping_model_goes_to_a_thread_though_it_takes_no_cpu() -> None:
+    model = RecordingModel(seconds=0.01)  # sleeps: the loop would be held 10 ms per call
+    batcher = Batcher(model, BatchingConfig(), expected_call_seconds=0.0)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await batcher.submit(rows(1), ("y",))
+
+    asyncio.run(scenario())
+    assert not batcher._inline  # noqa: SLF001 - where the call runs is what this test is about
+    batcher.close()
