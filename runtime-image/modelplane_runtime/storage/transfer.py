@@ -1,16 +1,22 @@
 """Fetching a listing's files into a directory: retries with backoff, stall limits, hashing, progress.
 
-Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way; the
-bytes are never read back from disk. Several files (the shards of a large model) come down side by
-side, each hashed by the thread that downloads it, which spreads the hashing over the cores. When
-fewer files are in flight than there are cores (one large file), each file's sha256 runs on a
-thread of its own (:class:`OverlappedHash`): it is the dearest step of a pull, about one core's
-worth, so the download thread receives and writes the next chunk while the last one is hashed. At
-most ``HASH_DEPTH`` chunks per file wait for the hash, which bounds the memory of a pull whatever
-the file sizes. (Where every core is already busy, the hand-off only adds cost: chunks hashed on
-another core leave the cache they were written from.) A transient failure (connection lost, a read that
-stalled past the limit, 5xx) is retried after an exponential backoff with jitter, up to the retry
-budget, resuming the file where it stopped; a permanent one ends the pull.
+Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way. Several
+files (the shards of a large model) come down side by side, each hashed by the thread that
+downloads it, which spreads the hashing over the cores. When fewer files are in flight than there
+are cores, each file's sha256 runs on a thread of its own (:class:`OverlappedHash`): it is the
+dearest step of a pull, about one core's worth, so the download thread receives and writes the next
+chunk while the last one is hashed. At most ``HASH_DEPTH`` chunks per file wait for the hash, which
+bounds the memory of a pull whatever the file sizes. (Where every core is already busy, the hand-off
+only adds cost: chunks hashed on another core leave the cache they were written from.)
+
+A large file of known size with streams to spare (fewer files than ``concurrency``: one large
+model file) comes down as several byte ranges at once (:class:`RangedFileFetch`), since one
+stream of one connection is slower than the store; the hash follows the ranges in order, reading
+what has landed back from the page cache.
+
+A transient failure (connection lost, a read that stalled past the limit, 5xx) is retried after an
+exponential backoff with jitter, up to the retry budget, resuming the file (or the range) where it
+stopped; a permanent one ends the pull.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ HASH_DEPTH = 8
 MIN_RANGE_BYTES = 64 * MiB
 #: How much of a file the hash of a ranged download maps at a time.
 HASH_WINDOW_BYTES = 16 * MiB
+#: The hash's maps are populated in one call (Linux): cheaper than a page fault per few pages.
+MAP_READ_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 class Hash(Protocol):
@@ -391,7 +399,7 @@ def hash_mapped(sha: Hash, fd: int, start: int, end: int) -> None:
         aligned = start - start % mmap.ALLOCATIONGRANULARITY
         length = min(end, aligned + HASH_WINDOW_BYTES) - aligned
         with (
-            mmap.mmap(fd, length, access=mmap.ACCESS_READ, offset=aligned) as mapped,
+            mmap.mmap(fd, length, MAP_READ_FLAGS, mmap.PROT_READ, offset=aligned) as mapped,
             memoryview(mapped) as view,
             view[start - aligned :] as landed,  # released even when update() raises: the map can close
         ):
