@@ -460,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.results:
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text)
+        previous = args.results.read_text() if args.results.exists() else ""
+        args.results.write_text(harness.with_notes(text, previous))
     return 0
 
 
