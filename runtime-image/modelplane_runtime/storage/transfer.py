@@ -9,11 +9,10 @@ chunk while the last one is hashed. At most ``HASH_DEPTH`` chunks per file wait 
 bounds the memory of a pull whatever the file sizes. (Where every core is already busy, the hand-off
 only adds cost: chunks hashed on another core leave the cache they were written from.)
 
-A large file of known size with streams and cores to spare (fewer files than ``concurrency``, more
-than ``RANGED_MIN_CORES`` cores: one large model file on a large node) comes down as several byte
-ranges at once (:class:`RangedFileFetch`), since one stream of one connection is often slower than
-a remote store; the hash follows the ranges in order, reading what has landed back from the page
-cache.
+A large file of known size with streams to spare (fewer files than ``concurrency``: one large
+model file) comes down as several byte ranges at once (:class:`RangedFileFetch`), since one
+stream of one connection is slower than the store; the hash follows the ranges in order, reading
+what has landed back from the page cache.
 
 A transient failure (connection lost, a read that stalled past the limit, 5xx) is retried after an
 exponential backoff with jitter, up to the retry budget, resuming the file (or the range) where it
@@ -45,8 +44,6 @@ MiB = 1 << 20
 HASH_DEPTH = 8
 #: A file is split into ranges fetched side by side only when each range gets at least this many bytes.
 MIN_RANGE_BYTES = 64 * MiB
-#: One stream and its hash keep this many cores busy: a file is split into ranges only beyond them.
-RANGED_MIN_CORES = 2
 #: How much of a file the hash of a ranged download maps at a time.
 HASH_WINDOW_BYTES = 16 * MiB
 #: The hash's maps are populated in one call (Linux): cheaper than a page fault per few pages.
@@ -423,27 +420,20 @@ def fetch_all(
     concurrency: int = 4,
     new_hash: Callable[[], Hash] = hashlib.sha256,
     overlap: bool | None = None,
-    ranged: bool | None = None,
 ) -> dict[str, tuple[str, int]]:
     """Fetches every file of LISTING under INTO, CONCURRENCY files at once (shards of a large model
     come down side by side); returns relpath -> (hex sha256, bytes). The first failure stops the rest.
 
     OVERLAP: hash each file on a thread of its own; by default when fewer files are in flight than
-    this process may use cores. RANGED: when there are fewer files than CONCURRENCY, fetch each large
-    file of known size as CONCURRENCY // files ranges at once (:class:`RangedFileFetch`); by default
-    when this process may use more than RANGED_MIN_CORES cores. Ranges cost CPU (the hash reads
-    back what landed; the store serves more streams): they pay where one stream is slower than the
-    store, not where the cores are already busy with one stream and its hash (measured in
-    tests/bench/results/pull.md)."""
+    this process may use cores. When there are fewer files than CONCURRENCY, each large file of known
+    size is fetched as CONCURRENCY // files ranges at once (:class:`RangedFileFetch`)."""
     sizes = [f.size for f in listing.files]
     progress = Progress(None if None in sizes else sum(s or 0 for s in sizes))
     abort = threading.Event()
     workers = max(1, min(concurrency, len(listing.files)))
     if overlap is None:
         overlap = workers < usable_cores()
-    if ranged is None:
-        ranged = usable_cores() > RANGED_MIN_CORES
-    streams = concurrency // len(listing.files) if ranged and listing.files else 1
+    streams = concurrency // len(listing.files) if listing.files else 1
     jobs: dict[str, FileFetch | RangedFileFetch] = {}
     for remote in listing.files:
         relpath = safe_relpath(remote.relpath, remote.locator)

@@ -26,10 +26,9 @@ BIG = os.urandom(6 << 20)  # several chunks, so faults land mid-stream
 @pytest.fixture(params=["one stream", "ranges"])
 def streams(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each fault test twice: BIG in one stream, and as 4 ranges of 1.5 MiB at once (the path of a
-    file of 128 MiB and more on more than 2 cores, MIN_RANGE_BYTES lowered to keep the test small)."""
+    file of 128 MiB and more, MIN_RANGE_BYTES lowered to keep the test small)."""
     if request.param == "ranges":
         monkeypatch.setattr(transfer, "MIN_RANGE_BYTES", 1 << 20)
-        monkeypatch.setattr(transfer, "usable_cores", lambda: 8)  # ranges are used beyond 2 cores
     return str(request.param)
 
 

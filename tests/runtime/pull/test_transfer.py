@@ -246,9 +246,7 @@ RANGE = 256 << 10  # the smallest range in these tests (MIN_RANGE_BYTES is 64 Mi
 
 @pytest.fixture
 def small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ranges of RANGE bytes, on a process that may use 8 cores (ranges are used beyond 2)."""
     monkeypatch.setattr(transfer, "MIN_RANGE_BYTES", RANGE)
-    monkeypatch.setattr(transfer, "usable_cores", lambda: 8)
 
 
 def test_split_ranges_cover_the_file_in_page_aligned_pieces() -> None:
@@ -373,17 +371,3 @@ def test_two_large_files_split_the_streams_and_small_ones_are_not_split(tmp_path
     starts = sorted(backend.offsets)
     # 6 streams over 3 files: 2 ranges for each large file, one read of the small one.
     assert starts == [("a.bin", 0), ("a.bin", 4 * RANGE), ("b.bin", 0), ("b.bin", 4 * RANGE), ("c.json", 0)]
-
-
-@pytest.mark.parametrize(("cores", "reads"), [(2, 1), (4, 4)])
-def test_a_large_file_is_split_only_with_cores_to_spare(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, reads: int
-) -> None:
-    """On 2 cores one stream and its hash keep them busy: ranges would only add CPU."""
-    monkeypatch.setattr(transfer, "MIN_RANGE_BYTES", RANGE)
-    monkeypatch.setattr(transfer, "usable_cores", lambda: cores)
-    data = os.urandom(8 * RANGE)
-    backend = MemoryBackend({"model.bin": data})
-    result = fetch_all(backend, backend.listing(), tmp_path, NO_BACKOFF, concurrency=4)
-    assert result == hashes_of({"model.bin": data})
-    assert len(backend.offsets) == reads
