@@ -288,3 +288,12 @@ def profile_summary(raw: str, top: int = 25) -> list[str]:
     lines.append("total (the frame and what it calls):")
     lines += [f"  {100 * n / samples:5.1f}%  {frame}" for frame, n in total.most_common(top)]
     return lines
+
+
+NOTES = "\n## Notes\n"
+
+
+def with_notes(table: str, previous: str) -> str:
+    """TABLE followed by the hand-written notes of the PREVIOUS results file (from its "## Notes")."""
+    at = previous.find(NOTES)
+    return table + previous[at:] if at >= 0 else table

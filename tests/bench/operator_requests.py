@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.bench.harness import with_notes
 from tests.support.cluster import REPO_ROOT, Cluster, make, make_print
 from tests.support.modeldeployments import model_deployment
 
@@ -146,15 +147,6 @@ def render_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
             breakdown = ", ".join(f"{key}: {n}" for key, n in sorted(data["requests"].items()))
             lines.append(f"- {label}, {name}: {breakdown or 'none'}")
     return "\n".join(lines) + "\n"
-
-
-NOTES = "\n## Notes\n"
-
-
-def with_notes(table: str, previous: str) -> str:
-    """TABLE followed by the hand-written notes of the PREVIOUS results file (from its "## Notes")."""
-    at = previous.find(NOTES)
-    return table + previous[at:] if at >= 0 else table
 
 
 # The driver (I/O from here on).

@@ -170,6 +170,25 @@ def cpu_bound_lines(samples: Sequence[Sample]) -> list[str]:
     return lines
 
 
+def hash_ceiling_lines(samples: Sequence[Sample], sha_mib_per_cpu_second: float) -> list[str]:
+    """The best any verified pull can do on cores the transfer keeps busy: the raw GET's own client and
+    server CPU per GiB plus one sha256 of every byte (nothing for writing the file, nothing else)."""
+    if sha_mib_per_cpu_second <= 0:
+        return []
+    sha = 1024 / sha_mib_per_cpu_second
+    lines = []
+    for case in (SINGLE, SHARDED):
+        raw = cpu_per_gib(samples, case, "raw GET")
+        if raw is None or not raw:
+            continue
+        lines.append(
+            f"- {case}: the raw GET's {raw:.2f} CPU s/GiB plus the sha256 alone ({sha:.2f} s/GiB): on busy "
+            f"cores a verified pull can reach at most {raw / (raw + sha):.2f}x the raw GET, before writing "
+            "a byte"
+        )
+    return lines
+
+
 def round_ratios(samples: Sequence[Sample], case: str) -> list[float]:
     """pull / raw GET within each round (the two measured minutes apart at most)."""
     pulls = [s for s in samples if (s.case, s.method) == (case, "pull")]
@@ -252,6 +271,7 @@ class Bench:
         self.server_pid = read_pid(args.weed_pid_file)
         self.samples: list[Sample] = []
         self.sizes: dict[str, int] = {}
+        self.round_loads: list[str] = []  # the load average as each round began
         self.env = {**os.environ, **s3.env, "PYTHONUNBUFFERED": "1"}
 
     def measure(self, artifact: Artifact, method: str) -> Sample:
@@ -321,7 +341,8 @@ class Bench:
             for k in a.keys
         }
         for round_index in range(self.args.rounds):
-            print(f"round {round_index + 1}/{self.args.rounds} (load {machine.load_average()})", flush=True)
+            self.round_loads.append(machine.load_average())
+            print(f"round {round_index + 1}/{self.args.rounds} (load {self.round_loads[-1]})", flush=True)
             for artifact in artifacts:
                 for method in rotated(METHODS, round_index):
                     self.samples.append(self.measure(artifact, method))
@@ -376,7 +397,8 @@ def report(bench: Bench, started: datetime.datetime, load_before: str, sha_rate:
             "(never written back)"
         ),
         (
-            f"- Load average before {load_before}, after {machine.load_average()}. The machine is "
+            f"- Load average before {load_before}, after {machine.load_average()}; as each round began: "
+            f"{'; '.join(bench.round_loads)}. The machine is "
             "shared today with other helpers' builds and tests: \"others' CPU\" is what the rest "
             "of the machine used during each transfer (median, in cores of the 2); numbers move by "
             "tens of percent between runs, so compare within a round."
@@ -400,6 +422,7 @@ def report(bench: Bench, started: datetime.datetime, load_before: str, sha_rate:
             for case in (SINGLE, SHARDED)
         ],
         *cpu_bound_lines(samples),
+        *hash_ceiling_lines(samples, sha_rate),
         "",
     ]
     return "\n".join(lines)
@@ -437,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text)
     if args.results:
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(text)
+        previous = args.results.read_text() if args.results.exists() else ""
+        args.results.write_text(harness.with_notes(text, previous))
     return 0
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from tests.bench.operator_requests import count_requests, render_table, with_notes
+from tests.bench.harness import with_notes
+from tests.bench.operator_requests import count_requests, render_table
 
 USER = "system:serviceaccount:modelplane-system:modelplane-operator"
 

@@ -105,3 +105,12 @@ def test_cpu_bound_ceiling_is_the_ratio_of_cpu_per_gib() -> None:
     [line] = pull.cpu_bound_lines([raw, pulled, sample(SHARDED, "raw GET", 1.0, server=None)])
     assert "raw GET 1.50 s, pull 3.00 s" in line
     assert line.endswith("can reach 0.50x the raw GET")
+
+
+def test_hash_ceiling_adds_one_sha256_of_every_byte_to_the_raw_gets_cpu() -> None:
+    # raw GET: 0.5 s client + 1.0 s server per GiB; sha256 at 1024 MiB per CPU second adds 1 s/GiB.
+    samples = [sample(SINGLE, "raw GET", 1.0), sample(SHARDED, "raw GET", 1.0, server=None)]
+    [line] = pull.hash_ceiling_lines(samples, 1024.0)
+    assert line.startswith(f"- {SINGLE}:")
+    assert "at most 0.60x" in line  # 1.5 / (1.5 + 1.0)
+    assert pull.hash_ceiling_lines(samples, 0.0) == []

@@ -10,7 +10,7 @@ a thin adapter over its client library. Each backend maps its client's exception
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,8 +69,10 @@ class Backend(Protocol):
         """The files the URI names; raises PullError (ModelNotFound when there are none)."""
         ...
 
-    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
-        """Streams the file's bytes from OFFSET on, in chunks (a retry resumes where a cut left off).
+    def read(self, remote: RemoteFile, offset: int, end: int | None = None) -> Iterator[bytes]:
+        """Streams the file's bytes from OFFSET on, in chunks (a retry resumes where a cut left off),
+        up to END (exclusive; None: to the end of the file). A ranged download reads a large file as
+        several [OFFSET, END) ranges at once.
 
         Client errors may escape; they go through translate()."""
         ...
@@ -82,6 +84,23 @@ class Backend(Protocol):
     def close(self) -> None:
         """Releases the client's connections."""
         ...
+
+
+def byte_range(offset: int, end: int | None) -> str:
+    """The HTTP Range header of bytes [OFFSET, END) (END None: to the end)."""
+    return f"bytes={offset}-{'' if end is None else end - 1}"
+
+
+def bounded_chunks(
+    read: Callable[[int], bytes], chunk_bytes: int, offset: int, end: int | None
+) -> Iterator[bytes]:
+    """Chunks from READ (a file-like read positioned at OFFSET) until END or the end of the file."""
+    while (size := chunk_bytes if end is None else min(chunk_bytes, end - offset)) > 0:
+        chunk = read(size)
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
 
 
 def safe_relpath(relpath: str, where: str) -> str:

@@ -20,7 +20,15 @@ from google.auth.credentials import AnonymousCredentials
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import storage
 
-from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
+from modelplane_runtime.storage.base import (
+    Listing,
+    PullError,
+    RemoteFile,
+    Settings,
+    bounded_chunks,
+    stalled,
+    transient,
+)
 
 
 class GcsBackend:
@@ -61,14 +69,13 @@ class GcsBackend:
             )
         return Listing(files, single=False)
 
-    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+    def read(self, remote: RemoteFile, offset: int, end: int | None = None) -> Iterator[bytes]:
         blob = self.bucket.blob(remote.locator)
         with blob.open(
             "rb", chunk_size=self.settings.chunk_bytes, timeout=self.timeout, retry=None
         ) as reader:
             reader.seek(offset)
-            while chunk := reader.read(self.settings.chunk_bytes):
-                yield chunk
+            yield from bounded_chunks(reader.read, self.settings.chunk_bytes, offset, end)
 
     def close(self) -> None:
         if self._client is not None:

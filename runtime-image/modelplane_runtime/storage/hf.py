@@ -56,9 +56,9 @@ class HfBackend:
             raise PullError(contract.REASON_NOT_FOUND, f"{self.uri} holds no files")
         return Listing(files, single=False)
 
-    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+    def read(self, remote: RemoteFile, offset: int, end: int | None = None) -> Iterator[bytes]:
         headers = build_hf_headers(token=self.token or False)
-        return stream_url(self.client, remote.locator, self.settings, headers, "HF_TOKEN", offset)
+        return stream_url(self.client, remote.locator, self.settings, headers, "HF_TOKEN", offset, end)
 
     def close(self) -> None:
         self.client.close()

@@ -12,7 +12,15 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import modelplane_contract as contract
 
-from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
+from modelplane_runtime.storage.base import (
+    Listing,
+    PullError,
+    RemoteFile,
+    Settings,
+    byte_range,
+    stalled,
+    transient,
+)
 
 
 def status_error(status: int, what: str, credentials: str = "the credentials") -> PullError:
@@ -36,24 +44,31 @@ def stream_url(
     headers: Mapping[str, str] | None = None,
     credentials: str = "the credentials",
     offset: int = 0,
+    end: int | None = None,
 ) -> Iterator[bytes]:
-    """GETs URL from byte OFFSET on: a Range request, or the whole body with the head skipped when the
-    server ignores ranges (200 instead of 206)."""
+    """GETs bytes [OFFSET, END) of URL (END None: to its end): a Range request, or the whole body with
+    the head skipped and the tail cut when the server ignores ranges (200 instead of 206)."""
     request_headers = dict(headers or {})
-    if offset:
-        request_headers["Range"] = f"bytes={offset}-"
+    if offset or end is not None:
+        request_headers["Range"] = byte_range(offset, end)
         request_headers["Accept-Encoding"] = "identity"  # ranges are of the stored bytes
     with client.stream("GET", url, headers=request_headers) as response:
         if response.status_code >= 400:
             raise status_error(response.status_code, url, credentials)
         skip = offset if offset and response.status_code != 206 else 0
+        left = None if end is None else end - offset
         for received in response.iter_bytes(settings.chunk_bytes):
             chunk = received
             if skip:
                 dropped = min(skip, len(chunk))
                 chunk, skip = chunk[dropped:], skip - dropped
+            if left is not None:
+                chunk = chunk[:left]
+                left -= len(chunk)
             if chunk:
                 yield chunk
+            if left == 0:
+                return
 
 
 def translate_httpx(error: Exception, what: str, settings: Settings) -> PullError:
@@ -77,8 +92,8 @@ class HttpBackend:
             raise PullError(contract.REASON_INVALID_URI, f"{self.url} names no file: point it at a file")
         return Listing([RemoteFile(name, None, self.url)], single=True)
 
-    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
-        return stream_url(self.client, remote.locator, self.settings, offset=offset)
+    def read(self, remote: RemoteFile, offset: int, end: int | None = None) -> Iterator[bytes]:
+        return stream_url(self.client, remote.locator, self.settings, offset=offset, end=end)
 
     def translate(self, error: Exception) -> PullError:
         return translate_httpx(error, self.url, self.settings)

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import modelplane_contract as contract
 
-from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, transient
+from modelplane_runtime.storage.base import (
+    Listing,
+    PullError,
+    RemoteFile,
+    Settings,
+    bounded_chunks,
+    transient,
+)
 
 
 class LocalBackend:
@@ -30,11 +37,10 @@ class LocalBackend:
             raise PullError(contract.REASON_NOT_FOUND, f"directory {path} holds no files")
         raise PullError(contract.REASON_NOT_FOUND, f"no file or directory at {path}")
 
-    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
+    def read(self, remote: RemoteFile, offset: int, end: int | None = None) -> Iterator[bytes]:
         with Path(remote.locator).open("rb") as source:
             source.seek(offset)
-            while chunk := source.read(self.settings.chunk_bytes):
-                yield chunk
+            yield from bounded_chunks(source.read, self.settings.chunk_bytes, offset, end)
 
     def close(self) -> None:
         pass

@@ -28,7 +28,15 @@ from botocore.exceptions import (
     ResponseStreamingError,
 )
 
-from modelplane_runtime.storage.base import Listing, PullError, RemoteFile, Settings, stalled, transient
+from modelplane_runtime.storage.base import (
+    Listing,
+    PullError,
+    RemoteFile,
+    Settings,
+    byte_range,
+    stalled,
+    transient,
+)
 
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 DENIED_CODES = frozenset(
@@ -91,8 +99,8 @@ class S3Backend:
             raise
         return RemoteFile(posixpath.basename(key), int(head["ContentLength"]), key)
 
-    def read(self, remote: RemoteFile, offset: int) -> Iterator[bytes]:
-        ranged = {"Range": f"bytes={offset}-"} if offset else {}
+    def read(self, remote: RemoteFile, offset: int, end: int | None = None) -> Iterator[bytes]:
+        ranged = {"Range": byte_range(offset, end)} if offset or end is not None else {}
         body = self.client.get_object(Bucket=self.bucket, Key=remote.locator, **ranged)["Body"]
         try:
             yield from body.iter_chunks(self.settings.chunk_bytes)

@@ -1,22 +1,29 @@
 """Fetching a listing's files into a directory: retries with backoff, stall limits, hashing, progress.
 
-Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way; the
-bytes are never read back from disk. Several files (the shards of a large model) come down side by
-side, each hashed by the thread that downloads it, which spreads the hashing over the cores. When
-fewer files are in flight than there are cores (one large file), each file's sha256 runs on a
-thread of its own (:class:`OverlappedHash`): it is the dearest step of a pull, about one core's
-worth, so the download thread receives and writes the next chunk while the last one is hashed. At
-most ``HASH_DEPTH`` chunks per file wait for the hash, which bounds the memory of a pull whatever
-the file sizes. (Where every core is already busy, the hand-off only adds cost: chunks hashed on
-another core leave the cache they were written from.) A transient failure (connection lost, a read that
-stalled past the limit, 5xx) is retried after an exponential backoff with jitter, up to the retry
-budget, resuming the file where it stopped; a permanent one ends the pull.
+Each file is streamed to disk chunk by chunk (never whole in memory) and hashed on the way. Several
+files (the shards of a large model) come down side by side, each hashed by the thread that
+downloads it, which spreads the hashing over the cores. When fewer files are in flight than there
+are cores, each file's sha256 runs on a thread of its own (:class:`OverlappedHash`): it is the
+dearest step of a pull, about one core's worth, so the download thread receives and writes the next
+chunk while the last one is hashed. At most ``HASH_DEPTH`` chunks per file wait for the hash, which
+bounds the memory of a pull whatever the file sizes. (Where every core is already busy, the hand-off
+only adds cost: chunks hashed on another core leave the cache they were written from.)
+
+A large file of known size with streams to spare (fewer files than ``concurrency``: one large
+model file) comes down as several byte ranges at once (:class:`RangedFileFetch`), since one
+stream of one connection is slower than the store; the hash follows the ranges in order, reading
+what has landed back from the page cache.
+
+A transient failure (connection lost, a read that stalled past the limit, 5xx) is retried after an
+exponential backoff with jitter, up to the retry budget, resuming the file (or the range) where it
+stopped; a permanent one ends the pull.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 import queue
 import random
@@ -35,12 +42,18 @@ T = TypeVar("T")
 MiB = 1 << 20
 #: Chunks of one file received but not yet hashed, at most (the download waits beyond that).
 HASH_DEPTH = 8
+#: A file is split into ranges fetched side by side only when each range gets at least this many bytes.
+MIN_RANGE_BYTES = 64 * MiB
+#: How much of a file the hash of a ranged download maps at a time.
+HASH_WINDOW_BYTES = 16 * MiB
+#: The hash's maps are populated in one call (Linux): cheaper than a page fault per few pages.
+MAP_READ_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
 class Hash(Protocol):
     """What hashlib's sha256 offers and a pull uses (a seam for tests)."""
 
-    def update(self, data: bytes, /) -> None: ...
+    def update(self, data: bytes | memoryview, /) -> None: ...
 
     def hexdigest(self) -> str: ...
 
@@ -238,6 +251,162 @@ class FileFetch:
             self.sha.close()
 
 
+@dataclass
+class ByteRange:
+    """Bytes [START, END) of a file; DONE of them, from START on, are on disk."""
+
+    start: int
+    end: int
+    done: int = 0
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+def split_ranges(size: int, streams: int, min_range: int | None = None) -> list[ByteRange]:
+    """SIZE bytes as at most STREAMS contiguous ranges of at least MIN_RANGE bytes (default
+    MIN_RANGE_BYTES; one range when the file is too small to split), each a multiple of the page
+    size long but the last."""
+    count = min(streams, size // max(min_range or MIN_RANGE_BYTES, 1))
+    if count <= 1:
+        return [ByteRange(0, size)]
+    step = -(-size // count)
+    step += -step % mmap.ALLOCATIONGRANULARITY
+    return [ByteRange(start, min(start + step, size)) for start in range(0, size, step)]
+
+
+class RangedFileFetch:
+    """One large file fetched as several byte ranges side by side (as s5cmd and boto3's transfer
+    manager do): one request per range, since a request costs milliseconds of client CPU. Each range
+    is written in place (os.pwrite into the file at its full size) as it arrives; a retry resumes the
+    range at its first byte not yet on disk. The sha256 must see the bytes in order, so the calling
+    thread hashes them behind the downloads: range by range, each as far as it has landed, read back
+    through a memory map of the page cache (no copy, nothing held in memory for the hash; at most
+    HASH_WINDOW_BYTES mapped at a time)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        remote: RemoteFile,
+        target: Path,
+        progress: Progress,
+        abort: threading.Event,
+        streams: int,
+        new_hash: Callable[[], Hash] = hashlib.sha256,
+    ) -> None:
+        if remote.size is None:
+            raise ValueError(f"{remote.relpath}: a ranged download needs the file's size")
+        self.backend, self.remote, self.target, self.progress = backend, remote, target, progress
+        self.abort = abort
+        self.new_hash = new_hash
+        self.ranges = split_ranges(remote.size, streams)
+        self.landed = threading.Condition()
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+    def fetch(self, what: str, policy: RetryPolicy) -> tuple[str, int]:
+        """Every range with its own retries, and the hash in this thread; the first failure ends all."""
+        size = self.remote.size or 0
+        fd = os.open(self.target, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, size)
+            with ThreadPoolExecutor(len(self.ranges), thread_name_prefix="pull-range") as pool:
+                downloads = [
+                    pool.submit(self._fetch_range, what, policy, fd, byte_range) for byte_range in self.ranges
+                ]
+                try:
+                    digest = self._hash_in_order(fd)
+                except BaseException as error:
+                    self._stop()
+                    # Every range ends before the file is closed; a range's own failure is the one to tell.
+                    failures = [download.exception() for download in downloads]
+                    cause = next((f for f in failures if f is not None and not isinstance(f, Aborted)), None)
+                    if cause is not None:
+                        raise cause from None
+                    if isinstance(error, Exception) and not isinstance(error, PullError):
+                        raise transient(f"{self.remote.relpath}: {type(error).__name__}: {error}") from error
+                    raise
+                for download in downloads:
+                    download.result()
+        finally:
+            os.close(fd)
+        return digest, size
+
+    def _fetch_range(self, what: str, policy: RetryPolicy, fd: int, byte_range: ByteRange) -> None:
+        try:
+            with_retries(
+                f"{what} [{byte_range.start}, {byte_range.end})",
+                self.backend,
+                policy,
+                lambda: self._attempt(fd, byte_range),
+                self.abort,
+            )
+        except BaseException:
+            self._stop()  # the file, and so the pull, has failed: the hash and the other ranges stop
+            raise
+
+    def _attempt(self, fd: int, byte_range: ByteRange) -> None:
+        """One request for the rest of BYTE_RANGE."""
+        if byte_range.done < byte_range.size:
+            for chunk in self.backend.read(self.remote, byte_range.start + byte_range.done, byte_range.end):
+                if self.abort.is_set():
+                    raise Aborted
+                if len(chunk) > byte_range.size - byte_range.done:
+                    raise transient(f"{self.remote.relpath}: the store sent more than the range asked")
+                write_at(fd, chunk, byte_range.start + byte_range.done)
+                with self.landed:
+                    byte_range.done += len(chunk)
+                    self.landed.notify_all()
+                self.progress.add(len(chunk))
+        if byte_range.done != byte_range.size:
+            raise transient(
+                f"{self.remote.relpath}: got {byte_range.done} of {byte_range.size} bytes "
+                f"from {byte_range.start}"
+            )
+
+    def _stop(self) -> None:
+        self.abort.set()
+        with self.landed:
+            self.landed.notify_all()
+
+    def _hash_in_order(self, fd: int) -> str:
+        sha = self.new_hash()
+        for byte_range in self.ranges:
+            hashed = 0
+            while hashed < byte_range.size:
+                with self.landed:
+                    while byte_range.done == hashed and not self.abort.is_set():
+                        self.landed.wait()
+                    landed = byte_range.done
+                if landed == hashed:
+                    raise Aborted  # a range failed (its error is what fetch() raises)
+                hash_mapped(sha, fd, byte_range.start + hashed, byte_range.start + landed)
+                hashed = landed
+        return sha.hexdigest()
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """All of DATA into FD at OFFSET (os.pwrite may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def hash_mapped(sha: Hash, fd: int, start: int, end: int) -> None:
+    """Feeds bytes [START, END) of the file FD to SHA through memory maps of HASH_WINDOW_BYTES at most."""
+    while start < end:
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        length = min(end, aligned + HASH_WINDOW_BYTES) - aligned
+        with (
+            mmap.mmap(fd, length, MAP_READ_FLAGS, mmap.PROT_READ, offset=aligned) as mapped,
+            memoryview(mapped) as view,
+            view[start - aligned :] as landed,  # released even when update() raises: the map can close
+        ):
+            sha.update(landed)
+        start = aligned + length
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity; a CPU quota is not seen)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -256,18 +425,23 @@ def fetch_all(
     come down side by side); returns relpath -> (hex sha256, bytes). The first failure stops the rest.
 
     OVERLAP: hash each file on a thread of its own; by default when fewer files are in flight than
-    this process may use cores."""
+    this process may use cores. When there are fewer files than CONCURRENCY, each large file of known
+    size is fetched as CONCURRENCY // files ranges at once (:class:`RangedFileFetch`)."""
     sizes = [f.size for f in listing.files]
     progress = Progress(None if None in sizes else sum(s or 0 for s in sizes))
     abort = threading.Event()
     workers = max(1, min(concurrency, len(listing.files)))
     if overlap is None:
         overlap = workers < usable_cores()
-    jobs = {
-        relpath: FileFetch(backend, remote, into / relpath, progress, abort, new_hash, overlap)
-        for remote in listing.files
-        for relpath in [safe_relpath(remote.relpath, remote.locator)]
-    }
+    streams = concurrency // len(listing.files) if listing.files else 1
+    jobs: dict[str, FileFetch | RangedFileFetch] = {}
+    for remote in listing.files:
+        relpath = safe_relpath(remote.relpath, remote.locator)
+        target = into / relpath
+        if remote.size is not None and len(split_ranges(remote.size, streams)) > 1:
+            jobs[relpath] = RangedFileFetch(backend, remote, target, progress, abort, streams, new_hash)
+        else:
+            jobs[relpath] = FileFetch(backend, remote, target, progress, abort, new_hash, overlap)
     results: dict[str, tuple[str, int]] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull") as pool:
         futures = {pool.submit(fetch.fetch, relpath, policy): relpath for relpath, fetch in jobs.items()}

@@ -116,7 +116,7 @@ class Route:
     faulty_requests: int = 1 << 30  # how many requests get the fault (then the body is served whole)
     require_header: tuple[str, str] | None = None  # answered 401 without it
     headers: dict[str, str] = field(default_factory=dict)
-    ranges: bool = False  # honour "Range: bytes=N-" with 206 (otherwise ignore it, as some servers do)
+    ranges: bool = False  # honour "Range: bytes=N-[M]" with 206 (otherwise ignore it, as some servers do)
     requests: int = 0
     range_headers: list[str] = field(default_factory=list)
 
@@ -168,9 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
         if requested_range:
             route.range_headers.append(requested_range)
         if route.ranges and requested_range and status == 200:
-            start = int(requested_range.removeprefix("bytes=").rstrip("-"))
-            body, status = body[start:], 206
-            route.headers["Content-Range"] = f"bytes {start}-{len(route.body) - 1}/{len(route.body)}"
+            first, _, last = requested_range.removeprefix("bytes=").partition("-")
+            start, stop = int(first), int(last) + 1 if last else len(body)
+            body, status = body[start:stop], 206
+            route.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(route.body)}"
         self.send_response(status)
         for name, value in route.headers.items():
             self.send_header(name, value)
@@ -272,11 +273,17 @@ def fault_proxy() -> Iterator[Callable[[tuple[str, int], str, int, int], FaultPr
 
 
 @pytest.fixture
-def s3_prefix(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh key prefix in the bucket; the process env points at the server."""
+def s3_prefix(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh key prefix in the bucket; the process env points at the server. The objects under it
+    (and under its siblings, PREFIX-*) are deleted after the test: the server is shared."""
     for name, value in s3.env.items():
         monkeypatch.setenv(name, value)
-    return f"pull-tests/{uuid.uuid4().hex[:10]}"
+    prefix = f"pull-tests/{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = s3.client()
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=s3.bucket, Key=item["Key"])
 
 
 # --- fake-gcs-server, built from its Go module by `make fake-gcs-server` ---------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 
 import modelplane_contract as contract
+import pytest
+from modelplane_runtime.storage.base import Settings
+from modelplane_runtime.storage.http import http_client, stream_url
 
 from tests.runtime.pull.conftest import FaultyHTTPServer, PullRunner, Route, assert_failed, sha256
 
@@ -100,3 +103,17 @@ def test_refused_connection_is_transient(run_pull: PullRunner) -> None:
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         result = run_pull(f"http://127.0.0.1:{port}/m.bin")
     assert_failed(result, TRANSIENT, contract.REASON_TRANSIENT, "ConnectError")
+
+
+@pytest.mark.parametrize("ranges", [True, False], ids=["server honours ranges", "server ignores ranges"])
+def test_a_byte_range_is_exactly_what_was_asked(http_server: FaultyHTTPServer, ranges: bool) -> None:
+    """[offset, end) of the file, as a ranged download stitches it: a 206, or the whole body cut to it."""
+    http_server.routes["/m.bin"] = route = Route(BODY, ranges=ranges)
+    client = http_client(Settings())
+    try:
+        for start, end in [(0, 100), (1000, len(BODY) // 2), (len(BODY) - 7, len(BODY)), (3, None)]:
+            got = b"".join(stream_url(client, f"{http_server.url}/m.bin", Settings(), offset=start, end=end))
+            assert got == BODY[start:end]
+    finally:
+        client.close()
+    assert route.range_headers[:2] == ["bytes=0-99", f"bytes=1000-{len(BODY) // 2 - 1}"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -13,7 +14,8 @@ from pathlib import Path
 import modelplane_contract as contract
 import pytest
 from modelplane_runtime.storage import archive
-from modelplane_runtime.storage.base import PullError
+from modelplane_runtime.storage.base import PullError, RemoteFile, Settings
+from modelplane_runtime.storage.local import LocalBackend
 
 from tests.runtime.pull.conftest import PullRunner, assert_failed, sha256
 from tests.support.cluster import REPO_ROOT
@@ -324,3 +326,12 @@ def test_staging_left_by_a_killed_pull_is_cleaned(tmp_path: Path, run_pull: Pull
     result = run_pull(str(tmp_path / "m.bin"), dest=dest)
     assert result.code == contract.EXIT_OK, result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["model"]
+
+
+def test_local_read_of_a_byte_range(tmp_path: Path) -> None:
+    data = os.urandom(3 << 20)
+    (tmp_path / "m.bin").write_bytes(data)
+    backend = LocalBackend(tmp_path / "m.bin", Settings(chunk_bytes=1 << 20))
+    remote = RemoteFile("m.bin", len(data), str(tmp_path / "m.bin"))
+    for start, end in [(0, 10), (5, (2 << 20) + 3), (len(data) - 1, len(data)), (7, None), (len(data), None)]:
+        assert b"".join(backend.read(remote, start, end)) == data[start:end]

@@ -11,6 +11,9 @@ from urllib.parse import urlsplit
 
 import modelplane_contract as contract
 import pytest
+from modelplane_runtime.storage import transfer
+from modelplane_runtime.storage.base import RemoteFile, Settings
+from modelplane_runtime.storage.s3 import S3Backend
 
 from tests.runtime.pull.conftest import FaultProxy, PullRunner, assert_failed, sha256, tree_digest
 from tests.support.s3 import S3Server
@@ -18,6 +21,15 @@ from tests.support.s3 import S3Server
 pytestmark = pytest.mark.e2e
 PERMANENT, TRANSIENT = contract.EXIT_PERMANENT, contract.EXIT_TRANSIENT
 BIG = os.urandom(6 << 20)  # several chunks, so faults land mid-stream
+
+
+@pytest.fixture(params=["one stream", "ranges"])
+def streams(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each fault test twice: BIG in one stream, and as 4 ranges of 1.5 MiB at once (the path of a
+    file of 128 MiB and more, MIN_RANGE_BYTES lowered to keep the test small)."""
+    if request.param == "ranges":
+        monkeypatch.setattr(transfer, "MIN_RANGE_BYTES", 1 << 20)
+    return str(request.param)
 
 
 def upload(s3: S3Server, prefix: str, files: dict[str, bytes]) -> None:
@@ -33,6 +45,26 @@ def test_file(s3: S3Server, s3_prefix: str, run_pull: PullRunner) -> None:
     assert result.code == contract.EXIT_OK, result.stderr
     assert (result.dest / "model.ubj").read_bytes() == BIG
     assert result.record() == {"uri": uri, "digest": sha256(BIG), "bytes": len(BIG)}
+
+
+@pytest.mark.usefixtures("streams")
+def test_file_in_one_stream_or_ranges(s3: S3Server, s3_prefix: str, run_pull: PullRunner) -> None:
+    upload(s3, s3_prefix, {"model.safetensors": BIG})
+    result = run_pull(f"s3://{s3.bucket}/{s3_prefix}/model.safetensors", "--digest", sha256(BIG))
+    assert result.code == contract.EXIT_OK, result.stderr
+    assert (result.dest / "model.safetensors").read_bytes() == BIG
+
+
+def test_read_of_a_byte_range(s3: S3Server, s3_prefix: str) -> None:
+    """The store serves exactly [offset, end): what a ranged download stitches together."""
+    upload(s3, s3_prefix, {"m.bin": BIG})
+    backend = S3Backend(s3.bucket, f"{s3_prefix}/m.bin", Settings())
+    try:
+        remote = RemoteFile("m.bin", len(BIG), f"{s3_prefix}/m.bin")
+        for start, end in [(0, 4096), (12345, 3 << 20), (len(BIG) - 10, len(BIG)), (5, None)]:
+            assert b"".join(backend.read(remote, start, end)) == BIG[start:end]
+    finally:
+        backend.close()
 
 
 def test_key_with_url_characters(s3: S3Server, s3_prefix: str, run_pull: PullRunner) -> None:
@@ -112,6 +144,7 @@ def upstream(s3: S3Server) -> tuple[str, int]:
 MakeProxy = Callable[[tuple[str, int], str, int, int], FaultProxy]
 
 
+@pytest.mark.usefixtures("streams")
 def test_connection_cut_mid_download_is_retried(
     s3: S3Server, s3_prefix: str, run_pull: PullRunner, fault_proxy: MakeProxy
 ) -> None:
@@ -130,14 +163,17 @@ def test_connection_cut_mid_download_is_retried(
 
 
 def test_connection_cut_every_time_fails_transient(
-    s3: S3Server, s3_prefix: str, run_pull: PullRunner, fault_proxy: MakeProxy
+    s3: S3Server, s3_prefix: str, run_pull: PullRunner, fault_proxy: MakeProxy, streams: str
 ) -> None:
     upload(s3, s3_prefix, {"m.bin": BIG})
-    proxy = fault_proxy(upstream(s3), "cut", 1 << 20, 1000)
+    # Each attempt resumes where the last was cut: cut soon enough that 3 attempts never finish.
+    after = 256 << 10 if streams == "ranges" else 1 << 20
+    proxy = fault_proxy(upstream(s3), "cut", after, 1000)
     result = run_pull(f"s3://{s3.bucket}/{s3_prefix}/m.bin", env={"AWS_ENDPOINT_URL": proxy.url})
     assert_failed(result, TRANSIENT, contract.REASON_TRANSIENT, "gave up after 3 attempts")
 
 
+@pytest.mark.usefixtures("streams")
 def test_stalled_download_is_aborted_and_retried(
     s3: S3Server, s3_prefix: str, run_pull: PullRunner, fault_proxy: MakeProxy
 ) -> None:
@@ -149,6 +185,7 @@ def test_stalled_download_is_aborted_and_retried(
     assert (result.dest / "m.bin").read_bytes() == BIG
 
 
+@pytest.mark.usefixtures("streams")
 def test_download_stalling_every_time_fails_transient(
     s3: S3Server, s3_prefix: str, run_pull: PullRunner, fault_proxy: MakeProxy
 ) -> None:
