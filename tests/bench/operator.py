@@ -1,0 +1,599 @@
+"""The operator at scale: COUNT ModelDeployments of REPLICAS pods each, on KWOK's fake nodes.
+
+Run under the cluster lock: `make bench-operator` (BENCH_OPERATOR_ARGS="--count 20" for a short run).
+What it does, in order:
+- raises the controller-manager's and the scheduler's client rate limits (`make cluster-up
+  CONTROLLER_MANAGER_QPS=... SCHEDULER_QPS=...`, as large clusters do: they, not the operator, create
+  the pods), starts KWOK's controller with fake nodes beside the real one (`make kwok`; tainted, so
+  only the benchmark's pods, which tolerate and select them through spec.runtime.tolerations and
+  nodeSelector, go there; KWOK marks them Running and Ready), and restarts the host operator so that
+  its peak RSS and CPU time are this run's;
+- creates the COUNT ModelDeployments at once (examples/sklearn-s3.yaml's, with REPLICAS replicas)
+  in a namespace of its own, and times, from the first create: the operator's side (every one has a
+  status written for its generation, observedGeneration == generation, after its children were
+  applied: the operator writes status only after its applies succeeded) and every one Ready=True
+  (which waits on the controller-manager, the scheduler and KWOK too); then waits until the operator
+  made no request for QUIET_SECONDS;
+- counts, from the audit log (every request of the operator's identity is logged), the operator's API
+  requests per ModelDeployment in that phase; its peak RSS (VmHWM) and CPU seconds (/proc);
+- counts every write (any identity) to the ModelDeployments and their children in a quiet minute
+  (--steady-seconds), kopf's peering and all Leases apart;
+- restarts the operator with the COUNT in place and times until it has reconciled every one with its
+  work queue empty (its own metrics), and counts the writes it made doing so;
+- deletes everything it made (the namespace, then the fake nodes and KWOK's controller) and puts the
+  rate limits back (`make cluster-up` with the defaults), also when it fails.
+Results: tests/bench/results/operator.md (the machine is shared: its load is recorded beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from tests.bench.machine import cpu_model, git_commit, load_average
+from tests.bench.operator_requests import (
+    RESULTS,
+    AuditLog,
+    count_requests,
+    operator_entry,
+)
+from tests.support.cluster import Cluster, make, make_print
+from tests.support.examples import example
+from tests.support.modeldeployments import API_VERSION
+
+QUIET_SECONDS = 15.0  # no request of the operator (but kopf's peering) for this long: it is done
+CHILD_RESOURCES = frozenset(
+    {"deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects"}
+)
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+REFUSALS = frozenset({"InvalidSpec", "ApplyFailed"})  # a status for the generation that applied nothing
+HEARTBEATS = frozenset({"leases", "kopfpeerings", "clusterkopfpeerings"})
+KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"}
+KWOK_NODE_SELECTOR = {"type": "kwok"}
+
+# Pure pieces (tests/bench/test_operator.py).
+
+
+def bench_documents(count: int, replicas: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """examples/sklearn-s3.yaml's Secret and COUNT copies of its ModelDeployment (md-0000, ...), each
+    with REPLICAS replicas, tolerating and selecting the fake nodes. Their pods never run a server."""
+    docs = example("sklearn-s3.yaml")
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    template = next(d for d in docs if d["kind"] == "ModelDeployment")
+    mds = []
+    for index in range(count):
+        md = json.loads(json.dumps(template))
+        md["metadata"] = {"name": f"md-{index:04d}"}
+        md["spec"]["replicas"] = replicas
+        runtime = md["spec"].setdefault("runtime", {})
+        runtime["nodeSelector"] = dict(KWOK_NODE_SELECTOR)
+        runtime["tolerations"] = [dict(KWOK_TAINT)]
+        mds.append(md)
+    return secret, mds
+
+
+def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+
+
+def handled(md: Mapping[str, Any]) -> bool:
+    """The operator wrote a status for the current generation after applying its children."""
+    status = md.get("status") or {}
+    return status.get("observedGeneration") == md["metadata"].get("generation") and (
+        _ready(status).get("reason") not in REFUSALS
+    )
+
+
+def ready(md: Mapping[str, Any]) -> bool:
+    status = md.get("status") or {}
+    return status.get("observedGeneration") == md["metadata"].get("generation") and (
+        _ready(status).get("status") == "True"
+    )
+
+
+@dataclass
+class Progress:
+    """When each ModelDeployment was first seen handled and first seen Ready (epoch seconds)."""
+
+    handled_at: dict[str, float] = field(default_factory=dict)
+    ready_at: dict[str, float] = field(default_factory=dict)
+
+    def see(self, md: Mapping[str, Any], at: float) -> None:
+        name = md["metadata"]["name"]
+        if name not in self.handled_at and handled(md):
+            self.handled_at[name] = at
+        if name not in self.ready_at and ready(md):
+            self.ready_at[name] = at
+
+
+def write_counts(
+    entries: Iterable[Mapping[str, Any]], since: float, until: float, namespace: str
+) -> Counter[str]:
+    """Writes of any identity in [since, until), once each, by group: "modeldeployments" and
+    "children" (of NAMESPACE), "other in namespace" (pods, ReplicaSets, EndpointSlices, Events: the
+    controllers' and KWOK's), "peering" (kopf's), "leases" (any namespace: nodes', KWOK's)."""
+    seen: set[str] = set()
+    counts: Counter[str] = Counter()
+    for entry in entries:
+        if entry.get("verb") not in WRITE_VERBS or entry.get("auditID") in seen:
+            continue
+        received = _epoch(entry.get("requestReceivedTimestamp", ""))
+        if not since <= received < until:
+            continue
+        seen.add(entry.get("auditID", ""))
+        ref = entry.get("objectRef") or {}
+        resource = ref.get("resource", "")
+        if "kopfpeerings" in resource:
+            counts["peering"] += 1
+        elif resource == "leases":
+            counts["leases"] += 1
+        elif ref.get("namespace") != namespace:
+            continue
+        elif resource == "modeldeployments":
+            counts["modeldeployments"] += 1
+        elif resource in CHILD_RESOURCES:
+            counts["children"] += 1
+        else:
+            counts["other in namespace"] += 1
+    return counts
+
+
+def operator_writes(requests: Mapping[str, int]) -> int:
+    """The writes among the operator's REQUESTS (count_requests' keys), kopf's peering left out."""
+    return sum(
+        n for key, n in requests.items() if key.split(" ", 1)[0] in WRITE_VERBS and "kopfpeerings" not in key
+    )
+
+
+def _epoch(stamp: str) -> float:
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def proc_usage(stat: str, status: str, ticks: int) -> tuple[float, int]:
+    """(CPU seconds, user + system, and peak RSS in bytes) from /proc/PID/stat and /proc/PID/status."""
+    fields = stat[stat.rfind(")") + 2 :].split()
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15 of stat
+    peak = next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmHWM:"))
+    return cpu, peak
+
+
+def queue_state(metrics_text: str) -> tuple[float, float, float]:
+    """(reconciles done, work queue depth, work in progress seconds) from the operator's metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reconciles = depth = unfinished = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == "modelplane_operator_reconciles_total":
+                reconciles += sample.value
+            elif sample.name == "workqueue_depth":
+                depth += sample.value
+            elif sample.name == "workqueue_unfinished_work_seconds":
+                unfinished += sample.value
+    return reconciles, depth, unfinished
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:.0f} MiB"
+
+
+def _per(requests: Mapping[str, int], count: int) -> str:
+    return f"{sum(requests.values()) / count:.1f}"
+
+
+def _breakdown(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{k}: {n}" for k, n in sorted(counts.items())) or "none"
+
+
+def _verdict(met: bool, target: str) -> str:
+    return f"{target}: {'met' if met else 'MISSED'}"
+
+
+def render_results(run: Mapping[str, Any]) -> str:
+    """The results file from one run's figures (what main collects)."""
+    count, create, steady, restart = run["count"], run["create"], run["steady"], run["restart"]
+    limit, rss_mib = run["targets"]["converged_seconds"], run["targets"]["rss_mib"]
+    quiet_writes = steady["writes"].get("modeldeployments", 0) + steady["writes"].get("children", 0)
+    restart_figures = (
+        f"{sum(restart['requests'].values())}, {_mib(restart['peak_rss'])}, {restart['cpu_seconds']:.1f} s"
+    )
+    rows = [
+        (
+            "operator side: every one's status written for its generation (children applied)",
+            f"{create['handled_seconds']:.1f} s",
+            _verdict(create["handled_seconds"] < limit, f"< {limit:.0f} s"),
+        ),
+        (
+            "every one Ready=True (controller-manager, scheduler, KWOK too)",
+            f"{create['ready_seconds']:.1f} s",
+            "",
+        ),
+        (
+            "the operator's last request of the creation (peering aside)",
+            f"{create['quiet_seconds']:.1f} s",
+            "",
+        ),
+        ("operator API requests per ModelDeployment (creation)", _per(create["requests"], count), ""),
+        (
+            "operator peak RSS",
+            _mib(create["peak_rss"]),
+            _verdict(create["peak_rss"] < rss_mib * 2**20, f"< {rss_mib} MiB"),
+        ),
+        ("operator CPU seconds (creation, until quiet)", f"{create['cpu_seconds']:.1f} s", ""),
+        (
+            f"writes to ModelDeployments and children in a quiet {steady['seconds']:.0f} s (any identity)",
+            str(quiet_writes),
+            _verdict(quiet_writes == 0, "0"),
+        ),
+        ("operator requests in that quiet time (peering aside)", str(steady["operator_requests"]), ""),
+        (
+            "restarted operator: every one reconciled, its work queue empty",
+            f"{restart['settled_seconds']:.1f} s",
+            "",
+        ),
+        (
+            "writes of the restarted operator while settling (peering aside)",
+            str(restart["writes"]),
+            _verdict(restart["writes"] == 0, "0"),
+        ),
+        ("restarted operator: API requests, peak RSS, CPU seconds", restart_figures, ""),
+    ]
+    lines = [
+        "# The operator at scale: ModelDeployments on KWOK's fake nodes",
+        "",
+        (
+            "Written by `make bench-operator` (tests/bench/operator.py; its docstring says what it does) "
+            f"on {run['recorded']} at commit {run['commit']}."
+        ),
+        "",
+        (
+            f"- Machine: {run['machine']}; **shared** with other sessions while this ran (load average "
+            f"{run['load_before']} before, {run['load_after']} after): durations depend on that load, "
+            "counts do not."
+        ),
+        f"- Versions: {run['versions']}.",
+        f"- Settings: {run['settings']}.",
+        (
+            f"- {count} ModelDeployments of {run['replicas']} replicas (examples/sklearn-s3.yaml's, with "
+            "spec.runtime.nodeSelector and tolerations for the fake nodes) in one namespace, created at "
+            f"once by {run['creators']} clients in {create['create_seconds']:.1f} s; times are from the "
+            "first create."
+        ),
+        "",
+        "| what | figure | target |",
+        "|---|---:|---|",
+        *(f"| {what} | {figure} | {target} |" for what, figure, target in rows),
+        "",
+        "## Details",
+        "",
+        f"- Children found after the creation: {_breakdown(create['children'])}.",
+        f"- Operator requests during the creation, by verb and resource: {_breakdown(create['requests'])}.",
+        (
+            "- Writes during the quiet time, by group (kopf's peering and the Leases of nodes and "
+            f"components are heartbeats, reported apart): {_breakdown(steady['writes'])}."
+        ),
+        f"- Requests of the restarted operator until it settled: {_breakdown(restart['requests'])}.",
+        (
+            "- CPU seconds are utime + stime and peak RSS is VmHWM, from /proc of the process "
+            "`make operator-up` started; the restarted operator is a new process (its CPU from its start)."
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# The driver (I/O from here on).
+
+
+class MDWatch:
+    """A watch (the admin identity, which the audit policy does not log for reads) of the namespace's
+    ModelDeployments, recording Progress as the events arrive."""
+
+    def __init__(self, kubeconfig: Path, namespace: str) -> None:
+        self.namespace = namespace
+        self.progress = Progress()
+        self._kubeconfig = kubeconfig
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return len(self.progress.handled_at), len(self.progress.ready_at)
+
+    def _run(self) -> None:
+        from kubernetes import client, config, watch
+
+        api = client.CustomObjectsApi(config.new_client_from_config(str(self._kubeconfig)))  # type: ignore[no-untyped-call]
+        group, version = API_VERSION.split("/")
+        while not self._stop.is_set():
+            try:
+                listed = cast(
+                    "dict[str, Any]",
+                    api.list_namespaced_custom_object(group, version, self.namespace, "modeldeployments"),
+                )
+                now = time.time()
+                with self._lock:
+                    for item in listed["items"]:
+                        self.progress.see(item, now)
+                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    api.list_namespaced_custom_object,
+                    group,
+                    version,
+                    self.namespace,
+                    "modeldeployments",
+                    resource_version=listed["metadata"]["resourceVersion"],
+                    timeout_seconds=30,
+                )
+                for event in stream:
+                    with self._lock:
+                        self.progress.see(event["object"], time.time())
+                    if self._stop.is_set():
+                        break
+            except Exception as error:  # noqa: BLE001 - a broken watch is listed again; the bench reports the rest
+                print(f"watch of modeldeployments restarted: {error}")
+                time.sleep(1)
+
+
+@dataclass
+class Operator:
+    """The host operator of `make operator-up`: its process and its metrics endpoint."""
+
+    pid_file: Path
+    metrics_port: int
+
+    def restart(self) -> int:
+        make("operator-down")
+        make("operator-up")
+        return self.pid()
+
+    def pid(self) -> int:
+        return int(self.pid_file.read_text().strip())
+
+    def usage(self) -> tuple[float, int]:
+        pid = self.pid()
+        return proc_usage(
+            Path(f"/proc/{pid}/stat").read_text(),
+            Path(f"/proc/{pid}/status").read_text(),
+            os.sysconf("SC_CLK_TCK"),
+        )
+
+    def queue(self) -> tuple[float, float, float]:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return queue_state(response.read().decode())
+
+
+def wait(what: str, predicate: Any, timeout: float, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def quiet_since(audit: AuditLog, since: float, timeout: float) -> float:
+    """The last request of the operator (kopf's peering aside) once none came for QUIET_SECONDS."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        last = audit.last_operator_request(since)
+        if time.time() - last > QUIET_SECONDS:
+            return last
+        time.sleep(2)
+    raise SystemExit(f"the operator was not quiet for {QUIET_SECONDS:.0f} s within {timeout:.0f} s")
+
+
+def _bench_entry(namespace: str) -> Any:
+    """What the bench keeps of the audit log: the operator's requests, every write in NAMESPACE, and
+    the writes to peering objects and Leases (reported apart)."""
+
+    def keep(entry: Mapping[str, Any]) -> bool:
+        if operator_entry(entry):
+            return True
+        if entry.get("verb") not in WRITE_VERBS:
+            return False
+        ref = entry.get("objectRef") or {}
+        return ref.get("namespace") == namespace or ref.get("resource") in HEARTBEATS
+
+    return keep
+
+
+def create_all(cluster: Cluster, namespace: str, mds: list[dict[str, Any]], clients: int) -> None:
+    from kubernetes import client, config
+
+    api = client.CustomObjectsApi(config.new_client_from_config(str(cluster.kubeconfig)))  # type: ignore[no-untyped-call]
+    group, version = API_VERSION.split("/")
+
+    def create(md: dict[str, Any]) -> None:
+        api.create_namespaced_custom_object(group, version, namespace, "modeldeployments", md)
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(create, mds))
+
+
+def versions(cluster: Cluster, kwok_bin: Path) -> str:
+    server = json.loads(cluster.kubectl("version", "-o", "json").stdout).get("serverVersion", {})
+    kwok = subprocess.run([str(kwok_bin), "--version"], capture_output=True, text=True, check=False)
+    return (
+        f"Kubernetes {server.get('gitVersion', '?')}, KWOK {kwok.stdout.strip() or '?'}, "
+        f"kopf {importlib.metadata.version('kopf')}, kubernetes (Python client) "
+        f"{importlib.metadata.version('kubernetes')}, Python {platform.python_version()}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--count", type=int, default=1000, help="ModelDeployments to create")
+    parser.add_argument("--replicas", type=int, default=2, help="replicas of each")
+    parser.add_argument("--nodes", type=int, default=4, help="KWOK's fake nodes")
+    parser.add_argument("--clients", type=int, default=8, help="parallel creates")
+    parser.add_argument(
+        "--qps", type=int, default=300, help="controller-manager's and scheduler's client QPS"
+    )
+    parser.add_argument("--burst", type=int, default=600, help="their client burst")
+    parser.add_argument("--steady-seconds", type=float, default=60.0, help="the quiet time after")
+    parser.add_argument("--timeout", type=float, default=420.0, help="seconds to wait for each phase")
+    parser.add_argument("--operator-pid-file", type=Path, required=True)
+    parser.add_argument("--operator-metrics-port", type=int, required=True)
+    parser.add_argument("--operator-resync-seconds", type=float, required=True)
+    parser.add_argument("--kwok-bin", type=Path, required=True)
+    parser.add_argument("--results", type=Path, default=RESULTS / "operator.md")
+    args = parser.parse_args()
+
+    cluster = Cluster(kubeconfig=Path(make_print("kubeconfig")), bin_dir=Path(make_print("bin-dir")))
+    operator = Operator(args.operator_pid_file, args.operator_metrics_port)
+    secret, mds = bench_documents(args.count, args.replicas)
+    namespace = f"bench-operator-{int(time.time())}"
+    settings = (
+        f"kube-controller-manager and kube-scheduler --kube-api-qps {args.qps} --kube-api-burst {args.burst} "
+        f"(defaults 20/30 and 50/100); KWOK {args.nodes} fake nodes, KWOK's fast stages; the operator as "
+        f"`make operator-up` runs it (4 workers, resync every {args.operator_resync_seconds:.0f} s)"
+    )
+    load_before = load_average()
+    raised = [f"CONTROLLER_MANAGER_QPS={args.qps}", f"CONTROLLER_MANAGER_BURST={args.burst}"]
+    raised += [f"SCHEDULER_QPS={args.qps}", f"SCHEDULER_BURST={args.burst}"]
+    operator_was_running = operator.pid_file.exists()
+    figures: dict[str, Any] = {}
+    phase_started = time.time()
+    try:
+        make("cluster-up", *raised)
+        make("kwok", f"KWOK_NODES={args.nodes}")
+        operator.restart()
+        print(f"set-up: {time.time() - phase_started:.0f} s")
+        cluster.kubectl("create", "namespace", namespace)
+        cluster.apply(secret, namespace)
+        audit = AuditLog(cluster.kubeconfig.parent / "logs" / "audit.log", keep=_bench_entry(namespace))
+        watch = MDWatch(cluster.kubeconfig, namespace)
+        watch.start()
+        time.sleep(2)  # the watch is established
+        cpu0, _ = operator.usage()
+
+        started = time.time()
+        create_all(cluster, namespace, mds, args.clients)
+        created = time.time()
+        print(f"created {args.count} in {created - started:.1f} s")
+
+        def report() -> bool:
+            handled_n, ready_n = watch.counts()
+            print(f"  {time.time() - started:6.1f} s: {handled_n} handled, {ready_n} Ready")
+            return bool(ready_n >= args.count)
+
+        wait("every ModelDeployment Ready", report, args.timeout, interval=5)
+        progress = watch.progress
+        quiet = quiet_since(audit, started, args.timeout)
+        wait("the operator's work queue empty", lambda: operator.queue()[1] == 0, 60)
+        cpu1, peak = operator.usage()
+        kinds = cluster.kubectl("get", "deploy,svc,pdb", "-n", namespace, "-o", "name").stdout.split()
+        children = Counter(k.split("/")[0] for k in kinds)
+        end = time.time()
+        figures["create"] = {
+            "create_seconds": created - started,
+            "handled_seconds": max(progress.handled_at.values()) - started,
+            "ready_seconds": max(progress.ready_at.values()) - started,
+            "quiet_seconds": quiet - started,
+            "requests": dict(count_requests(audit.entries(), started, end, namespace)),
+            "peak_rss": peak,
+            "cpu_seconds": cpu1 - cpu0,
+            "children": dict(children),
+        }
+        print(f"create: {json.dumps(figures['create'])}")
+
+        steady_started = time.time()
+        time.sleep(args.steady_seconds)
+        steady_ended = time.time()
+        entries = audit.entries()
+        steady_requests = count_requests(entries, steady_started, steady_ended, namespace)
+        figures["steady"] = {
+            "seconds": steady_ended - steady_started,
+            "writes": dict(write_counts(entries, steady_started, steady_ended, namespace)),
+            "operator_requests": sum(n for k, n in steady_requests.items() if "kopfpeerings" not in k),
+        }
+        print(f"steady: {json.dumps(figures['steady'])}")
+
+        make("operator-down")
+        restarted = time.time()
+        make("operator-up")
+
+        def settled() -> bool:
+            reconciles, depth, unfinished = operator.queue()
+            return reconciles >= args.count and depth == 0 and unfinished == 0
+
+        wait("the restarted operator to reconcile every ModelDeployment", settled, args.timeout)
+        settled_at = time.time()
+        quiet = quiet_since(audit, restarted, args.timeout)
+        cpu1, peak = operator.usage()
+        restart_requests = count_requests(audit.entries(), restarted, quiet + 1, namespace)
+        figures["restart"] = {
+            "settled_seconds": settled_at - restarted,
+            "quiet_seconds": quiet - restarted,
+            "requests": dict(restart_requests),
+            "writes": operator_writes(restart_requests),
+            "peak_rss": peak,
+            "cpu_seconds": cpu1,
+        }
+        print(f"restart: {json.dumps(figures['restart'])}")
+        watch.stop()
+    finally:
+        cleanup = time.time()
+        cluster.kubectl(
+            "delete", "namespace", namespace, "--ignore-not-found", "--timeout=600s", check=False, timeout=630
+        )
+        make("kwok-down")
+        make("cluster-up")  # the default rate limits again
+        if not operator_was_running:
+            make("operator-down")
+        print(f"clean-up: {time.time() - cleanup:.0f} s")
+
+    figures.update(
+        count=args.count,
+        replicas=args.replicas,
+        creators=args.clients,
+        settings=settings,
+        machine=f"{cpu_model()}, {os.cpu_count()} CPUs, {_memory()}",
+        versions=versions(cluster, args.kwok_bin),
+        load_before=load_before,
+        load_after=load_average(),
+        commit=git_commit(),
+        recorded=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        targets={"converged_seconds": 90.0, "rss_mib": 300},
+    )
+    (RESULTS / "operator.json").write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+    table = render_results(figures)
+    args.results.write_text(table)
+    print(table)
+    return 0
+
+
+def _memory() -> str:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return f"{int(line.split()[1]) / 2**20:.0f} GiB RAM"
+    return "? RAM"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
