@@ -32,7 +32,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -436,8 +438,9 @@ def create_all(cluster: Cluster, namespace: str, mds: list[dict[str, Any]], clie
 def versions(cluster: Cluster, kwok_bin: Path) -> str:
     server = json.loads(cluster.kubectl("version", "-o", "json").stdout).get("serverVersion", {})
     kwok = subprocess.run([str(kwok_bin), "--version"], capture_output=True, text=True, check=False)
+    kwok_version = kwok.stdout.replace("kwok version", "").strip() or "?"
     return (
-        f"Kubernetes {server.get('gitVersion', '?')}, KWOK {kwok.stdout.strip() or '?'}, "
+        f"Kubernetes {server.get('gitVersion', '?')}, KWOK {kwok_version}, "
         f"kopf {importlib.metadata.version('kopf')}, kubernetes (Python client) "
         f"{importlib.metadata.version('kubernetes')}, Python {platform.python_version()}"
     )
@@ -463,6 +466,8 @@ def main() -> int:
     parser.add_argument("--kwok-bin", type=Path, required=True)
     parser.add_argument("--results", type=Path, default=RESULTS / "operator.md")
     args = parser.parse_args()
+    # A `timeout` or the lead ending the run: the clean-up below still runs (finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
 
     cluster = Cluster(kubeconfig=Path(make_print("kubeconfig")), bin_dir=Path(make_print("bin-dir")))
     operator = Operator(args.operator_pid_file, args.operator_metrics_port)
@@ -581,7 +586,7 @@ def main() -> int:
         recorded=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         targets={"converged_seconds": 90.0, "rss_mib": 300},
     )
-    (RESULTS / "operator.json").write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
+    args.results.with_suffix(".json").write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     table = render_results(figures)
     args.results.write_text(table)
     print(table)
