@@ -39,7 +39,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -154,6 +154,22 @@ def write_counts(
     return counts
 
 
+def write_latency(entries: Iterable[Mapping[str, Any]], since: float, until: float) -> tuple[float, float]:
+    """(p50, p90) seconds the API server took over the operator's writes received in [since, until):
+    what its reconciles wait on (the audit log's ResponseComplete time minus the time received)."""
+    took = sorted(
+        _epoch(e.get("stageTimestamp", "")) - _epoch(e.get("requestReceivedTimestamp", ""))
+        for e in entries
+        if e.get("stage") == "ResponseComplete"
+        and e.get("verb") in WRITE_VERBS
+        and operator_entry(e)
+        and since <= _epoch(e.get("requestReceivedTimestamp", "")) < until
+    )
+    if not took:
+        return 0.0, 0.0
+    return took[len(took) // 2], took[min(len(took) - 1, int(len(took) * 0.9))]
+
+
 def operator_writes(requests: Mapping[str, int]) -> int:
     """The writes among the operator's REQUESTS (count_requests' keys), kopf's peering left out."""
     return sum(
@@ -230,6 +246,11 @@ def render_results(run: Mapping[str, Any]) -> str:
         (
             "the operator's last request of the creation (peering aside)",
             f"{create['quiet_seconds']:.1f} s",
+            "",
+        ),
+        (
+            "API server time of the operator's writes during the creation, p50 / p90",
+            f"{create['write_latency'][0] * 1000:.0f} / {create['write_latency'][1] * 1000:.0f} ms",
             "",
         ),
         ("operator API requests per ModelDeployment (creation)", _per(create["requests"], count), ""),
@@ -435,6 +456,46 @@ def create_all(cluster: Cluster, namespace: str, mds: list[dict[str, Any]], clie
         list(pool.map(create, mds))
 
 
+def rate_limits(run_dir: Path, component: str) -> str:
+    """The --kube-api-qps and --kube-api-burst the running COMPONENT was started with (its pid file)."""
+    pid = (run_dir / f"{component}.pid").read_text().strip()
+    args = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    found = {a: args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--kube-api-qps", "--kube-api-burst")}
+    return " ".join(f"{k} {v}" for k, v in sorted(found.items(), reverse=True)) or "(defaults)"
+
+
+def clean_up(cluster: Cluster, namespace: str, raised: Mapping[str, int], stop_operator: bool) -> None:
+    """Everything the bench made goes, in this order, each step tried even if one before failed: the
+    namespace (while KWOK still completes its pods' deletion), the fake nodes and KWOK's controller,
+    the raised rate limits (cluster-up with the defaults), the operator if it was not running before."""
+    steps: list[tuple[str, Callable[[], object]]] = [
+        (
+            f"delete namespace {namespace}",
+            lambda: cluster.kubectl(
+                "delete", "namespace", namespace, "--ignore-not-found", "--timeout=600s", timeout=630
+            ),
+        ),
+        ("make kwok-down", lambda: make("kwok-down")),
+        ("make cluster-up (default rate limits)", lambda: _defaults_again(raised)),
+    ]
+    if stop_operator:
+        steps.append(("make operator-down", lambda: make("operator-down")))
+    failed = []
+    for what, step in steps:
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001 - every step is tried; the failures are reported together
+            failed.append(f"{what}: {error}")
+    if failed:
+        raise SystemExit("clean-up incomplete:\n" + "\n".join(failed))
+
+
+def _defaults_again(names: Iterable[str]) -> None:
+    for name in names:
+        os.environ.pop(name, None)
+    make("cluster-up")
+
+
 def versions(cluster: Cluster, kwok_bin: Path) -> str:
     server = json.loads(cluster.kubectl("version", "-o", "json").stdout).get("serverVersion", {})
     kwok = subprocess.run([str(kwok_bin), "--version"], capture_output=True, text=True, check=False)
@@ -466,6 +527,7 @@ def main() -> int:
     parser.add_argument("--kwok-bin", type=Path, required=True)
     parser.add_argument("--results", type=Path, default=RESULTS / "operator.md")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows as it happens
     # A `timeout` or the lead ending the run: the clean-up below still runs (finally).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
 
@@ -473,21 +535,25 @@ def main() -> int:
     operator = Operator(args.operator_pid_file, args.operator_metrics_port)
     secret, mds = bench_documents(args.count, args.replicas)
     namespace = f"bench-operator-{int(time.time())}"
-    settings = (
-        f"kube-controller-manager and kube-scheduler --kube-api-qps {args.qps} --kube-api-burst {args.burst} "
-        f"(defaults 20/30 and 50/100); KWOK {args.nodes} fake nodes, KWOK's fast stages; the operator as "
-        f"`make operator-up` runs it (4 workers, resync every {args.operator_resync_seconds:.0f} s)"
-    )
     load_before = load_average()
-    raised = [f"CONTROLLER_MANAGER_QPS={args.qps}", f"CONTROLLER_MANAGER_BURST={args.burst}"]
-    raised += [f"SCHEDULER_QPS={args.qps}", f"SCHEDULER_BURST={args.burst}"]
+    # In the environment of every make run from here (`make kwok` runs cluster-up too), until the end.
+    raised = {"CONTROLLER_MANAGER_QPS": args.qps, "CONTROLLER_MANAGER_BURST": args.burst}
+    raised |= {"SCHEDULER_QPS": args.qps, "SCHEDULER_BURST": args.burst}
     operator_was_running = operator.pid_file.exists()
     figures: dict[str, Any] = {}
     phase_started = time.time()
     try:
-        make("cluster-up", *raised)
+        os.environ.update({name: str(value) for name, value in raised.items()})
+        make("cluster-up")
         make("kwok", f"KWOK_NODES={args.nodes}")
         operator.restart()
+        run_dir = cluster.kubeconfig.parent / "run"
+        settings = (
+            f"kube-controller-manager {rate_limits(run_dir, 'kube-controller-manager')}, kube-scheduler "
+            f"{rate_limits(run_dir, 'kube-scheduler')} (their defaults: 20/30 and 50/100); {args.nodes} KWOK "
+            "fake nodes with KWOK's fast stages; the operator as `make operator-up` runs it (4 workers, "
+            f"resync every {args.operator_resync_seconds:.0f} s)"
+        )
         print(f"set-up: {time.time() - phase_started:.0f} s")
         cluster.kubectl("create", "namespace", namespace)
         cluster.apply(secret, namespace)
@@ -521,6 +587,7 @@ def main() -> int:
             "ready_seconds": max(progress.ready_at.values()) - started,
             "quiet_seconds": quiet - started,
             "requests": dict(count_requests(audit.entries(), started, end, namespace)),
+            "write_latency": write_latency(audit.entries(), started, end),
             "peak_rss": peak,
             "cpu_seconds": cpu1 - cpu0,
             "children": dict(children),
@@ -564,13 +631,7 @@ def main() -> int:
         watch.stop()
     finally:
         cleanup = time.time()
-        cluster.kubectl(
-            "delete", "namespace", namespace, "--ignore-not-found", "--timeout=600s", check=False, timeout=630
-        )
-        make("kwok-down")
-        make("cluster-up")  # the default rate limits again
-        if not operator_was_running:
-            make("operator-down")
+        clean_up(cluster, namespace, raised, stop_operator=not operator_was_running)
         print(f"clean-up: {time.time() - cleanup:.0f} s")
 
     figures.update(

@@ -3,7 +3,7 @@ parsing, the results table."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from modelplane import spec as specs
@@ -17,7 +17,10 @@ from tests.bench.operator import (
     queue_state,
     render_results,
     write_counts,
+    write_latency,
 )
+
+OPERATOR = "system:serviceaccount:modelplane-system:modelplane-operator"
 
 
 def test_the_documents_are_the_example_on_the_fake_nodes() -> None:
@@ -89,6 +92,24 @@ def test_writes_are_grouped_with_heartbeats_apart() -> None:
     }
 
 
+def test_write_latency_is_the_api_servers_time_over_the_operators_writes() -> None:
+    def timed(audit_id: str, verb: str, received: float, took: float, user: str = OPERATOR) -> dict[str, Any]:
+        return {
+            "auditID": audit_id,
+            "stage": "ResponseComplete",
+            "verb": verb,
+            "user": {"username": user},
+            "requestReceivedTimestamp": datetime.fromtimestamp(received, UTC).isoformat(),
+            "stageTimestamp": datetime.fromtimestamp(received + took, UTC).isoformat(),
+        }
+
+    entries = [timed(str(i), "patch", 100.0 + i, 0.1 * (i + 1)) for i in range(10)]
+    entries += [timed("r", "get", 101.0, 9.0), timed("k", "update", 101.0, 9.0, user="system:kube-scheduler")]
+    entries += [timed("late", "patch", 500.0, 9.0)]
+    p50, p90 = write_latency(entries, 100.0, 200.0)
+    assert (round(p50, 3), round(p90, 3)) == (0.6, 1.0)
+
+
 def test_operator_writes_leave_reads_and_peering_out() -> None:
     requests = {"list pods": 1, "get secrets": 3, "patch deployments": 2, "patch clusterkopfpeerings": 4}
     assert operator_writes(requests) == 2
@@ -135,6 +156,7 @@ def test_the_table_says_which_targets_were_met() -> None:
             "peak_rss": 200 * 2**20,
             "cpu_seconds": 12.0,
             "children": {"deployment.apps": 10},
+            "write_latency": [0.25, 1.5],
         },
         "steady": {"seconds": 60.0, "writes": {"leases": 5, "children": 1}, "operator_requests": 0},
         "restart": {
@@ -150,4 +172,5 @@ def test_the_table_says_which_targets_were_met() -> None:
     assert "| 200 MiB | < 300 MiB: met |" in table
     assert "| operator API requests per ModelDeployment (creation) | 2.0 |  |" in table
     assert "(any identity) | 1 | 0: MISSED |" in table
+    assert "| 250 / 1500 ms |" in table
     assert "| writes of the restarted operator while settling (peering aside) | 0 | 0: met |" in table
