@@ -135,7 +135,7 @@ def test_queue_state_sums_reconciles_and_reads_the_queue() -> None:
 
 
 def test_the_table_says_which_targets_were_met() -> None:
-    run = {
+    run: dict[str, Any] = {
         "count": 10,
         "replicas": 2,
         "creators": 8,
@@ -148,6 +148,9 @@ def test_the_table_says_which_targets_were_met() -> None:
         "recorded": "now",
         "targets": {"converged_seconds": 90.0, "rss_mib": 300},
         "create": {
+            "limit_seconds": 420.0,
+            "handled": 10,
+            "ready": 10,
             "create_seconds": 1.0,
             "handled_seconds": 95.0,
             "ready_seconds": 100.0,
@@ -160,6 +163,8 @@ def test_the_table_says_which_targets_were_met() -> None:
         },
         "steady": {"seconds": 60.0, "writes": {"leases": 5, "children": 1}, "operator_requests": 0},
         "restart": {
+            "limit_seconds": 180.0,
+            "reconciles": 10,
             "settled_seconds": 9.0,
             "requests": {"list pods": 1},
             "writes": 0,
@@ -172,5 +177,11 @@ def test_the_table_says_which_targets_were_met() -> None:
     assert "| 200 MiB | < 300 MiB: met |" in table
     assert "| operator API requests per ModelDeployment (creation) | 2.0 |  |" in table
     assert "(any identity) | 1 | 0: MISSED |" in table
+    unfinished = {**run, "create": {**run["create"], "handled_seconds": None, "handled": 7}}
+    del unfinished["steady"], unfinished["restart"]
+    table = render_results(unfinished)
+    assert "| not within 420 s (7 of 10) | < 90 s: MISSED |" in table
+    assert "not measured: the creation did not finish" in table
+    table = render_results(run)
     assert "| 250 / 1500 ms |" in table
     assert "| writes of the restarted operator while settling (peering aside) | 0 | 0: met |" in table
