@@ -46,6 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
+from modelplane import children
+
 from tests.bench.machine import cpu_model, git_commit, load_average
 from tests.bench.operator_requests import (
     RESULTS,
@@ -58,9 +60,7 @@ from tests.support.examples import example
 from tests.support.modeldeployments import API_VERSION
 
 QUIET_SECONDS = 15.0  # no request of the operator (but kopf's peering) for this long: it is done
-CHILD_RESOURCES = frozenset(
-    {"deployments", "services", "poddisruptionbudgets", "horizontalpodautoscalers", "scaledobjects"}
-)
+CHILD_RESOURCES = frozenset(row.plural for row in children.applied_kinds())  # the operator's children
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 REFUSALS = frozenset({"InvalidSpec", "ApplyFailed"})  # a status for the generation that applied nothing
 HEARTBEATS = frozenset({"leases", "kopfpeerings", "clusterkopfpeerings"})
@@ -542,9 +542,9 @@ def main() -> int:
     )
     parser.add_argument("--burst", type=int, default=600, help="their client burst")
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="the quiet time after")
-    parser.add_argument("--create-timeout", type=float, default=420.0, help="seconds for all to be Ready")
+    parser.add_argument("--create-timeout", type=float, default=360.0, help="seconds for all to be Ready")
     parser.add_argument(
-        "--restart-timeout", type=float, default=180.0, help="seconds for a restart to settle"
+        "--restart-timeout", type=float, default=150.0, help="seconds for a restart to settle"
     )
     parser.add_argument("--operator-pid-file", type=Path, required=True)
     parser.add_argument("--operator-metrics-port", type=int, required=True)
@@ -604,7 +604,7 @@ def main() -> int:
         wait("the operator's work queue empty", lambda: operator.queue()[1] == 0, 60 if complete else 0)
         cpu1, peak = operator.usage()
         kinds = cluster.kubectl("get", "deploy,svc,pdb", "-n", namespace, "-o", "name").stdout.split()
-        children = Counter(k.split("/")[0] for k in kinds)
+        found = Counter(k.split("/")[0] for k in kinds)
         end = time.time()
         figures["create"] = {
             "limit_seconds": args.create_timeout,
@@ -618,7 +618,7 @@ def main() -> int:
             "write_latency": write_latency(audit.entries(), started, end),
             "peak_rss": peak,
             "cpu_seconds": cpu1 - cpu0,
-            "children": dict(children),
+            "children": dict(found),
         }
         print(f"create: {json.dumps(figures['create'])}")
         if complete:  # else the quiet time and the restart are not what they would measure
