@@ -54,6 +54,7 @@ from tests.bench.operator_requests import (
     AuditLog,
     count_requests,
     operator_entry,
+    with_notes,
 )
 from tests.support.cluster import Cluster, make, make_print
 from tests.support.examples import example
@@ -686,7 +687,8 @@ def main() -> int:
     )
     args.results.with_suffix(".json").write_text(json.dumps(figures, indent=1, sort_keys=True) + "\n")
     table = render_results(figures)
-    args.results.write_text(table)
+    previous = args.results.read_text() if args.results.exists() else ""
+    args.results.write_text(with_notes(table, previous))  # the hand-written notes stay
     print(table)
     return 0
 
