@@ -39,6 +39,16 @@ OPERATOR_REQUESTS_ARGS ?= --label after --count 20
 bench-operator-requests: $(VENV_STAMP) images s3 operator-up ## The host operator's API requests (audit log) for 20 ModelDeployments: create, steady, one change, rollout restart, operator start (writes tests/bench/results/operator-requests.md).
 	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.operator_requests $(OPERATOR_REQUESTS_ARGS)
 
+# Options for tests/bench/operator.py, e.g. BENCH_OPERATOR_ARGS="--count 20" (a short run). It starts and
+# stops what it needs itself (make cluster-up with raised client rate limits, make kwok, operator-up).
+BENCH_OPERATOR_ARGS ?=
+
+.PHONY: bench-operator
+bench-operator: $(VENV_STAMP) kwok-binaries ## 1000 ModelDeployments x 2 replicas on KWOK's fake nodes: operator and Ready times, requests per MD, RSS, CPU, quiet and restart writes (writes tests/bench/results/operator.md).
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.operator --operator-pid-file $(OPERATOR_PID) \
+	  --operator-metrics-port $(OPERATOR_METRICS_PORT) --operator-resync-seconds $(OPERATOR_RESYNC_SECONDS) \
+	  --kwok-bin $(KWOK_BIN_DIR)/kwok $(BENCH_OPERATOR_ARGS)
+
 # Extra options for tests/bench/pull.py, e.g. PULL_BENCH_ARGS="--rounds 5".
 PULL_BENCH_ARGS ?=
 

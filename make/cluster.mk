@@ -1,6 +1,8 @@
 # The local single-node cluster (hack/local-cluster/). State and binaries live in $(CACHE_DIR).
 CLUSTER_HACK := $(REPO_ROOT)/hack/local-cluster
 CLUSTER_ENV := CACHE_DIR=$(CACHE_DIR) BIN_DIR=$(BIN_DIR)
+# Settings of hack/local-cluster/config.sh can be given to make, e.g. the controller-manager's and
+# scheduler's client rate limits: make cluster-up CONTROLLER_MANAGER_QPS=300 SCHEDULER_QPS=300.
 # Tests and people run `make cluster-up` concurrently: one at a time builds or starts anything.
 CLUSTER_LOCK := mkdir -p $(CACHE_DIR) && flock -o $(CACHE_DIR)/.cluster.lock
 KUBECONFIG_PATH := $(CACHE_DIR)/cluster/kubeconfig

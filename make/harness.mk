@@ -82,9 +82,34 @@ keda-status: ## Show KEDA's host processes and the log file each writes.
 keda-prometheus-url: ## Print the address of the Prometheus that `make keda` runs (use with make -s).
 	@echo $(KEDA_PROMETHEUS_URL)
 
+# KWOK (hack/harness/kwok.sh): its controller, built from KWOK's Go module, and KWOK_NODES fake nodes
+# (tainted: only pods that tolerate them go there) beside the real one, for `make bench-operator`.
+# Not part of make test.
+KWOK_VERSION ?= v0.8.0
+KWOK_BIN_DIR := $(CACHE_DIR)/kwok/$(KWOK_VERSION)
+KWOK_NODES ?= 4
+KWOK_SH := $(HARNESS_ENV) KWOK_VERSION=$(KWOK_VERSION) KWOK_BIN_DIR=$(KWOK_BIN_DIR) KWOK_NODES=$(KWOK_NODES) \
+  $(HARNESS_HACK)/kwok.sh
+
+.PHONY: kwok-binaries
+kwok-binaries: ## Build KWOK's controller from its Go module (cached by version and Go version).
+	@$(TIMED) kwok-binaries env KWOK_VERSION=$(KWOK_VERSION) KWOK_BIN_DIR=$(KWOK_BIN_DIR) $(HARNESS_HACK)/build-kwok.sh
+
+.PHONY: kwok
+kwok: cluster-up kwok-binaries ## Run KWOK's controller and KWOK_NODES tainted fake nodes beside the real node (idempotent).
+	@$(TIMED) kwok $(KWOK_SH) up
+
+.PHONY: kwok-down
+kwok-down: ## Delete the fake nodes and stop KWOK's controller (its RBAC and route removed).
+	@$(KWOK_SH) down
+
+.PHONY: kwok-status
+kwok-status: ## Show KWOK's controller, its log file and the number of fake nodes.
+	@$(KWOK_SH) status
+
 e2e-prerequisites: helm prometheus crds addons keda
 # The add-ons talk to the cluster: stop them (and unregister their APIs) before it goes.
-cluster-down cluster-purge: addons-down keda-down
+cluster-down cluster-purge: addons-down keda-down kwok-down
 
 # NetworkPolicy enforcement (hack/harness/network-policy.sh): kube-router's network-policy controller
 # alone, built from its Go module into a cache directory keyed by what goes into the build (version,

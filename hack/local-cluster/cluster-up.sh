@@ -35,6 +35,17 @@ start() {
   echo $! > "$RUN_DIR/$name.pid"
 }
 
+# start_current NAME CMD...: as start, but a running NAME whose command line differs from CMD (a
+# setting changed) is restarted with CMD. For the components that keep no state of their own.
+start_current() {
+  local name=$1
+  if running "$name" && [ "$(tr '\0' ' ' < "/proc/$(cat "$RUN_DIR/$name.pid")/cmdline")" != "${*:2} " ]; then
+    log "settings of $name changed: restarting it"
+    restart_if_running "$name"
+  fi
+  start "$@"
+}
+
 # wait_for WHAT SECONDS CMD...: polls CMD until it succeeds.
 wait_for() {
   local what=$1 limit=$2; shift 2
@@ -106,7 +117,7 @@ control_plane() {
     --audit-log-maxsize 200 --audit-log-maxbackup 2 --audit-log-format json
   wait_for kube-apiserver 120 "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" get --raw /readyz
 
-  start kube-controller-manager "$BIN_DIR/kube-controller-manager" \
+  start_current kube-controller-manager "$BIN_DIR/kube-controller-manager" \
     --kubeconfig "$PKI_DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$PKI_DIR/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$PKI_DIR/controller-manager.kubeconfig" \
@@ -114,11 +125,13 @@ control_plane() {
     --service-account-private-key-file "$PKI_DIR/sa.key" --root-ca-file "$PKI_DIR/ca.crt" \
     --cluster-signing-cert-file "$PKI_DIR/ca.crt" --cluster-signing-key-file "$PKI_DIR/ca.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" --cluster-cidr "$CLUSTER_CIDR" --allocate-node-cidrs=false \
-    --controllers '*' --horizontal-pod-autoscaler-sync-period 5s
-  start kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig "$PKI_DIR/scheduler.kubeconfig" \
+    --controllers '*' --horizontal-pod-autoscaler-sync-period 5s \
+    --kube-api-qps "$CONTROLLER_MANAGER_QPS" --kube-api-burst "$CONTROLLER_MANAGER_BURST"
+  start_current kube-scheduler "$BIN_DIR/kube-scheduler" --kubeconfig "$PKI_DIR/scheduler.kubeconfig" \
     --authentication-kubeconfig "$PKI_DIR/scheduler.kubeconfig" \
     --authorization-kubeconfig "$PKI_DIR/scheduler.kubeconfig" \
-    --bind-address 127.0.0.1 --leader-elect=false
+    --bind-address 127.0.0.1 --leader-elect=false \
+    --kube-api-qps "$SCHEDULER_QPS" --kube-api-burst "$SCHEDULER_BURST"
   kubectl_ apply --server-side --field-manager modelplane-local-cluster -f "$HERE/manifests/coredns-rbac.yaml" >/dev/null
 }
 

@@ -32,6 +32,13 @@ APISERVER_PORT=6443
 ETCD_CLIENT_PORT=23790
 ETCD_PEER_PORT=23800
 PAUSE_IMAGE=localhost/modelplane/pause:3.10
+# The client rate limits of the controller-manager and the scheduler (requests/s and burst; these are
+# their own defaults). Large clusters raise them, as the operator's scale benchmark does
+# (make bench-operator); a changed value restarts the component at the next cluster-up.
+CONTROLLER_MANAGER_QPS=${CONTROLLER_MANAGER_QPS:-20}
+CONTROLLER_MANAGER_BURST=${CONTROLLER_MANAGER_BURST:-30}
+SCHEDULER_QPS=${SCHEDULER_QPS:-50}
+SCHEDULER_BURST=${SCHEDULER_BURST:-100}
 
 log() { printf '[%s %s] %s\n' "$(basename "$0" .sh)" "$(date +%T)" "$*"; }
 kubectl_() { "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }

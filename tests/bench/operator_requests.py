@@ -28,7 +28,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,33 +152,54 @@ def render_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
 # The driver (I/O from here on).
 
 
-class AuditLog:
-    """The operator's entries of the audit log, read incrementally from where the run began."""
+def operator_entry(entry: Mapping[str, Any]) -> bool:
+    return (entry.get("user") or {}).get("username") in OPERATOR_USERS
 
-    def __init__(self, path: Path) -> None:
+
+class AuditLog:
+    """The entries of the audit log that KEEP selects (by default the operator's), read incrementally
+    from where the run began. The API server rotates the file (--audit-log-maxsize): the rest of the
+    file being read is then taken from its backup (audit-<time>.log, the same inode), the new file
+    from its start."""
+
+    def __init__(self, path: Path, keep: Callable[[Mapping[str, Any]], bool] = operator_entry) -> None:
         self.path = path
-        self._offset = path.stat().st_size
+        self._keep = keep
+        stat = path.stat()
+        self._inode, self._offset = stat.st_ino, stat.st_size
         self._entries: list[dict[str, Any]] = []
 
     def entries(self) -> list[dict[str, Any]]:
-        with self.path.open("rb") as log:
+        inode = self.path.stat().st_ino
+        if inode != self._inode:
+            rotated = next(
+                (p for p in self.path.parent.glob(f"{self.path.stem}-*") if p.stat().st_ino == self._inode),
+                None,
+            )
+            if rotated is not None:
+                self._read(rotated, whole=True)
+            self._inode, self._offset = inode, 0
+        self._read(self.path)
+        return self._entries
+
+    def _read(self, path: Path, whole: bool = False) -> None:
+        with path.open("rb") as log:
             log.seek(self._offset)
             data = log.read()
-        complete = data[: data.rfind(b"\n") + 1]
+        complete = data if whole else data[: data.rfind(b"\n") + 1]
         self._offset += len(complete)
         for line in complete.splitlines():
             try:
                 entry = json.loads(line)
             except ValueError:
                 continue
-            if (entry.get("user") or {}).get("username") in OPERATOR_USERS:
+            if self._keep(entry):
                 self._entries.append(entry)
-        return self._entries
 
     def last_operator_request(self, since: float) -> float:
         latest = since
         for entry in self.entries():
-            if "kopfpeerings" not in request_key(entry):
+            if operator_entry(entry) and "kopfpeerings" not in request_key(entry):
                 latest = max(latest, _epoch(entry.get("requestReceivedTimestamp", "")))
         return latest
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tests.bench.harness import with_notes
-from tests.bench.operator_requests import count_requests, render_table
+from tests.bench.operator_requests import AuditLog, count_requests, render_table
 
 USER = "system:serviceaccount:modelplane-system:modelplane-operator"
 
@@ -52,3 +53,19 @@ def test_the_hand_written_notes_survive_a_new_table() -> None:
     previous = "# old table\n| a |\n\n## Notes\n\nmachine shared\n"
     assert with_notes("# new\n", previous) == "# new\n\n## Notes\n\nmachine shared\n"
     assert with_notes("# new\n", "# no notes\n") == "# new\n"
+
+
+def test_the_audit_log_is_followed_across_a_rotation(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    line = '{{"auditID": "{}", "verb": "get", "user": {{"username": "{}"}}}}\n'
+    log.write_text(line.format("before", USER))
+    audit = AuditLog(log)
+    with log.open("a") as f:
+        f.write(line.format("a", USER) + line.format("admin", "system:admin"))
+        f.write('{"auditID": "b", "verb"')  # half written
+    assert [e["auditID"] for e in audit.entries()] == ["a"]
+    with log.open("a") as f:
+        f.write(f': "get", "user": {{"username": "{USER}"}}}}\n' + line.format("c", USER))
+    log.rename(tmp_path / "audit-2026-12-01T10-00-00.000.log")  # what the API server does at maxsize
+    log.write_text(line.format("d", USER))
+    assert [e["auditID"] for e in audit.entries()] == ["a", "b", "c", "d"]
