@@ -322,6 +322,19 @@ def test_a_shadow_gets_a_copy_of_every_request_and_clients_never_see_it(
 
     wait_until("the broken shadow's pod Ready", broken_shadow_ready, timeout=240)
     wait_ready(cluster, namespace, "mirror")
+
+    # Envoy learns the new shadow pod's address from Envoy Gateway a moment after the pod is Ready;
+    # the copies it sends before go to the old pod's address and are lost, unseen by clients (which is
+    # what a shadow promises). Counting starts once a copy has landed on the new pod.
+    first = pod_requests(cluster, namespace, shadow_pods)["500"]
+
+    def a_copy_landed() -> bool:
+        if pod_requests(cluster, namespace, shadow_pods)["500"] > first:
+            return True
+        answers_of(address, path, 1)
+        return False
+
+    wait_until("Envoy to mirror to the broken shadow's pod", a_copy_landed, timeout=60, interval=0.5)
     before_shadow = pod_requests(cluster, namespace, shadow_pods)
     assert answers_of(address, path, SHADOW_REQUESTS) == Counter({2: SHADOW_REQUESTS})
 
