@@ -244,7 +244,7 @@ def _hold_for_caches(
     result = []
     for manifest in manifests:
         if manifest["kind"] == "Deployment":
-            waiting = mounted_claims(manifest["spec"]["template"]["spec"]) & set(cache_children) - ready
+            waiting = (mounted_claims(manifest["spec"]["template"]["spec"]) & set(cache_children)) - ready
             if waiting:
                 key = ("Deployment", manifest["metadata"]["name"])
                 live = owned.get(key)

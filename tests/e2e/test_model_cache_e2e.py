@@ -149,10 +149,13 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
     )
 
     # Once no pod mounts the old cache, its claim and Job are pruned.
-    cluster.wait(f"pvc/{old_claim}", "delete", namespace=namespace, timeout=180)
-    cluster.wait(f"job/{old_claim}", "delete", namespace=namespace, timeout=60)
-    assert [c["metadata"]["name"] for c in children(cluster, namespace, NAME, "pvc")] == [cache["name"]]
-    assert [j["metadata"]["name"] for j in fill_jobs(cluster, namespace)] == [cache["name"]]
+    def only_the_new_cache() -> bool:
+        claims = [c["metadata"]["name"] for c in children(cluster, namespace, NAME, "pvc")]
+        return claims == [cache["name"]] and [
+            j["metadata"]["name"] for j in fill_jobs(cluster, namespace)
+        ] == [cache["name"]]
+
+    wait_until(f"the claim and Job {old_claim} pruned", only_the_new_cache, timeout=180)
     pods = serving_pods(cluster, namespace)
     assert not old_pods & {p["metadata"]["name"] for p in pods}
     assert_no_pull_of_their_own(pods, cache["name"])

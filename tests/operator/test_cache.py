@@ -12,7 +12,9 @@ from modelplane import children, plan, render, spec, status
 from modelplane.render.cache import LABEL_CACHE_OF, mounted_claims
 from modelplane.render.common import LABEL_NAME, cache_name
 
+from tests.operator.memory_kube import MemoryKube
 from tests.operator.test_plan import LATER, NOW, body, kinds, observed, ready
+from tests.operator.test_reconcile import controller, run
 from tests.operator.test_reconcile_compare import as_served
 from tests.operator.test_render import AWS_KEYS, SETTINGS
 
@@ -396,3 +398,26 @@ def test_the_served_digest_of_a_cached_model_is_the_caches() -> None:
         NOW,
     )
     assert result["servedDigest"] == V1
+
+
+# --- the executor ---------------------------------------------------------------------------------
+
+
+def test_the_executor_fills_the_cache_then_creates_the_deployment_and_restarts_make_no_second_job() -> None:
+    kube = MemoryKube()
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    kube.create_md(md_body())
+    name = name_of()
+    first = run(controller(kube))
+    assert first.applied == (
+        f"PersistentVolumeClaim/{name}",
+        f"Job/{name}",
+        "Service/iris",
+        "PodDisruptionBudget/iris",
+    )
+    kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(bound(o)))
+    kube.edit("Job", "ml", name, lambda o: o.update(finished(o)))
+    restarted = controller(kube)  # a new operator process: nothing remembered but what the API holds
+    assert run(restarted).applied == ("Deployment/iris",)
+    assert [key for key in kube.objects if key[0] == "Job"] == [("Job", "ml", name)]
+    assert run(restarted).applied == ()
