@@ -421,3 +421,21 @@ def test_the_executor_fills_the_cache_then_creates_the_deployment_and_restarts_m
     assert run(restarted).applied == ("Deployment/iris",)
     assert [key for key in kube.objects if key[0] == "Job"] == [("Job", "ml", name)]
     assert run(restarted).applied == ()
+
+
+@pytest.mark.parametrize("case", ["gguf", "vllm", "tensorflow", "sklearn-s3"])
+def test_every_format_pulls_in_the_job_what_its_pods_would_have_pulled(case: str) -> None:
+    """The Job's container is the pod's own pull container (image, command, environment, credentials),
+    and the cached pods differ from the uncached ones only in the model volume and the pull."""
+    obj = body(case)
+    uncached = render.children(spec.parse(obj), SETTINGS, render.Observations(secret_keys=AWS_KEYS))
+    obj["spec"]["model"]["cache"] = {"size": "5Gi"}
+    cached = render.children(spec.parse(obj), SETTINGS, render.Observations(secret_keys=AWS_KEYS))
+    deployment = next(m for m in uncached if m["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [job] = [m for m in cached if m["kind"] == "Job"]
+    [pull] = job["spec"]["template"]["spec"]["containers"]
+    assert pull == pod["initContainers"][0]
+    cached_pod = next(m for m in cached if m["kind"] == "Deployment")["spec"]["template"]["spec"]
+    assert "initContainers" not in cached_pod
+    assert cached_pod["containers"] == pod["containers"]
