@@ -83,6 +83,8 @@ class Observed:
     # known (the operator just started), then any missing child at an unchanged generation was deleted.
     seen: frozenset[tuple[str, str]] | None = None
     gateway: Obj | None = None  # the Gateway spec.gateway names, as watched (None: absent or none named)
+    # Per model cache claim that stays unbound: its provisioner's reason (unbound_cache_claims).
+    claim_failures: Mapping[str, str] = field(default_factory=dict)
 
     def owned(self, uid: str) -> dict[tuple[str, str], Obj]:
         """Our children of the ModelDeployment with this uid (a namesake's leftovers are not ours)."""
@@ -203,6 +205,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             route=owned.get(("HTTPRoute", md.name)),
             shadow=owned.get(("Deployment", track_name(md, SHADOW))),
             caches=cache_children,
+            claim_failures=observed.claim_failures,
         ),
         previous,
         now,
@@ -216,6 +219,21 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
         repairs=tuple(repairs),
         ready=_ready(new),
     )
+
+
+def unbound_cache_claims(desired: Desired, live: Mapping[tuple[str, str], Obj]) -> list[str]:
+    """The model cache claims whose fill Job exists but which have no volume yet: the ones whose
+    provisioner may have said why it cannot make one (read by the executor, shown by status)."""
+    if desired.md is None:
+        return []
+    found = []
+    for name, _ in caches(desired.md):
+        claim, job = live.get(("PersistentVolumeClaim", name)), live.get(("Job", name))
+        if claim is None or job is None or claim["metadata"].get("deletionTimestamp"):
+            continue
+        if (claim.get("status") or {}).get("phase") != "Bound":
+            found.append(name)
+    return found
 
 
 def _hold_for_caches(

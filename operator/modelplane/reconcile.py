@@ -50,6 +50,8 @@ class KubeApi(Protocol):
 
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None: ...
 
+    def provisioning_failure(self, namespace: str, claim: str) -> str | None: ...
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -91,6 +93,8 @@ class Reconciler:
         self._secrets: dict[Key, _Secrets] = {}
         self._seen: dict[Key, frozenset[tuple[str, str]]] = {}  # every child observed since the start
         self._doomed: dict[Key, str] = {}  # the uid of each ModelDeployment whose namespace is being deleted
+        # Per cache claim: the (uid, resourceVersion) its provisioner's Events were read at, and their word.
+        self._claim_failures: dict[tuple[Key, str], tuple[tuple[str, str], str | None]] = {}
         self._lock = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -121,6 +125,7 @@ class Reconciler:
             secrets=self._read_secrets(key, want),
             seen=seen,
             gateway=view.gateway,
+            claim_failures=self._read_claim_failures(key, want, view),
         )
         now = self._clock()
         step = plan.plan(want, observed, previous, now)
@@ -193,6 +198,8 @@ class Reconciler:
             self._secrets.pop(key, None)
             self._seen.pop(key, None)
             self._doomed.pop(key, None)
+            for claim in [c for c in self._claim_failures if c[0] == key]:
+                del self._claim_failures[claim]
         self._cache.forget([key])
 
     def _read_secrets(self, key: Key, want: plan.Desired) -> dict[str, frozenset[str] | None]:
@@ -214,6 +221,25 @@ class Reconciler:
         with self._lock:
             self._secrets[key] = _Secrets(want.generation, self._monotonic(), keys)
         return keys
+
+    def _read_claim_failures(self, key: Key, want: plan.Desired, view: Snapshot) -> dict[str, str]:
+        """Why each model cache claim that stays unbound (its fill Job made) has no volume, as its
+        provisioner's Events say (a class that cannot provide the access mode): read again only when the
+        claim changes (a provisioner that retries moves it), never for a bound claim."""
+        found: dict[str, str] = {}
+        for name in plan.unbound_cache_claims(want, view.children):
+            claim = view.children[("PersistentVolumeClaim", name)]
+            version = (str(claim["metadata"].get("uid")), str(claim["metadata"].get("resourceVersion")))
+            with self._lock:
+                cached = self._claim_failures.get((key, name))
+            if cached is None or cached[0] != version:
+                message = self._kube.provisioning_failure(want.namespace, name)
+                cached = (version, message)
+                with self._lock:
+                    self._claim_failures[(key, name)] = cached
+            if cached[1]:
+                found[name] = cached[1]
+        return found
 
     def _carry_out(self, key: Key, want: plan.Desired, step: plan.Plan) -> bool:
         """Write the plan's status (if it changed) and post its events."""

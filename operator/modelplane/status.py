@@ -52,12 +52,15 @@ class Observed:
     caches: Mapping[str, tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]] = field(
         default_factory=dict
     )
+    # Per cache claim that stays unbound: its provisioner's reason (from its ProvisioningFailed Event).
+    claim_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class CacheState:
     state: str  # CACHE_PENDING, CACHE_FILLING, CACHE_READY or CACHE_FAILED
     message: str
+    reason: str = "ModelCaching"  # the Cached condition's (and while it holds the pods, Ready's)
 
 
 @dataclass(frozen=True)
@@ -566,9 +569,14 @@ def _one_node_cache(model: specs.Model) -> bool:
 
 
 def cache_state(
-    name: str, model: specs.Model, claim: Mapping[str, Any] | None, job: Mapping[str, Any] | None
+    name: str,
+    model: specs.Model,
+    claim: Mapping[str, Any] | None,
+    job: Mapping[str, Any] | None,
+    claim_failure: str | None = None,
 ) -> CacheState:
-    """Where the cache NAME of MODEL stands, from its claim and fill Job."""
+    """Where the cache NAME of MODEL stands, from its claim and fill Job (and, for a claim that stays
+    unbound, its provisioner's reason)."""
     if claim is None or job is None or (claim.get("metadata") or {}).get("deletionTimestamp"):
         return CacheState(CACHE_PENDING, f"creating the claim {name} and the Job {name} that fills it")
     conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
@@ -586,11 +594,21 @@ def cache_state(
             f"the Job {name} that fills the model cache failed: {detail}: {why}; `kubectl logs job/{name}` "
             f"shows the pull's reason; fix {model.uri} or spec.model (a new digest fills a new cache), "
             f"or delete Job {name} to try again",
+            "CacheFillFailed",
         )
     if (conditions.get("Complete") or {}).get("status") == "True":
-        return CacheState(CACHE_READY, f"the claim {name} holds {model.digest}")
+        return CacheState(CACHE_READY, f"the claim {name} holds {model.digest}", "CacheReady")
+    mode = model.cache.access_mode if model.cache else ""
+    if (claim.get("status") or {}).get("phase") != "Bound" and claim_failure:
+        storage_class = (claim.get("spec") or {}).get("storageClassName") or "the default"
+        return CacheState(
+            CACHE_FAILED,
+            f"the claim {name} ({mode}, storage class {storage_class}) gets no volume: its provisioner "
+            f"says {_one_line(claim_failure)!r}; set spec.model.cache.storageClassName to a class that "
+            f"offers {mode}, or accessMode ReadWriteOnce with the replicas on one node",
+            "CacheClaimFailed",
+        )
     if (claim.get("status") or {}).get("phase") != "Bound":
-        mode = model.cache.access_mode if model.cache else ""
         message = f"the claim {name} ({mode}) is not bound yet"
         if mode != "ReadWriteOnce":
             message += (
@@ -604,7 +622,10 @@ def cache_state(
 
 def _cache_states(md: specs.ModelDeployment, observed: Observed) -> dict[str, CacheState]:
     return {
-        name: cache_state(name, model, *observed.caches.get(name, (None, None))) for name, model in caches(md)
+        name: cache_state(
+            name, model, *observed.caches.get(name, (None, None)), observed.claim_failures.get(name)
+        )
+        for name, model in caches(md)
     }
 
 
@@ -640,8 +661,7 @@ def _cached_condition(md: specs.ModelDeployment, observed: Observed) -> dict[str
     failed = [state for state in waiting if state.state == CACHE_FAILED]
     if failed or waiting:
         first = (failed or waiting)[0]
-        reason = "CacheFillFailed" if failed else "ModelCaching"
-        return {"type": "Cached", "status": "False", "reason": reason, "message": first.message}
+        return {"type": "Cached", "status": "False", "reason": first.reason, "message": first.message}
     message = "; ".join(state.message for state in states.values())
     if any(_one_node_cache(model) for _, model in caches(md)):
         message += f" ({_ONE_NODE})"
@@ -657,7 +677,7 @@ def _cache_problem(md: specs.ModelDeployment, observed: Observed) -> Problem | N
         if name is None or states[name].state == CACHE_READY:
             continue
         if states[name].state == CACHE_FAILED:
-            return Problem("CacheFillFailed", states[name].message, permanent=True)
+            return Problem(states[name].reason, states[name].message, permanent=True)
         return Problem("ModelCaching", f"filling the model cache: {states[name].message}", permanent=False)
     return None
 

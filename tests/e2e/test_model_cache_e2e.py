@@ -21,6 +21,7 @@ from tests.support.modeldeployments import (
     predict_v1,
     s3_model_spec,
     wait_ready,
+    wait_reason,
     wait_service,
 )
 from tests.support.models import SklearnModel
@@ -159,3 +160,29 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
     pods = serving_pods(cluster, namespace)
     assert not old_pods & {p["metadata"]["name"] for p in pods}
     assert_no_pull_of_their_own(pods, cache["name"])
+
+
+def test_a_storage_class_that_cannot_share_across_nodes_is_named_in_status(
+    cluster: Cluster,
+    namespace: str,
+    operator: Path,
+    cache_bucket: tuple[S3Server, dict[str, SklearnModel]],
+) -> None:
+    """local-path (the local cluster's default class) offers ReadWriteOnce only: a ReadWriteMany cache
+    is refused by its provisioner, and status says so in its words; nothing is pulled meanwhile."""
+    s3, models = cache_bucket
+    before = s3.traffic()
+    body = cached_md(models["v1"])
+    body["spec"]["model"]["cache"]["accessMode"] = "ReadWriteMany"
+    cluster.apply([credentials_secret(s3), body], namespace)
+    obj = wait_reason(cluster, namespace, NAME, {"CacheClaimFailed"}, timeout=120)
+    ready, cached = condition(obj, "Ready"), condition(obj, "Cached")
+    assert ready["status"] == "False"
+    assert cached["reason"] == "CacheClaimFailed"
+    assert "NodePath only supports ReadWriteOnce" in cached["message"], cached
+    assert condition(obj, "Degraded")["status"] == "True"
+    [cache] = obj["status"]["caches"]
+    assert cache["state"] == "Failed"
+    assert cache["accessModes"] == ["ReadWriteMany"]
+    assert not children(cluster, namespace, NAME, "deployment")  # held until its cache is filled
+    assert (s3.traffic() - before).sent_bytes == 0

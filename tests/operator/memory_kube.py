@@ -28,6 +28,7 @@ class MemoryKube:
         self.refuse: dict[tuple[str, str], int] = {}  # (kind, name) -> HTTP status an apply gets
         self.crds: set[str] = set()
         self.terminating: set[str] = set()  # namespaces being deleted: nothing new may be created there
+        self.provisioning_failures: dict[tuple[str, str], str] = {}  # (namespace, claim) -> its Event
         self._version = 100
         self._uids = 0
         self._frozen: dict[tuple[str, str, str], Obj] | None = None
@@ -97,6 +98,10 @@ class MemoryKube:
         self.calls.append(("get", "Secret", name))
         return self.secrets.get((namespace, name))
 
+    def provisioning_failure(self, namespace: str, claim: str) -> str | None:
+        self.calls.append(("list", "Event", claim))
+        return self.provisioning_failures.get((namespace, claim))
+
     # The watches
 
     def snapshot(self, key: Key) -> Snapshot:
@@ -160,7 +165,7 @@ class MemoryKube:
         }
 
     def writes(self) -> list[tuple[str, str, str]]:
-        return [call for call in self.calls if call[0] != "get"]
+        return [call for call in self.calls if call[0] not in ("get", "list")]
 
     def _next_version(self) -> str:
         self._version += 1

@@ -439,3 +439,53 @@ def test_every_format_pulls_in_the_job_what_its_pods_would_have_pulled(case: str
     cached_pod = next(m for m in cached if m["kind"] == "Deployment")["spec"]["template"]["spec"]
     assert "initContainers" not in cached_pod
     assert cached_pod["containers"] == pod["containers"]
+
+
+NODE_PATH_ONLY = (
+    'failed to provision volume with StorageClass "local-path": NodePath only supports ReadWriteOnce '
+    "and ReadWriteOncePod (1.22+) access modes"
+)
+
+
+def test_a_claim_its_provisioner_refuses_is_a_failed_cache_with_the_provisioners_reason() -> None:
+    mode = {"accessMode": "ReadWriteMany"}
+    name = name_of(**mode)
+    claim, job = rendered_pair(**mode)
+    claim["status"] = {"phase": "Pending"}
+    md = parsed(**mode)
+    result = status.compute(
+        md, status.Observed(caches={name: (claim, job)}, claim_failures={name: NODE_PATH_ONLY}), {}, NOW
+    )
+    [cache] = result["caches"]
+    assert cache["state"] == status.CACHE_FAILED
+    assert "NodePath only supports ReadWriteOnce" in cache["message"]
+    assert "storage class local-path" in cache["message"]
+    for kind, value in (("Ready", "False"), ("Cached", "False"), ("Degraded", "True")):
+        found = status.condition(result, kind)
+        assert found is not None
+        assert (found["status"], found["reason"]) == (value, "CacheClaimFailed"), kind
+
+
+def test_the_provisioners_events_are_read_only_while_a_claim_stays_unbound_and_changes() -> None:
+    kube = MemoryKube()
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    obj = md_body(accessMode="ReadWriteMany")
+    kube.create_md(obj)
+    name = name_of(accessMode="ReadWriteMany")
+    ctl = controller(kube)
+    run(ctl)  # the claim and Job are made
+    assert ("list", "Event", name) not in kube.calls
+    run(ctl)  # they are unbound: their Events are read (none yet)
+    assert len([c for c in kube.calls if c == ("list", "Event", name)]) == 1
+    kube.provisioning_failures[("ml", name)] = NODE_PATH_ONLY
+    run(ctl)
+    assert len([c for c in kube.calls if c == ("list", "Event", name)]) == 1  # the claim did not change
+    kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(status={"phase": "Pending"}))
+    run(ctl)
+    assert len([c for c in kube.calls if c == ("list", "Event", name)]) == 2
+    md_status = kube.objects[("ModelDeployment", "ml", "iris")]["status"]
+    assert md_status["caches"][0]["state"] == status.CACHE_FAILED
+    kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(bound(o)))
+    kube.calls.clear()
+    run(ctl)
+    assert ("list", "Event", name) not in kube.calls  # bound: nothing to ask

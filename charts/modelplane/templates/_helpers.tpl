@@ -58,6 +58,10 @@ never list or watch: no Secret cache); creates Events; keeps kopf's namespaced p
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]
+# A cache claim that stays unbound: its provisioner's ProvisioningFailed Events (by field selector).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
