@@ -233,7 +233,11 @@ class Reconciler:
             with self._lock:
                 cached = self._claim_failures.get((key, name))
             if cached is None or cached[0] != version:
-                message = self._kube.provisioning_failure(want.namespace, name)
+                try:
+                    message = self._kube.provisioning_failure(want.namespace, name)
+                except KubeError as error:  # informative only: status then says "not bound yet"
+                    log.warning("could not read the Events of claim %s/%s: %s", want.namespace, name, error)
+                    message = None
                 cached = (version, message)
                 with self._lock:
                     self._claim_failures[(key, name)] = cached

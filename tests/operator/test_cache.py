@@ -8,7 +8,9 @@ from typing import Any
 
 import modelplane_contract as contract
 import pytest
+from kubernetes.client.exceptions import ApiException
 from modelplane import children, plan, render, spec, status
+from modelplane.kube import KubeError
 from modelplane.render.cache import LABEL_CACHE_OF, mounted_claims
 from modelplane.render.common import LABEL_NAME, cache_name
 
@@ -489,3 +491,22 @@ def test_the_provisioners_events_are_read_only_while_a_claim_stays_unbound_and_c
     kube.calls.clear()
     run(ctl)
     assert ("list", "Event", name) not in kube.calls  # bound: nothing to ask
+
+
+def test_events_that_cannot_be_read_leave_the_cache_pending_and_the_reconcile_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An Event is informative: an operator whose RBAC lacks events list still reconciles."""
+    kube = MemoryKube()
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    kube.create_md(md_body(accessMode="ReadWriteMany"))
+
+    def refused(namespace: str, claim: str) -> str | None:
+        raise KubeError("list", f"Events of {claim}", ApiException(status=403, reason="Forbidden"))
+
+    monkeypatch.setattr(kube, "provisioning_failure", refused)
+    ctl = controller(kube)
+    run(ctl)
+    assert run(ctl).result == "ok"
+    md_status = kube.objects[("ModelDeployment", "ml", "iris")]["status"]
+    assert md_status["caches"][0]["state"] == status.CACHE_PENDING
