@@ -29,7 +29,7 @@ CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")
 CACHE_PENDING: Final = "Pending"  # the claim or its Job is being made, or the claim is not bound yet
 CACHE_FILLING: Final = "Filling"  # the Job is pulling into the bound claim
 CACHE_READY: Final = "Ready"  # the Job completed: the claim holds the verified artifact
-CACHE_FAILED: Final = "Failed"  # the Job gave up (a permanent pull failure, or every retry failed)
+CACHE_FAILED: Final = "Failed"  # the Job gave up, or the claim's provisioner refused to make its volume
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 Status = dict[str, Any]
