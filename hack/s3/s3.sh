@@ -4,7 +4,9 @@
 # the cluster's pods reach it.
 #   s3.sh install   put `weed` into $BIN_DIR (cached by version)
 #   s3.sh up        install, then start it in the background unless it already answers (idempotent)
-#   s3.sh env       print AWS_* and MODELPLANE_S3_BUCKET lines for clients (host and pods alike)
+#   s3.sh env       print AWS_* and MODELPLANE_S3_BUCKET lines for clients (host and pods alike), and
+#                   MODELPLANE_S3_METRICS_URL (its Prometheus metrics: requests by type and bucket, bytes
+#                   sent per bucket; the model cache's e2e counts downloads with them)
 #   s3.sh down      stop it (the data stays in $S3_DIR/data)
 #   s3.sh pod-client  boto3 (pure Python, pinned by the runtime's constraints) in a directory that a
 #                   test pod mounts read-only and puts on PYTHONPATH; prints the directory
@@ -15,12 +17,14 @@ SEAWEEDFS_VERSION=${SEAWEEDFS_VERSION:-4.48}
 HOST_PYTHON=${HOST_PYTHON:-python3}
 S3_DIR=$CACHE_DIR/s3
 S3_PORT=${S3_PORT:-8333}
+S3_METRICS_PORT=${S3_METRICS_PORT:-9327}
 S3_BUCKET=${S3_BUCKET:-modelplane}
 S3_REGION=${S3_REGION:-us-east-1}
 WEED=$BIN_DIR/weed
 PID_FILE=$S3_DIR/weed.pid
 CREDENTIALS=$S3_DIR/credentials.env
 ENDPOINT=http://$NODE_IP:$S3_PORT
+METRICS_URL=http://$NODE_IP:$S3_METRICS_PORT/metrics
 
 install_weed() {
   local stamp=$BIN_DIR/.weed-$SEAWEEDFS_VERSION
@@ -91,13 +95,20 @@ running() {
 
 bucket_ready() { [ "$(signed_curl -I "$ENDPOINT/$S3_BUCKET" 2>/dev/null)" = 200 ]; }
 
+metrics_ready() { curl -sf -o /dev/null --max-time 5 "$METRICS_URL"; }
+
 up() {
   install_weed
   "$HERE/../local-cluster/node-link.sh"
   credentials
   write_config
   # Answering with our credentials is what counts (also when the pid file was lost).
-  if bucket_ready; then return 0; fi
+  if bucket_ready; then
+    metrics_ready && return 0
+    # Started by an s3.sh from before the metrics flag: the data stays, the server restarts with it.
+    log "weed answers without metrics on $METRICS_URL: restarting it"
+    down
+  fi
   if running; then
     log "weed (pid $(cat "$PID_FILE")) runs but does not answer yet"
   else
@@ -108,7 +119,7 @@ up() {
       -master.telemetry=false -admin.ui=false -s3.port="$S3_PORT" \
       -s3.port.iceberg=0 -s3.port.lance=0 -s3.config="$S3_DIR/s3.json" \
       -filer.localSocket="$S3_DIR/filer.sock" -s3.localSocket="$S3_DIR/s3.sock" \
-      -bucket="$S3_BUCKET" </dev/null >>"$S3_DIR/weed.log" 2>&1 &
+      -bucket="$S3_BUCKET" -metricsPort="$S3_METRICS_PORT" </dev/null >>"$S3_DIR/weed.log" 2>&1 &
     echo $! > "$PID_FILE"
   fi
   local deadline=$((SECONDS + 90)) code
@@ -124,13 +135,18 @@ up() {
     fi
     sleep 1
   done
-  log "S3 ready on $ENDPOINT, bucket $S3_BUCKET"
+  until metrics_ready; do
+    [ $SECONDS -ge $deadline ] && { log "no metrics on $METRICS_URL within 90s; log: $S3_DIR/weed.log"; exit 1; }
+    sleep 1
+  done
+  log "S3 ready on $ENDPOINT, bucket $S3_BUCKET, metrics on $METRICS_URL"
 }
 
 print_env() {
   credentials
   printf 'AWS_ENDPOINT_URL=%s\nAWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_REGION=%s\nMODELPLANE_S3_BUCKET=%s\n' \
     "$ENDPOINT" "$S3_ACCESS_KEY" "$S3_SECRET_KEY" "$S3_REGION" "$S3_BUCKET"
+  printf 'MODELPLANE_S3_METRICS_URL=%s\n' "$METRICS_URL"
 }
 
 down() {

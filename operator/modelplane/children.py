@@ -29,6 +29,9 @@ class ChildKind:
     # Compare rules: the paths (from the object's root, list indexes left out) whose maps the API treats
     # as atomic, so they are compared whole: an extra key in a selector selects other pods.
     atomic_maps: tuple[str, ...] = ()
+    # True: created, never patched (the API refuses most changes of a claim's or a Job's spec). What
+    # would change is in the object's name instead, so a new rendering is a new object.
+    create_only: bool = False
 
     @property
     def group(self) -> str:
@@ -64,6 +67,9 @@ CHILD_KINDS: Final = (
             ".spec.ingress.from.podSelector",
         ),
     ),
+    # A model cache (render/cache.py): the claim and the Job that fills it, before the pods that mount it.
+    ChildKind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", create_only=True),
+    ChildKind("batch/v1", "Job", "jobs", create_only=True),
     ChildKind("apps/v1", "Deployment", "deployments", atomic_maps=(".spec.selector.matchLabels",)),
     ChildKind("v1", "Service", "services", atomic_maps=(".spec.selector",)),
     # spec.access: before the route they attach to, so a new route is never served without its keys.

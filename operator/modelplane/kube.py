@@ -87,6 +87,21 @@ class Kube:
         items = _plain(result).get("items") or []
         return consumers.directory(namespace, [item.get("metadata") or {} for item in items])
 
+    def provisioning_failure(self, namespace: str, claim: str) -> str | None:
+        """The provisioner's own reason the claim has no volume: the message of its latest
+        ProvisioningFailed Event, None if it has none. Listed by field selector, never watched, and
+        only while a model cache's claim stays unbound (reconcile.py)."""
+        selector = (
+            f"involvedObject.kind=PersistentVolumeClaim,involvedObject.name={claim},reason=ProvisioningFailed"
+        )
+        with self._errors("list", f"Events of PersistentVolumeClaim {namespace}/{claim}"):
+            found = _plain(self._resource("v1", "Event").get(namespace=namespace, field_selector=selector))
+        events = found.get("items") or []
+        latest = max(
+            events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default=None
+        )
+        return str(latest.get("message") or "") or None if latest else None
+
     # Writes
 
     def apply(self, manifest: Mapping[str, Any]) -> Obj:

@@ -19,6 +19,7 @@ from kubernetes.utils import parse_quantity
 from modelplane import children, render, status
 from modelplane import spec as specs
 from modelplane.consumers import Directory
+from modelplane.render.cache import caches, mounted_claims
 from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, SHADOW, STABLE, track_name
 
 EVENT_CONDITIONS: Final = ("Ready", "Degraded")  # a change of these posts an Event
@@ -90,6 +91,8 @@ class Observed:
     gateway: Obj | None = None  # the Gateway spec.gateway names, as watched (None: absent or none named)
     # The consumer Secrets' metadata (spec.access.consumers), None when not read.
     consumers: Directory | None = None
+    # Per model cache claim that stays unbound: its provisioner's reason (unbound_cache_claims).
+    claim_failures: Mapping[str, str] = field(default_factory=dict)
 
     def owned(self, uid: str) -> dict[tuple[str, str], Obj]:
         """Our children of the ModelDeployment with this uid (a namesake's leftovers are not ours)."""
@@ -161,6 +164,10 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
         ),
     )
     manifests.sort(key=lambda m: children.apply_order(m["kind"]))  # stable: render's order within a kind
+    cache_children = {
+        name: (owned.get(("PersistentVolumeClaim", name)), owned.get(("Job", name))) for name, _ in caches(md)
+    }
+    manifests, kept = _hold_for_caches(md, manifests, owned, observed.pods, cache_children)
 
     to_apply: list[Obj] = []
     repairs: list[Repair] = []
@@ -178,13 +185,13 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             and (observed.seen is None or key in observed.seen)
         ):
             repairs.append(Repair(*key, "deleted"))
-    wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests}
+    wanted = {(m["kind"], m["metadata"]["name"]) for m in manifests} | kept
     prune = [
         ChildRef(row.api_version, row.kind, desired.namespace, name, obj["metadata"]["uid"])
         for row in reversed(children.CHILD_KINDS)
         if row.applied
         for (kind, name), obj in sorted(owned.items())
-        if kind == row.kind and (kind, name) not in wanted
+        if kind == row.kind and (kind, name) not in wanted and not obj["metadata"].get("deletionTimestamp")
     ]
 
     # Status as the children will be once the plan is carried out: what is applied now is not yet
@@ -210,6 +217,8 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             shadow=owned.get(("Deployment", track_name(md, SHADOW))),
             traffic_policy_installed=children.TRAFFIC_POLICY_CRD in observed.crds,
             consumers=_consumers_problem(md, observed),
+            caches=cache_children,
+            claim_failures=observed.claim_failures,
         ),
         previous,
         now,
@@ -244,6 +253,62 @@ def _consumers_problem(md: specs.ModelDeployment, observed: Observed) -> status.
     if unknown:
         return status.AccessProblem(unknown=unknown, namespace=directory.namespace)
     return None
+
+
+def unbound_cache_claims(desired: Desired, live: Mapping[tuple[str, str], Obj]) -> list[str]:
+    """The model cache claims whose fill Job exists but which have no volume yet: the ones whose
+    provisioner may have said why it cannot make one (read by the executor, shown by status)."""
+    if desired.md is None:
+        return []
+    found = []
+    for name, _ in caches(desired.md):
+        claim, job = live.get(("PersistentVolumeClaim", name)), live.get(("Job", name))
+        if claim is None or job is None or claim["metadata"].get("deletionTimestamp"):
+            continue
+        if (claim.get("status") or {}).get("phase") != "Bound":
+            found.append(name)
+    return found
+
+
+def _hold_for_caches(
+    md: specs.ModelDeployment,
+    manifests: list[render.Manifest],
+    owned: Mapping[tuple[str, str], Obj],
+    pods: Sequence[Obj],
+    cache_children: Mapping[str, tuple[Obj | None, Obj | None]],
+) -> tuple[list[render.Manifest], set[tuple[str, str]]]:
+    """The manifests to apply, and the live children to keep besides them.
+
+    A Deployment whose model cache is not filled yet is neither created nor changed: the live one (a
+    previous digest's, from its own cache) keeps serving until the new cache is Ready, and only then
+    rolls over to it. A cache no desired manifest mounts stays while a live pod or a held Deployment
+    still mounts it; once none does, it is pruned."""
+    ready = {
+        name
+        for name, model in caches(md)
+        if status.cache_state(name, model, *cache_children[name]).state == status.CACHE_READY
+    }
+    kept: set[tuple[str, str]] = set()
+    in_use: set[str] = set()
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+            in_use |= mounted_claims(pod.get("spec"))
+    result = []
+    for manifest in manifests:
+        if manifest["kind"] == "Deployment":
+            waiting = (mounted_claims(manifest["spec"]["template"]["spec"]) & set(cache_children)) - ready
+            if waiting:
+                key = ("Deployment", manifest["metadata"]["name"])
+                live = owned.get(key)
+                if live is not None:
+                    kept.add(key)
+                    in_use |= mounted_claims(((live.get("spec") or {}).get("template") or {}).get("spec"))
+                continue
+        result.append(manifest)
+    for claim in in_use:
+        if ("PersistentVolumeClaim", claim) in owned:
+            kept |= {("PersistentVolumeClaim", claim), ("Job", claim)}
+    return result, kept
 
 
 def not_ready(
@@ -307,6 +372,8 @@ def needs_apply(desired: Obj, live: Obj | None) -> bool:
     """Whether the live object differs from what we render, in the fields we own."""
     if live is None:
         return True
+    if children.by_kind(desired["kind"]).create_only:
+        return False  # what would change is in its name (render/cache.py)
     if _applied_hash(desired) != _applied_hash(live):
         return True  # our rendering changed (this also catches a field we stopped rendering)
     atomic = children.by_kind(desired["kind"]).atomic_maps

@@ -52,6 +52,7 @@ class KubeApi(Protocol):
     def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None: ...
 
     def consumer_secrets(self, namespace: str) -> Directory: ...
+    def provisioning_failure(self, namespace: str, claim: str) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class Reconciler:
         self._seen: dict[Key, frozenset[tuple[str, str]]] = {}  # every child observed since the start
         self._doomed: dict[Key, str] = {}  # the uid of each ModelDeployment whose namespace is being deleted
         self._consumers: tuple[float, Directory] | None = None  # (read at, directory)
+        # Per cache claim: the (uid, resourceVersion) its provisioner's Events were read at, and their word.
+        self._claim_failures: dict[tuple[Key, str], tuple[tuple[str, str], str | None]] = {}
         self._lock = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -130,6 +133,7 @@ class Reconciler:
             seen=seen,
             gateway=view.gateway,
             consumers=self._read_consumers(want),
+            claim_failures=self._read_claim_failures(key, want, view),
         )
         now = self._clock()
         step = plan.plan(want, observed, previous, now)
@@ -202,6 +206,8 @@ class Reconciler:
             self._secrets.pop(key, None)
             self._seen.pop(key, None)
             self._doomed.pop(key, None)
+            for claim in [c for c in self._claim_failures if c[0] == key]:
+                del self._claim_failures[claim]
         self._cache.forget([key])
 
     def _read_secrets(self, key: Key, want: plan.Desired) -> dict[str, frozenset[str] | None]:
@@ -256,6 +262,29 @@ class Reconciler:
         with self._lock:
             self._consumers = (self._monotonic(), directory)
         return directory != cached[1]
+
+    def _read_claim_failures(self, key: Key, want: plan.Desired, view: Snapshot) -> dict[str, str]:
+        """Why each model cache claim that stays unbound (its fill Job made) has no volume, as its
+        provisioner's Events say (a class that cannot provide the access mode): read again only when the
+        claim changes (a provisioner that retries moves it), never for a bound claim."""
+        found: dict[str, str] = {}
+        for name in plan.unbound_cache_claims(want, view.children):
+            claim = view.children[("PersistentVolumeClaim", name)]
+            version = (str(claim["metadata"].get("uid")), str(claim["metadata"].get("resourceVersion")))
+            with self._lock:
+                cached = self._claim_failures.get((key, name))
+            if cached is None or cached[0] != version:
+                try:
+                    message = self._kube.provisioning_failure(want.namespace, name)
+                except KubeError as error:  # informative only: status then says "not bound yet"
+                    log.warning("could not read the Events of claim %s/%s: %s", want.namespace, name, error)
+                    message = None
+                cached = (version, message)
+                with self._lock:
+                    self._claim_failures[(key, name)] = cached
+            if cached[1]:
+                found[name] = cached[1]
+        return found
 
     def _carry_out(self, key: Key, want: plan.Desired, step: plan.Plan) -> bool:
         """Write the plan's status (if it changed) and post its events."""

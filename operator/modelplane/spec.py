@@ -38,6 +38,11 @@ LLM_ENGINE_VLLM: Final = "vllm"
 # OpenAI server in its own image) a transformers model directory, format huggingface.
 LLM_ENGINE_FORMATS: Final = {LLM_ENGINE_BUILTIN: "gguf", LLM_ENGINE_VLLM: "huggingface"}
 LLM_ENGINES: Final = tuple(LLM_ENGINE_FORMATS)
+# The access modes a model cache claim may ask for: the fill Job writes into it, so a read-only mode
+# (ReadOnlyMany) cannot be filled; ReadWriteOnce serves the replicas of one node, ReadWriteMany any node.
+CACHE_ACCESS_MODES: Final = ("ReadWriteOnce", "ReadWriteMany")
+# A Kubernetes quantity of bytes, as a claim's storage request takes it (no exponent forms).
+_QUANTITY: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 # Gateway API's own patterns: an object name or listener name (DNS-1123 subdomain), a namespace (DNS-1123
 # label), and a route hostname (no wildcard here: status.url names the one host a client calls).
 _DNS_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -87,6 +92,16 @@ class Optimize:
 
 
 @dataclass(frozen=True)
+class Cache:
+    """spec.model.cache: the artifact pulled once per digest into a PersistentVolumeClaim that every
+    replica mounts read-only (render/cache.py)."""
+
+    size: str
+    storage_class_name: str | None = None  # None: the cluster's default StorageClass
+    access_mode: str = CACHE_ACCESS_MODES[0]
+
+
+@dataclass(frozen=True)
 class Model:
     uri: str
     format: str
@@ -97,6 +112,7 @@ class Model:
     version: str | None = None
     signature: str | None = None  # format tensorflow: the SavedModel signature served
     optimize: Optimize | None = None
+    cache: Cache | None = None
 
     @property
     def pvc(self) -> tuple[str, str] | None:
@@ -491,7 +507,45 @@ def _model(raw: Any, path: str) -> Model:
         version=_str(body.get("version"), f"{path}.version"),
         signature=signature,
         optimize=_optimize(body.get("optimize"), f"{path}.optimize", fmt, uri),
+        cache=_cache(body.get("cache"), path, uri, digest, body.get("optimize") is not None),
     )
+
+
+def _cache(raw: Any, path: str, uri: str, digest: str | None, optimize: bool) -> Cache | None:
+    """spec.model.cache; what it cannot apply to is refused here (and by the CRD's CEL)."""
+    if raw is None:
+        return None
+    body = _mapping(raw, f"{path}.cache")
+    if uri.startswith("pvc://"):
+        raise SpecError(f"{path}.cache: a pvc:// model is a claim already, mounted as it is: remove it")
+    if digest is None:
+        raise SpecError(
+            f"{path}.cache needs {path}.digest: each digest fills a cache claim of its own; "
+            "pin the artifact's sha256"
+        )
+    if optimize:
+        raise SpecError(
+            f"{path}.cache with {path}.optimize is not offered yet: the optimize step writes beside the "
+            "pulled model, and a cached model is mounted read-only: remove one of them"
+        )
+    size = _str(body.get("size"), f"{path}.cache.size", required=True)
+    assert size is not None
+    quantity = _QUANTITY.fullmatch(size)
+    if quantity is None or float(quantity.group(1)) == 0:
+        raise SpecError(
+            f"{path}.cache.size: {size!r} is not a storage size such as 2Gi (a number, then Ki, Mi, Gi, Ti, "
+            "k, M, G or T): the artifact's size, with room for its unpacked files"
+        )
+    access_mode = _str(body.get("accessMode"), f"{path}.cache.accessMode") or CACHE_ACCESS_MODES[0]
+    if access_mode not in CACHE_ACCESS_MODES:
+        raise SpecError(
+            f"{path}.cache.accessMode: {access_mode!r} is not one of {', '.join(CACHE_ACCESS_MODES)} "
+            "(the fill Job writes into the claim, so ReadOnlyMany cannot be filled)"
+        )
+    storage_class = _str(body.get("storageClassName"), f"{path}.cache.storageClassName")
+    if storage_class is not None:
+        _matches(storage_class, _DNS_SUBDOMAIN, 253, f"{path}.cache.storageClassName", "a StorageClass name")
+    return Cache(size=size, storage_class_name=storage_class, access_mode=access_mode)
 
 
 def _optimize(raw: Any, path: str, fmt: str, uri: str) -> Optimize | None:

@@ -18,11 +18,18 @@ import modelplane_contract as contract
 
 from modelplane import spec as specs
 from modelplane.render import split, urls
-from modelplane.render.common import CANARY, LABEL_TRACK, STABLE, selector_text
+from modelplane.render.cache import caches
+from modelplane.render.common import CANARY, LABEL_TRACK, STABLE, cache_name, selector_text
 from modelplane.render.route import external_urls, route_problem
 
 HISTORY_LIMIT: Final = 10
-CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")  # and Optimized, with optimize
+# and Optimized with spec.model.optimize, Cached with spec.model.cache
+CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")
+# The states of a model cache (status.caches[].state).
+CACHE_PENDING: Final = "Pending"  # the claim or its Job is being made, or the claim is not bound yet
+CACHE_FILLING: Final = "Filling"  # the Job is pulling into the bound claim
+CACHE_READY: Final = "Ready"  # the Job completed: the claim holds the verified artifact
+CACHE_FAILED: Final = "Failed"  # the Job gave up, or the claim's provisioner refused to make its volume
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 Status = dict[str, Any]
@@ -43,6 +50,12 @@ class Observed:
     shadow: Mapping[str, Any] | None = None  # the shadow's Deployment (spec.rollout.shadow)
     traffic_policy_installed: bool = False  # Envoy Gateway's BackendTrafficPolicy CRD (scale to zero)
     consumers: AccessProblem | None = None  # spec.access.consumers cannot be enforced as written
+    # Each model cache the spec wants, by name: its claim and its fill Job as the API shows them.
+    caches: Mapping[str, tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]] = field(
+        default_factory=dict
+    )
+    # Per cache claim that stays unbound: its provisioner's reason (from its ProvisioningFailed Event).
+    claim_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,13 @@ class AccessProblem:
 
 
 @dataclass(frozen=True)
+class CacheState:
+    state: str  # CACHE_PENDING, CACHE_FILLING, CACHE_READY or CACHE_FAILED
+    message: str
+    reason: str = "ModelCaching"  # the Cached condition's (and while it holds the pods, Ready's)
+
+
+@dataclass(frozen=True)
 class Problem:
     """Why pods of a track are not Ready, as specific as the pods tell."""
 
@@ -112,7 +132,7 @@ def compute(
     canary_done = md.canary is None or (
         canary_ready and _rolled_out(canary_dep, canary_want) and not draining.get(CANARY)
     )
-    problem = _problem(md, observed)
+    problem = _cache_problem(md, observed) or _problem(md, observed)
     exposure = _exposure_problem(md, observed)
     stopped = md.autoscaling is None and md.replicas == 0
     scaled_to_zero = md.scales_to_zero and desired == 0 and existing == 0
@@ -134,6 +154,9 @@ def compute(
     optimization = optimization_report(md.model, STABLE, observed.pods)
     if md.model.optimize is not None:
         conditions.append(_optimized_condition(optimization))
+    cache_report = _cache_report(md, observed)
+    if cache_report:
+        conditions.append(_cached_condition(md, observed))
     http_url, grpc_url = urls(md, cluster_domain)
     service_url = None
     if md.gateway is not None and observed.gateway is not None and observed.gateway_api_installed:
@@ -167,6 +190,8 @@ def compute(
         status["servedDigest"] = served
     if optimization:
         status["optimization"] = optimization
+    if cache_report:
+        status["caches"] = cache_report
     status["stable"] = _revision(
         md.model, _ready_on_current_template(stable_dep), previous.get("stable"), now
     )
@@ -365,6 +390,8 @@ def _problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:
         if problem is not None and problem.reason == "Unschedulable" and md.runtime.gpus:
             gpus = f"each pod needs {md.runtime.gpus} nvidia.com/gpu (spec.runtime.gpus)"
             problem = Problem(problem.reason, f"{problem.message} ({gpus})", problem.permanent)
+        if problem is not None and problem.reason == "Unschedulable" and _one_node_cache(model):
+            problem = Problem(problem.reason, f"{problem.message} ({_ONE_NODE})", problem.permanent)
         if problem is not None:
             found.append(problem)
     if not found:
@@ -560,6 +587,9 @@ def _served_digest(model: specs.Model, track: str, pods: Sequence[Mapping[str, A
         labels = pod.get("metadata", {}).get("labels") or {}
         if labels.get(LABEL_TRACK, STABLE) != track or not _runs_model(pod, model):
             continue
+        if model.cache is not None and _server_running(pod):
+            # No pull of its own: the cache's Job verified the digest, the server checked its record.
+            return model.digest
         for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
             terminated = (init.get("state") or {}).get("terminated") or {}
             if init.get("name") == contract.PULL_CONTAINER_NAME and terminated.get("exitCode") == 0:
@@ -593,6 +623,130 @@ def optimization_report(
                 continue
             if isinstance(report, dict):
                 return {"result": reason, **report}
+    return None
+
+
+_ONE_NODE: Final = (
+    "the model cache is ReadWriteOnce: only pods on the node that mounts it can use it; for replicas "
+    "across nodes set spec.model.cache.accessMode: ReadWriteMany with a storage class that offers it"
+)
+
+
+def _one_node_cache(model: specs.Model) -> bool:
+    return model.cache is not None and model.cache.access_mode == "ReadWriteOnce"
+
+
+def cache_state(
+    name: str,
+    model: specs.Model,
+    claim: Mapping[str, Any] | None,
+    job: Mapping[str, Any] | None,
+    claim_failure: str | None = None,
+) -> CacheState:
+    """Where the cache NAME of MODEL stands, from its claim and fill Job (and, for a claim that stays
+    unbound, its provisioner's reason)."""
+    if claim is None or job is None or (claim.get("metadata") or {}).get("deletionTimestamp"):
+        return CacheState(CACHE_PENDING, f"creating the claim {name} and the Job {name} that fills it")
+    conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
+    failed = conditions.get("Failed") or {}
+    if failed.get("status") == "True":
+        detail = _one_line(str(failed.get("message") or failed.get("reason") or "it failed"))
+        permanent = failed.get("reason") == "PodFailurePolicy"
+        why = (
+            "a permanent pull failure (the digest differs, the object is missing, access is denied)"
+            if permanent
+            else "every retry of the pull failed (the store unreachable, or the claim too small)"
+        )
+        return CacheState(
+            CACHE_FAILED,
+            f"the Job {name} that fills the model cache failed: {detail}: {why}; `kubectl logs job/{name}` "
+            f"shows the pull's reason; fix {model.uri} or spec.model (a new digest fills a new cache), "
+            f"or delete Job {name} to try again",
+            "CacheFillFailed",
+        )
+    if (conditions.get("Complete") or {}).get("status") == "True":
+        return CacheState(CACHE_READY, f"the claim {name} holds {model.digest}", "CacheReady")
+    mode = model.cache.access_mode if model.cache else ""
+    if (claim.get("status") or {}).get("phase") != "Bound" and claim_failure:
+        storage_class = (claim.get("spec") or {}).get("storageClassName") or "the default"
+        return CacheState(
+            CACHE_FAILED,
+            f"the claim {name} ({mode}, storage class {storage_class}) gets no volume: its provisioner "
+            f"says {_one_line(claim_failure)!r}; set spec.model.cache.storageClassName to a class that "
+            f"offers {mode}, or accessMode ReadWriteOnce with the replicas on one node",
+            "CacheClaimFailed",
+        )
+    if (claim.get("status") or {}).get("phase") != "Bound":
+        message = f"the claim {name} ({mode}) is not bound yet"
+        if mode != "ReadWriteOnce":
+            message += (
+                f"; if it stays Pending, its storage class may not offer {mode} (local-path offers "
+                f"ReadWriteOnce only): `kubectl describe pvc {name}` shows the provisioner's reason; "
+                "use a class that offers it, or accessMode ReadWriteOnce on one node"
+            )
+        return CacheState(CACHE_PENDING, message)
+    return CacheState(CACHE_FILLING, f"the Job {name} is pulling {model.uri} into the claim {name}")
+
+
+def _cache_states(md: specs.ModelDeployment, observed: Observed) -> dict[str, CacheState]:
+    return {
+        name: cache_state(
+            name, model, *observed.caches.get(name, (None, None)), observed.claim_failures.get(name)
+        )
+        for name, model in caches(md)
+    }
+
+
+def _cache_report(md: specs.ModelDeployment, observed: Observed) -> list[dict[str, Any]]:
+    """status.caches: each cache the spec wants, with its state and size as its claim shows them."""
+    states = _cache_states(md, observed)
+    report = []
+    for name, model in caches(md):
+        assert model.cache is not None
+        claim = observed.caches.get(name, (None, None))[0] or {}
+        claim_spec, claim_status = claim.get("spec") or {}, claim.get("status") or {}
+        size = (claim_status.get("capacity") or {}).get("storage") or model.cache.size
+        entry: dict[str, Any] = {
+            "name": name,
+            "digest": model.digest,
+            "state": states[name].state,
+            "size": str(size),
+            "accessModes": list(claim_status.get("accessModes") or [model.cache.access_mode]),
+        }
+        storage_class = claim_spec.get("storageClassName") or model.cache.storage_class_name
+        if storage_class:
+            entry["storageClassName"] = storage_class
+        if states[name].state != CACHE_READY:
+            entry["message"] = states[name].message
+        report.append(entry)
+    return report
+
+
+def _cached_condition(md: specs.ModelDeployment, observed: Observed) -> dict[str, str]:
+    """Cached: True once every cache the spec wants is filled; the first one that is not says why."""
+    states = _cache_states(md, observed)
+    waiting = [state for state in states.values() if state.state != CACHE_READY]
+    failed = [state for state in waiting if state.state == CACHE_FAILED]
+    if failed or waiting:
+        first = (failed or waiting)[0]
+        return {"type": "Cached", "status": "False", "reason": first.reason, "message": first.message}
+    message = "; ".join(state.message for state in states.values())
+    if any(_one_node_cache(model) for _, model in caches(md)):
+        message += f" ({_ONE_NODE})"
+    return {"type": "Cached", "status": "True", "reason": "CacheReady", "message": message}
+
+
+def _cache_problem(md: specs.ModelDeployment, observed: Observed) -> Problem | None:
+    """The live tracks' pods wait for their cache (their Deployment is held until it is filled)."""
+    states = _cache_states(md, observed)
+    live = [m for m in (md.model, md.canary.model if md.canary else None) if m is not None]
+    for model in live:
+        name = cache_name(md, model)
+        if name is None or states[name].state == CACHE_READY:
+            continue
+        if states[name].state == CACHE_FAILED:
+            return Problem(states[name].reason, states[name].message, permanent=True)
+        return Problem("ModelCaching", f"filling the model cache: {states[name].message}", permanent=False)
     return None
 
 

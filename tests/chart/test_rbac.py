@@ -63,6 +63,7 @@ def needs(watch_namespaces: str = "") -> set[Need]:
         (specs.GROUP, f"{specs.PLURAL}/status", "patch"),
         ("", "secrets", "get"),
         ("events.k8s.io", "events", "create"),
+        ("", "events", "list"),  # Kube.provisioning_failure
     }
     return result
 

@@ -31,6 +31,7 @@ class MemoryKube:
         self.terminating: set[str] = set()  # namespaces being deleted: nothing new may be created there
         # The consumer Secrets' metadata by namespace, as a metadata-only LIST answers it.
         self.consumer_metadata: dict[str, list[Obj]] = {}
+        self.provisioning_failures: dict[tuple[str, str], str] = {}  # (namespace, claim) -> its Event
         self._version = 100
         self._uids = 0
         self._frozen: dict[tuple[str, str, str], Obj] | None = None
@@ -104,6 +105,10 @@ class MemoryKube:
         self.calls.append(("list", "Secret", namespace))
         return directory(namespace, self.consumer_metadata.get(namespace, []))
 
+    def provisioning_failure(self, namespace: str, claim: str) -> str | None:
+        self.calls.append(("list", "Event", claim))
+        return self.provisioning_failures.get((namespace, claim))
+
     # The watches
 
     def snapshot(self, key: Key) -> Snapshot:
@@ -167,7 +172,7 @@ class MemoryKube:
         }
 
     def writes(self) -> list[tuple[str, str, str]]:
-        return [call for call in self.calls if call[0] != "get"]
+        return [call for call in self.calls if call[0] not in ("get", "list")]
 
     def _next_version(self) -> str:
         self._version += 1

@@ -26,6 +26,7 @@ AWS_KEYS = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOIN
 OBSERVATIONS = {
     "sklearn-s3": render.Observations(secret_keys=AWS_KEYS),
     "sklearn-optimize": render.Observations(secret_keys=AWS_KEYS),
+    "sklearn-cache": render.Observations(secret_keys=AWS_KEYS),
     "canary-warming": render.Observations(canary_ready=False),
     "canary-ready": render.Observations(canary_ready=True),
     "autoscaling-cpu": render.Observations(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ import boto3
 import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import REPO_ROOT, make_print
 
@@ -24,6 +26,23 @@ class S3Server:
     secret_key: str
     region: str
     bucket: str
+    metrics_url: str = ""  # SeaweedFS's Prometheus metrics (MODELPLANE_S3_METRICS_URL)
+
+    def traffic(self) -> Traffic:
+        """The server's counters for the bucket so far: GETs answered with content, bytes sent."""
+        assert self.metrics_url, "no MODELPLANE_S3_METRICS_URL: `make s3` starts weed with its metrics"
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        gets = sent = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.labels.get("bucket") != self.bucket:
+                    continue
+                if sample.name == "SeaweedFS_s3_request_total" and sample.labels.get("type") == "GET":
+                    gets += sample.value if sample.labels.get("code") in ("200", "206") else 0
+                elif sample.name == "SeaweedFS_s3_bucket_traffic_sent_bytes_total":
+                    sent += sample.value
+        return Traffic(gets=int(gets), sent_bytes=int(sent))
 
     @property
     def env(self) -> dict[str, str]:
@@ -60,6 +79,18 @@ class S3Server:
         return source.sha.hexdigest()
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """Downloads from the bucket as the S3 server counts them (SeaweedFS_s3_request_total of type GET
+    with a 200/206 answer, SeaweedFS_s3_bucket_traffic_sent_bytes_total); subtract two readings."""
+
+    gets: int
+    sent_bytes: int
+
+    def __sub__(self, earlier: Traffic) -> Traffic:
+        return Traffic(self.gets - earlier.gets, self.sent_bytes - earlier.sent_bytes)
+
+
 class RandomSource:
     """SIZE random bytes for upload_fileobj (which reads a non-seekable stream in order), hashed as read."""
 
@@ -92,6 +123,7 @@ def server_from_env_lines(text: str) -> S3Server:
         secret_key=values["AWS_SECRET_ACCESS_KEY"],
         region=values["AWS_REGION"],
         bucket=values["MODELPLANE_S3_BUCKET"],
+        metrics_url=values.get("MODELPLANE_S3_METRICS_URL", ""),
     )
 
 

@@ -51,6 +51,17 @@ never list or watch: no Secret cache); creates Events; keeps kopf's namespaced p
 - apiGroups: [modelplane.io]
   resources: [modeldeployments/finalizers]
   verbs: [update]
+# A model cache (spec.model.cache): its claim and the Job that fills it.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch, delete]
+# A cache claim that stays unbound: its provisioner's ProvisioningFailed Events (by field selector).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]

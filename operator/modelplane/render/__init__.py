@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from modelplane import spec as specs
 from modelplane.consumers import Directory
 from modelplane.render.autoscaling import horizontal_pod_autoscaler, scaled_object
+from modelplane.render.cache import caches, fill_job, persistent_volume_claim
 from modelplane.render.canary import canary_replicas, split
 from modelplane.render.common import CANARY, SHADOW, STABLE, Manifest
 from modelplane.render.deployment import deployment
@@ -48,7 +49,11 @@ def children(
         stable = None
     elif md.autoscaling is not None:
         stable = max(md.autoscaling.min_replicas, 1)
-    manifests = [
+    manifests: list[Manifest] = []
+    for name, model in caches(md):
+        manifests.append(persistent_volume_claim(md, model, name))
+        manifests.append(fill_job(md, model, name, settings, _keys(model, observed)))
+    manifests += [
         deployment(md, md.model, STABLE, stable, settings, _keys(md.model, observed)),
         service(md),
     ]

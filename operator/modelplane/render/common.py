@@ -14,6 +14,10 @@ LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 LABEL_NAME: Final = "modelplane.io/name"
 LABEL_TRACK: Final = "modelplane.io/track"
 ANNOTATION_APPLIED_HASH: Final = "modelplane.io/applied-hash"
+ANNOTATION_DIGEST: Final = "modelplane.io/digest"  # on a model cache's claim and fill Job
+# A model cache's name: NAME-cache-DIGEST[:10]-SETTINGS[:4], at most 58 characters (a Job's name is a
+# label value of its pods: 63 at most).
+CACHE_NAME_PREFIX_LENGTH: Final = 36
 STABLE: Final = "stable"
 CANARY: Final = "canary"
 SHADOW: Final = "shadow"
@@ -91,6 +95,19 @@ def stamp(manifest: Manifest) -> Manifest:
 def track_name(md: specs.ModelDeployment, track: str) -> str:
     """The stable track keeps the ModelDeployment's own name, so adding a canary moves nothing."""
     return md.name if track == STABLE else f"{md.name}-{track}"
+
+
+def cache_name(md: specs.ModelDeployment, model: specs.Model) -> str | None:
+    """The claim (and fill Job) of MODEL's cache, None when it has none: the same for every track that
+    serves the digest with the same cache settings, and for every run of the operator (never generated).
+    The settings are in the name so that a bigger size or another class fills a new cache."""
+    if model.cache is None or model.digest is None:
+        return None
+    cache = model.cache
+    settings = f"{cache.size}|{cache.storage_class_name or ''}|{cache.access_mode}"
+    settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:4]
+    digest = model.digest.removeprefix("sha256:")[:10]
+    return f"{md.name[:CACHE_NAME_PREFIX_LENGTH].rstrip('-.')}-cache-{digest}-{settings_hash}"
 
 
 def service_name(md: specs.ModelDeployment, track: str | None = None) -> str:

@@ -12,6 +12,7 @@ from modelplane.render import vllm
 from modelplane.render.common import (
     SHADOW,
     Manifest,
+    cache_name,
     metadata,
     non_empty,
     pod_labels,
@@ -84,10 +85,8 @@ def _pod_spec(
     track: str,
 ) -> dict[str, Any]:
     runtime = md.runtime
-    on_vllm = runtime.llm is not None and runtime.llm.engine == specs.LLM_ENGINE_VLLM
-    # On vLLM, spec.runtime.image names vLLM's image; the pull is always the runtime image's.
+    on_vllm = _on_vllm(runtime)
     image = runtime.image or (settings.vllm_image if on_vllm else settings.image_for(model.format))
-    pull_image = settings.runtime_image if on_vllm else image
     volumes: list[dict[str, Any]] = [{"name": contract.TMP_VOLUME_NAME, "emptyDir": {}}]
     server_mounts: list[dict[str, Any]] = [
         {"name": contract.MODEL_VOLUME_NAME, "mountPath": contract.MODEL_DIR, "readOnly": True},
@@ -95,6 +94,7 @@ def _pod_spec(
     ]
     init_containers = []
     pvc = model.pvc
+    cache = cache_name(md, model)
     if pvc is not None:
         claim, path = pvc
         volumes.append(
@@ -104,24 +104,22 @@ def _pod_spec(
             }
         )
         server_mounts[0]["subPath"] = path.strip("/")
+    elif cache is not None:
+        # Filled once per digest by the cache's Job (render/cache.py): no pull of the pod's own. The
+        # server checks the claim's pull record against the pinned digest as it loads.
+        volumes.append(
+            {
+                "name": contract.MODEL_VOLUME_NAME,
+                "persistentVolumeClaim": {"claimName": cache, "readOnly": True},
+            }
+        )
     else:
         volumes.append({"name": contract.MODEL_VOLUME_NAME, "emptyDir": {}})
-        pull = _pull_container(model, pull_image, runtime, settings, secret_keys)
+        pull = pull_container(model, pull_image(md, model, settings), runtime, settings, secret_keys)
         init_containers.append(pull)
         if model.optimize is not None:
             init_containers.append(_optimize_container(pull, model.optimize))
-        if secret_keys & FILE_CREDENTIAL_KEYS.keys():
-            items = [
-                {"key": key, "path": FILE_CREDENTIAL_KEYS[key]}
-                for key in sorted(secret_keys & FILE_CREDENTIAL_KEYS.keys())
-            ]
-            assert model.credentials_secret is not None
-            volumes.append(
-                {
-                    "name": CREDENTIALS_VOLUME,
-                    "secret": {"secretName": model.credentials_secret, "items": items},
-                }
-            )
+        volumes.extend(credentials_volumes(model, secret_keys))
     ports = [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}]
     if contract.PROTOCOL_GRPC in runtime.protocols:
         ports.append(
@@ -138,8 +136,8 @@ def _pod_spec(
         "startupProbe": _probe(contract.LIVE_PATH, period=2, failures=150),
         "readinessProbe": _probe(contract.READY_PATH, period=3, failures=2),
         "livenessProbe": _probe(contract.LIVE_PATH, period=10, failures=3),
-        "resources": _resources(runtime, settings, gpus=True),
-        "securityContext": _container_security(),
+        "resources": container_resources(runtime, settings, gpus=True),
+        "securityContext": container_security(),
         "volumeMounts": server_mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -159,19 +157,13 @@ def _pod_spec(
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": settings.run_as_user,
-            "runAsGroup": settings.run_as_user,
-            "fsGroup": settings.run_as_user,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(settings),
         **non_empty(
             {
                 "serviceAccountName": md.service_account_name,
                 "initContainers": init_containers,
                 "nodeSelector": dict(runtime.node_selector),
-                "tolerations": [_toleration(t) for t in runtime.tolerations],
+                "tolerations": [toleration_of(t) for t in runtime.tolerations],
             }
         ),
         "containers": [server],
@@ -180,6 +172,38 @@ def _pod_spec(
         "terminationGracePeriodSeconds": _termination_grace(runtime),
     }
     return pod
+
+
+def _on_vllm(runtime: specs.Runtime) -> bool:
+    return runtime.llm is not None and runtime.llm.engine == specs.LLM_ENGINE_VLLM
+
+
+def pull_image(md: specs.ModelDeployment, model: specs.Model, settings: RenderSettings) -> str:
+    """The image whose `pull` fetches MODEL: the server's, except on vLLM, where spec.runtime.image
+    names vLLM's image and the pull is always the runtime image's."""
+    if _on_vllm(md.runtime):
+        return settings.runtime_image
+    return md.runtime.image or settings.image_for(model.format)
+
+
+def pod_security(settings: RenderSettings) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": settings.run_as_user,
+        "runAsGroup": settings.run_as_user,
+        "fsGroup": settings.run_as_user,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def credentials_volumes(model: specs.Model, secret_keys: frozenset[str]) -> list[dict[str, Any]]:
+    """The credentials Secret's file-valued keys as a volume, for the pull (none when it has none)."""
+    keys = sorted(secret_keys & FILE_CREDENTIAL_KEYS.keys())
+    if not keys:
+        return []
+    assert model.credentials_secret is not None
+    items = [{"key": key, "path": FILE_CREDENTIAL_KEYS[key]} for key in keys]
+    return [{"name": CREDENTIALS_VOLUME, "secret": {"secretName": model.credentials_secret, "items": items}}]
 
 
 def _shutdown_grace(runtime: specs.Runtime) -> int:
@@ -211,7 +235,7 @@ def _with_user_env(rendered: list[dict[str, str]], user: tuple[tuple[str, str], 
     return [entry for entry in rendered if entry["name"] not in names] + [_env(n, v) for n, v in user]
 
 
-def _pull_container(
+def pull_container(
     model: specs.Model,
     image: str,
     runtime: specs.Runtime,
@@ -247,8 +271,8 @@ def _pull_container(
     container.update(
         {
             "env": env,
-            "resources": _resources(runtime, settings, gpus=False),
-            "securityContext": _container_security(),
+            "resources": container_resources(runtime, settings, gpus=False),
+            "securityContext": container_security(),
             "volumeMounts": mounts,
             # The pull writes its one-line failure there; status reads it from the container state.
             "terminationMessagePath": contract.TERMINATION_LOG,
@@ -325,7 +349,7 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _resources(runtime: specs.Runtime, settings: RenderSettings, *, gpus: bool) -> dict[str, Any]:
+def container_resources(runtime: specs.Runtime, settings: RenderSettings, *, gpus: bool) -> dict[str, Any]:
     requests = dict(runtime.requests if runtime.requests is not None else settings.requests)
     limits = dict(runtime.limits if runtime.limits is not None else settings.limits)
     if gpus and runtime.gpus:
@@ -333,7 +357,7 @@ def _resources(runtime: specs.Runtime, settings: RenderSettings, *, gpus: bool) 
     return non_empty({"requests": requests, "limits": limits})
 
 
-def _container_security() -> dict[str, Any]:
+def container_security() -> dict[str, Any]:
     return {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
@@ -343,7 +367,7 @@ def _container_security() -> dict[str, Any]:
     }
 
 
-def _toleration(toleration: specs.Toleration) -> dict[str, Any]:
+def toleration_of(toleration: specs.Toleration) -> dict[str, Any]:
     return non_empty(
         {
             "key": toleration.key,
