@@ -101,9 +101,11 @@ def test_a_model_at_zero_pods_answers_its_request_through_the_gateway_then_goes_
     assert condition(obj, "Degraded")["status"] == "False"
     assert obj["status"]["readyReplicas"] == 0
     # Envoy has the route's clusters (their statistics reach the Prometheus KEDA asks), before any request.
+    # Envoy creates a cluster's request counters (upstream_rq_*) at its first request, which KEDA's
+    # query reads as 0 until then; its membership gauge is there from the start.
     prometheus = PrometheusApi(keda)
     route_series = (
-        f'envoy_cluster_upstream_rq_retry{{envoy_cluster_name=~"httproute/{namespace}/iris/rule/.*"}}'
+        f'envoy_cluster_membership_total{{envoy_cluster_name=~"httproute/{namespace}/iris/rule/.*"}}'
     )
     prometheus.wait_for_series(route_series, timeout=120)
 
