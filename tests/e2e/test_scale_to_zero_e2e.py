@@ -65,7 +65,9 @@ def replicas(cluster: Cluster, namespace: str, name: str) -> int:
 
 
 def pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
-    return children(cluster, namespace, name, "pod")
+    """The model's pods that serve or start: one scaled away drains for its grace period, unserved."""
+    found = children(cluster, namespace, name, "pod")
+    return [pod for pod in found if not pod["metadata"].get("deletionTimestamp")]
 
 
 def accepted(policy: dict[str, Any]) -> bool:
