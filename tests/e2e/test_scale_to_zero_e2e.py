@@ -92,7 +92,7 @@ def test_a_model_at_zero_pods_answers_its_request_through_the_gateway_then_goes_
     cluster.apply([credentials_secret(s3), scale_to_zero_md("iris", iris)], namespace)
     wait_until(
         "Envoy Gateway accepted the BackendTrafficPolicy",
-        lambda: accepted(cluster.get("backendtrafficpolicy", "iris", namespace)),
+        lambda: any(accepted(p) for p in children(cluster, namespace, "iris", "backendtrafficpolicy")),
         timeout=120,
     )
     (scaled,) = children(cluster, namespace, "iris", "scaledobject")
