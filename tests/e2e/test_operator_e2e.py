@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from modelplane.consumers import LABEL_CONSUMER
 
 from tests.e2e.conftest import OPERATOR_USER
 from tests.support.cluster import REPO_ROOT, Cluster, make, wait_until
@@ -453,8 +455,19 @@ def test_steady_state_writes_nothing_and_secrets_are_never_listed(
         if e.get("objectRef", {}).get("resource") == "secrets"
     ]
     assert secret_reads, "the operator never read the credentials Secret"
-    assert {e["verb"] for e in secret_reads} == {"get"}, {e["verb"] for e in secret_reads}
-    assert all(e["objectRef"].get("name") for e in secret_reads)  # by name, never a collection
+    # The one collection it reads is the consumer directory (spec.access.consumers, an earlier test's):
+    # the metadata of the Secrets labelled as consumers (modelplane/consumers.py), never their keys.
+    gets = [e for e in secret_reads if e["verb"] == "get"]
+    lists = [e for e in secret_reads if e["verb"] != "get"]
+    assert gets, "the operator never read the credentials Secret by name"
+    assert all(e["objectRef"].get("name") for e in gets)  # by name
+    assert all(_consumer_directory(e) for e in lists), [(e["verb"], e["requestURI"]) for e in lists]
+
+
+def _consumer_directory(entry: dict[str, Any]) -> bool:
+    """A LIST of the Secrets labelled as consumers, and nothing else."""
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(entry["requestURI"]).query)
+    return entry["verb"] == "list" and query.get("labelSelector") == [LABEL_CONSUMER]
 
 
 def test_cpu_autoscaler_scales_up_under_load(
