@@ -60,9 +60,11 @@ def gateway_ca(cluster: Cluster) -> bytes:
 
 
 def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
-    """Until Envoy has the route: the Gateway reports Accepted when it has translated the route, and
-    pushes it to Envoy a moment later; until then Envoy answers 404 (no route). Only that is waited out:
-    any other failure fails the test at once."""
+    """Until Envoy has the route and its endpoints: the Gateway reports Accepted when it has translated
+    the route, and pushes it to Envoy a moment later; until then Envoy answers 404 (no route). The
+    endpoints of a pod that just became ready follow the same way, and until they arrive Envoy answers
+    503 "no healthy upstream". Only those two answers of Envoy's own are waited out: any other failure
+    (a 503 from a pod, a reset, a timeout) fails the test at once."""
 
     def routed() -> bool:
         try:
@@ -71,7 +73,11 @@ def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
             ) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError as error:
-            if error.code == 404 and error.headers.get("server") == "envoy":
+            if error.headers.get("server") != "envoy":
+                raise
+            if error.code == 404:
+                return False
+            if error.code == 503 and error.read() == b"no healthy upstream":
                 return False
             raise
 
