@@ -21,7 +21,7 @@ s3-pod-client: $(VENV_STAMP) ## Print a directory with boto3 for test pods to mo
 
 .PHONY: fake-gcs-server
 fake-gcs-server: ## Build fake-gcs-server (the GCS emulator of the gs:// pull tests) into the bin dir.
-	@$(TIMED) fake-gcs-server env BIN_DIR=$(BIN_DIR) FAKE_GCS_VERSION=$(FAKE_GCS_VERSION) \
+	@$(TIMED) fake-gcs-server env $(TOOL_BUILD_ENV) BIN_DIR=$(BIN_DIR) FAKE_GCS_VERSION=$(FAKE_GCS_VERSION) \
 	  $(REPO_ROOT)/hack/gcs/build-fake-gcs-server.sh
 
 e2e-prerequisites: s3 fake-gcs-server

@@ -9,10 +9,17 @@ test: ## Every test, unit and end-to-end (sets up whatever it needs on a fresh m
 test-phases:
 	@$(TIMED) venv $(MAKE) --no-print-directory venv-base
 	@$(TIMED) builds $(MAKE) --no-print-directory builds venv
-	@$(TIMED) lint $(MAKE) --no-print-directory lint
-	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
-	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory e2e-prerequisites
+	@$(TIMED) "checks and e2e-prerequisites" $(MAKE) --no-print-directory -j2 -Oline checks-phase e2e-prerequisites-phase
 	@$(TIMED) e2e-tests $(MAKE) --no-print-directory test-e2e
+
+# Side by side: lint and the unit tests use the CPU while the cluster comes up and imports the images.
+# Each side runs its own steps one at a time (-j1), as it would alone.
+.PHONY: checks-phase e2e-prerequisites-phase
+checks-phase:
+	@$(TIMED) lint $(MAKE) --no-print-directory -j1 lint
+	@$(TIMED) unit-tests $(MAKE) --no-print-directory -j1 test-unit
+e2e-prerequisites-phase:
+	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory -j1 e2e-prerequisites
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## Unit tests only (no cluster).
@@ -36,13 +43,14 @@ test-heavy-e2e: e2e-prerequisites ## End-to-end tests of the heavy images (vLLM)
 	$(PYTEST) -m "e2e and heavy" $(PYTEST_ARGS)
 
 # Everything cached that a cold machine must build, two at a time: the base image's debootstrap and
-# the wheel downloads wait on the network while the Go builds and llama.cpp's compile use the CPU.
+# the wheel downloads wait on the network, and the image builds on the disk, while the Go builds and
+# llama.cpp's compile use the CPU.
 # Warm, each is a no-op. Before the unit tests, which use helm and promtool, and before lint and the
 # project venv's `llm` extra, which need the llama-cpp-python wheel (`make test` runs `venv` after).
 .PHONY: builds
 builds: ## Build (or find cached) the cluster, harness and image inputs, two jobs at a time.
 	@$(MAKE) --no-print-directory -j2 -Oline llama-cpp-wheel-cached image-inputs cluster-binaries helm prometheus \
-	  crds addon-binaries keda-binaries fake-gcs-server gateway-binaries kube-router
+	  crds addon-binaries keda-binaries image-archives fake-gcs-server gateway-binaries kube-router
 
 # Areas append what their e2e tests need built and started (cluster, images, s3, ...).
 .PHONY: e2e-prerequisites

@@ -11,7 +11,7 @@ build() {  # build NAME VERSION PACKAGE LDFLAGS
   local stamp="$BIN_DIR/.$name-$version"
   [ -f "$stamp" ] && [ -x "$BIN_DIR/$name" ] && return 0
   log "$name $version"
-  GOBIN="$BIN_DIR" CGO_ENABLED=0 nice go install -trimpath -ldflags "-s -w $ldflags" "$package@$version"
+  GOBIN="$BIN_DIR" CGO_ENABLED=0 nice go install -trimpath -gcflags "${GO_GCFLAGS:-}" -ldflags "-s -w $ldflags" "$package@$version"
   rm -f "$BIN_DIR/.$name-"*
   touch "$stamp"
 }

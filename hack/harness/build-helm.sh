@@ -15,6 +15,6 @@ for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
   ld+=" -X $p.k8sVersionMajor=$k8s_major -X $p.k8sVersionMinor=$k8s_minor"
 done
 # helm's go.mod has no replace directives, so a plain `go install` of the tagged module works.
-GOBIN="$BIN_DIR" CGO_ENABLED=0 nice go install -trimpath -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+GOBIN="$BIN_DIR" CGO_ENABLED=0 nice go install -trimpath -gcflags "${GO_GCFLAGS:-}" -ldflags "$ld" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 rm -f "$BIN_DIR"/.helm-*
 touch "$stamp"

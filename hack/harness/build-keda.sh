@@ -17,10 +17,10 @@ mkdir -p "$KEDA_BIN_DIR"
 v=github.com/kedacore/keda/v2/version
 # The module cache is read-only: -mod=readonly (the default) builds from go.sum without writing.
 cd "$src"
-CGO_ENABLED=0 nice go build -trimpath \
+CGO_ENABLED=0 nice go build -trimpath -gcflags "${GO_GCFLAGS:-}" \
   -ldflags "-s -w -X $v.Version=${KEDA_VERSION#v} -X $v.GitCommit=$KEDA_VERSION" \
   -o "$KEDA_BIN_DIR/keda" ./cmd/operator
-CGO_ENABLED=0 nice go build -trimpath \
+CGO_ENABLED=0 nice go build -trimpath -gcflags "${GO_GCFLAGS:-}" \
   -ldflags "-s -w -X $v.Version=${KEDA_VERSION#v} -X $v.GitCommit=$KEDA_VERSION" \
   -o "$KEDA_BIN_DIR/keda-adapter" ./cmd/adapter
 touch "$stamp"

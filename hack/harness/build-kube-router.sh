@@ -10,7 +10,7 @@ log "kube-router $KUBE_ROUTER_VERSION into $KUBE_ROUTER_DIR"
 v=github.com/cloudnativelabs/kube-router/v2/pkg/version
 tmp=$KUBE_ROUTER_DIR.tmp
 rm -rf "$tmp"; mkdir -p "$tmp"
-GOBIN="$tmp" CGO_ENABLED=0 nice go install -trimpath \
+GOBIN="$tmp" CGO_ENABLED=0 nice go install -trimpath -gcflags "${GO_GCFLAGS:-}" \
   -ldflags "-s -w -X $v.Version=$KUBE_ROUTER_VERSION -X $v.BuildDate=1970-01-01T00:00:00Z" \
   "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
 rm -rf "$KUBE_ROUTER_DIR"; mv "$tmp" "$KUBE_ROUTER_DIR"

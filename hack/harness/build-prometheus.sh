@@ -16,7 +16,7 @@ mkdir -p "$BIN_DIR"
 rm -f "$BIN_DIR/prometheus" "$BIN_DIR/promtool"   # links to an older unpacked Debian build
 v=github.com/prometheus/common/version
 ld="-s -w -X $v.Version=$release -X $v.Branch=HEAD -X $v.BuildUser=modelplane -X $v.BuildDate=19700101-00:00:00"
-GOBIN="$BIN_DIR" CGO_ENABLED=0 nice go install -trimpath -tags remove_all_sd,enable_kubernetes_sd \
+GOBIN="$BIN_DIR" CGO_ENABLED=0 nice go install -trimpath -gcflags "${GO_GCFLAGS:-}" -tags remove_all_sd,enable_kubernetes_sd \
   -ldflags "$ld" "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" \
   "github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
 rm -f "$BIN_DIR"/.prometheus-*

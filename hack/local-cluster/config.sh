@@ -49,4 +49,5 @@ running() {
   local pid; pid=$(cat "$RUN_DIR/$1.pid" 2>/dev/null) || return 1
   tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$1"
 }
-
+# Where an image built before the cluster was up waits for its import (images.sh, image-import.sh).
+image_archive() { echo "$CACHE_DIR/images/$(echo "$1" | tr '/:' '__').oci.tar"; }

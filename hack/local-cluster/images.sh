@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# images.sh base | base-ref | inputs | build NAME... | ref NAME | list
+# images.sh base | base-ref | inputs | build [NAME...] | archives [NAME...] | ref NAME | list
+# (archives: build into OCI archives before the cluster is up; build imports them, or builds then.)
 # Every image a pod runs here is built on this machine: a Debian base made with debootstrap from
 # the apt mirror this machine is configured with, and each image of ours FROM it. Tags are a
 # content hash of the image's inputs, so a rebuilt image gets a new tag and rolls out.
@@ -125,12 +126,15 @@ build_deps_stage() { # name context containerfile ref [bud args...]
     while read -r old; do buildah_ rmi "$old" >/dev/null 2>&1 || true; done || true  # none older: grep fails
 }
 
-build_image() {
-  local name=$1 ref ctx file
-  ref=$(image_ref "$name")
-  if ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qx "$ref"; then
-    log "$ref is current"; return 0
-  fi
+in_node() { [ -S "$CONTAINERD_SOCK" ] && ctr --connect-timeout 2s --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qx "$1"; }
+
+# The reference of each image last seen in the node, so that `archives` (run while the cluster may be
+# down) skips an image the node already has. Only a hint: `build` asks containerd itself.
+imported_file() { echo "$CACHE_DIR/images/imported/$1"; }
+record_imported() { mkdir -p "$CACHE_DIR/images/imported"; echo "$2" > "$(imported_file "$1")"; }
+
+make_image() { # name ref: build it; with ARCHIVE_ONLY=1 into its archive only
+  local name=$1 ref=$2 ctx file
   build_base
   ctx=$REPO/$(field "$name" 1); file=$REPO/$(field "$name" 2)
   local wheels; wheels=$(wheelhouse "$name")
@@ -153,14 +157,41 @@ build_image() {
     while read -r step; do buildah_ rmi "$step" >/dev/null 2>&1 || true; done
 }
 
+build_image() { # into the node: already there, imported from its archive, or built now
+  local name=$1 ref
+  ref=$(image_ref "$name")
+  if in_node "$ref"; then
+    log "$ref is current"; rm -f "$(image_archive "$ref")"
+  elif [ -f "$(image_archive "$ref")" ]; then
+    "$HERE/image-import.sh" --import "$ref"
+  else
+    make_image "$name" "$ref"
+  fi
+  record_imported "$name" "$ref"
+}
+
+archive_image() { # before the cluster is up (make builds): into its archive, unless the node has it
+  local name=$1 ref
+  ref=$(image_ref "$name")
+  if [ "$(cat "$(imported_file "$name")" 2>/dev/null)" = "$ref" ] || in_node "$ref"; then
+    log "$ref is in the node"; return 0
+  fi
+  if [ -f "$(image_archive "$ref")" ]; then log "$ref is built, waiting for its import"; return 0; fi
+  ARCHIVE_ONLY=1 make_image "$name" "$ref"
+}
+
 case "${1:-}" in
   base) build_base ;;
   base-ref) base_ref ;;
   # What every build needs but the cluster does not (base image, wheelhouses): runs beside the Go builds.
   inputs) build_base; for n in "${IMAGES[@]}"; do wheelhouse "$n" >/dev/null; done ;;
-  build) shift; [ $# -gt 0 ] || set -- "${IMAGES[@]}"
-         for n in "$@"; do [ -f "$REPO/$(field "$n" 2)" ] && build_image "$n" || log "skipping $n: no $(field "$n" 2) yet"; done ;;
+  build | archives)
+         verb=build_image; [ "$1" = build ] || verb=archive_image
+         shift; [ $# -gt 0 ] || set -- "${IMAGES[@]}"
+         for n in "$@"; do
+           if [ -f "$REPO/$(field "$n" 2)" ]; then "$verb" "$n"; else log "skipping $n: no $(field "$n" 2) yet"; fi
+         done ;;
   ref) image_ref "$2" ;;
   list) printf '%s\n' "${IMAGES[@]}" ;;
-  *) echo "usage: $0 base | base-ref | inputs | build [NAME...] | ref NAME | list" >&2; exit 2 ;;
+  *) echo "usage: $0 base | base-ref | inputs | build [NAME...] | archives [NAME...] | ref NAME | list" >&2; exit 2 ;;
 esac
