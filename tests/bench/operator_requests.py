@@ -261,6 +261,9 @@ def iris_md(name: str, key: str, digest: str) -> dict[str, Any]:
                 "credentialsSecret": "s3-credentials",
             },
             "replicas": 1,
+            # COUNT pods and a rollout's surge on one 2-core node: the default request (100m) fits
+            # about 18, and a Pending pod never settles the phase. Requests are not what is measured.
+            "runtime": {"resources": {"requests": {"cpu": "20m"}}},
         },
     )
 
