@@ -261,9 +261,10 @@ def iris_md(name: str, key: str, digest: str) -> dict[str, Any]:
                 "credentialsSecret": "s3-credentials",
             },
             "replicas": 1,
-            # COUNT pods and a rollout's surge on one 2-core node: the default request (100m) fits
-            # about 18, and a Pending pod never settles the phase. Requests are not what is measured.
-            "runtime": {"resources": {"requests": {"cpu": "20m"}}},
+            # COUNT pods and a rollout's surge on one 2-core node: the default CPU request (100m) fits
+            # about 18, and a Pending pod never settles the phase. Both named: an operator before
+            # the requests' per-resource defaults (the --label before run) would default nothing.
+            "runtime": {"resources": {"requests": {"cpu": "20m", "memory": "128Mi"}}},
         },
     )
 
