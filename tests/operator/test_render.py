@@ -15,6 +15,8 @@ import yaml
 from modelplane import render, spec
 from modelplane.consumers import Consumer, Directory
 from modelplane.render.common import ANNOTATION_APPLIED_HASH
+from modelplane.render.deployment import container_resources
+from modelplane.render.settings import RenderSettings
 
 GOLDEN = Path(__file__).parent / "golden"
 SETTINGS = render.RenderSettings(
@@ -318,3 +320,35 @@ def test_runtime_env_replaces_a_rendered_variable_and_the_grace_follows() -> Non
     assert names.count(contract.ENV_SHUTDOWN_GRACE_SECONDS) == 1  # one entry per name, the user's
     assert env[contract.ENV_SHUTDOWN_GRACE_SECONDS] == "20"
     assert pod["terminationGracePeriodSeconds"] == int(env[contract.ENV_DRAIN_SECONDS]) + 20 + 5
+
+
+@pytest.mark.parametrize(
+    ("requests", "limits", "expected"),
+    [
+        # Nothing named: the operator's defaults.
+        (None, None, {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}),
+        # Only a CPU request: memory keeps its default request and limit (not a 2Gi request).
+        ({"cpu": "20m"}, None, {"requests": {"cpu": "20m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}),
+        # Memory sized above the default limit: no default memory limit below the request.
+        ({"memory": "4Gi"}, None, {"requests": {"cpu": "100m", "memory": "4Gi"}}),
+        # A memory limit below the default request: that default goes (Kubernetes requests the limit).
+        (None, {"memory": "128Mi"}, {"requests": {"cpu": "100m"}, "limits": {"memory": "128Mi"}}),
+        # A memory limit above the default request: both stay (the limit is the spec's).
+        (
+            None,
+            {"memory": "48Gi"},
+            {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "48Gi"}},
+        ),
+        # A CPU limit: the defaults stay.
+        (
+            None,
+            {"cpu": "1"},
+            {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+        ),
+    ],
+)
+def test_resources_default_per_resource_the_spec_leaves_alone(
+    requests: dict[str, str] | None, limits: dict[str, str] | None, expected: dict[str, Any]
+) -> None:
+    runtime = spec.Runtime(requests=requests, limits=limits)
+    assert container_resources(runtime, RenderSettings(), gpus=False) == expected

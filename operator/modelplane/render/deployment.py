@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any, Final
 
 import modelplane_contract as contract
+from kubernetes.utils import parse_quantity
 
 from modelplane import spec as specs
 from modelplane.render import vllm
@@ -350,11 +352,27 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 
 
 def container_resources(runtime: specs.Runtime, settings: RenderSettings, *, gpus: bool) -> dict[str, Any]:
-    requests = dict(runtime.requests if runtime.requests is not None else settings.requests)
-    limits = dict(runtime.limits if runtime.limits is not None else settings.limits)
+    """The spec's requests and limits over the operator's defaults, resource by resource: a spec with
+    only a CPU request keeps the default memory request and limit (a memory limit alone would make
+    Kubernetes request all of it). A default that would contradict the spec goes: a default request
+    above the spec's limit of that resource (Kubernetes then requests the limit), a default limit
+    below the spec's request."""
+    requests = {**settings.requests, **(runtime.requests or {})}
+    limits = {**settings.limits, **(runtime.limits or {})}
+    for name in set(settings.requests) - set(runtime.requests or {}):
+        if name in limits and _quantity(requests[name]) > _quantity(limits[name]):
+            del requests[name]
+    for name in set(settings.limits) - set(runtime.limits or {}):
+        if name in requests and _quantity(limits[name]) < _quantity(requests[name]):
+            del limits[name]
     if gpus and runtime.gpus:
         limits[GPU_RESOURCE] = str(runtime.gpus)
     return non_empty({"requests": requests, "limits": limits})
+
+
+def _quantity(value: str) -> Decimal:
+    # spec.py has checked every figure's syntax; parse_quantity is kubernetes' own (pure) parser.
+    return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
 
 
 def container_security() -> dict[str, Any]:
