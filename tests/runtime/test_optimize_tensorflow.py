@@ -127,7 +127,7 @@ def test_a_keras_file_converts_passes_the_gate_and_answers_like_tensorflow(
     assert outcome.gate["passed"] is True
     assert outcome.gate["sample"] == contract.WARMUP_REQUEST_FILE
     assert "agreement" not in outcome.gate  # probabilities only: compared by error
-    print("keras onnx", outcome.gate, outcome.optimized)  # noqa: T201 - the measured figures, in the test's report
+    print("keras onnx", outcome.gate, outcome.original, outcome.optimized)  # noqa: T201 - the measured figures, in the test's report
     record = read_record(model_dir)
     assert record is not None
     assert record["serve"] is True
@@ -205,7 +205,7 @@ def test_a_saved_model_signature_of_two_named_inputs_converts(saved_model_dir: P
     assert outcome.gate["sample"] == "signature"
     assert outcome.gate["agreement"] == 1.0  # the class, by agreement
     assert outcome.gate["maxAbsErrorMeasured"] < 1e-5  # the score, by error
-    print("saved model onnx", outcome.gate, outcome.optimized)  # noqa: T201 - the measured figures, in the test's report
+    print("saved model onnx", outcome.gate, outcome.original, outcome.optimized)  # noqa: T201 - the measured figures, in the test's report
     served, app = serve_in_process(saved_model_dir, "tensorflow", signature="predict")
     assert served.engine is not None
     assert served.engine.startswith("onnxruntime")
@@ -246,6 +246,22 @@ def test_the_signature_served_is_the_one_converted(saved_model_dir: Path) -> Non
     ]
     settings = OptimizeSettings(onnx=True)
     assert settings.key(DIGEST) != settings.key(DIGEST, "predict")
+
+
+def test_a_keras_export_converts_through_serving_default(keras_dir: tuple[Path, Any], tmp_path: Path) -> None:
+    _, model = keras_dir
+    model.export(str(tmp_path / "export"), verbose=False)  # a SavedModel: serving_default, output_0
+    model_dir = _pulled(tmp_path, tmp_path / "export")
+    outcome = optimize(model_dir, "tensorflow", ONNX, None)
+    assert outcome.reason == contract.REASON_OPTIMIZED, outcome.message
+    record = read_record(model_dir)
+    assert record is not None
+    [output] = record["outputs"]
+    assert output["served"] == output["graph"]
+    served = served_model(_options(model_dir), record)
+    assert served is not None
+    got = served.predict({"features": FEATURES}, [output["served"]])[output["served"]]
+    np.testing.assert_allclose(got, model.predict(FEATURES, verbose=0), rtol=1e-5, atol=1e-6)
 
 
 class Text(tf.Module):  # type: ignore[misc]  # tf is Any
