@@ -101,7 +101,7 @@ OPTIMIZED_DIR: Final = ".modelplane-optimized"
 OPTIMIZED_RECORD_FILE: Final = "record.json"
 OPTIMIZED_MODEL_FILE: Final = "model.onnx"
 #: Formats that have an ONNX form (converted, or already ONNX); int8 applies to that form only.
-OPTIMIZE_ONNX_FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "onnx")
+OPTIMIZE_ONNX_FORMATS: Final = ("sklearn", "xgboost", "lightgbm", "tensorflow", "onnx")
 QUANTIZE_MODES: Final = ("int8",)
 # The accuracy gate's defaults: classifiers' labels agree on this share of the sample, and every
 # number (a regressor's value, a probability) is within the absolute OR the relative error.

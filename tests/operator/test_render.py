@@ -125,6 +125,19 @@ def test_a_tensorflow_model_runs_the_tensorflow_variant_unless_its_spec_names_an
     assert pod_spec(rendered("sklearn-s3"), "iris")["containers"][0]["image"] == SETTINGS.runtime_image
 
 
+def test_a_tensorflow_models_optimize_step_runs_in_its_image_on_its_signature() -> None:
+    body = yaml.safe_load((GOLDEN / "tensorflow.input.yaml").read_text())
+    body["spec"]["model"]["optimize"] = {"onnx": True}
+    optimized = spec.parse(body)
+    pull, step = pod_spec(render.children(optimized, SETTINGS, OBSERVATIONS["tensorflow"]), "keras-iris")[
+        "initContainers"
+    ]
+    assert step["name"] == contract.OPTIMIZE_CONTAINER_NAME
+    assert pull["image"] == step["image"] == SETTINGS.tensorflow_runtime_image
+    assert {"name": contract.ENV_MODEL_SIGNATURE, "value": "predict_proba"} in step["env"]
+    assert contract.ENV_MODEL_SIGNATURE not in {item["name"] for item in pull["env"]}
+
+
 def test_pods_are_restricted() -> None:
     pod = pod_spec(rendered("sklearn-s3"), "iris")
     assert pod["securityContext"]["runAsNonRoot"] is True

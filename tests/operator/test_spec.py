@@ -227,8 +227,10 @@ def test_optimize_defaults_the_gate_from_the_contract() -> None:
     onnx_int8 = spec.parse(body(**_optimize("onnx", quantize="int8", gate={"maxAbsError": 0.5}))).model
     assert onnx_int8.optimize is not None
     assert onnx_int8.optimize.gate.max_abs_error == 0.5
-    for booster in ("xgboost", "lightgbm"):
-        assert spec.parse(body(**_optimize(booster, onnx=True))).model.optimize == spec.Optimize(onnx=True)
+    for converted in ("xgboost", "lightgbm", "tensorflow"):
+        assert spec.parse(body(**_optimize(converted, onnx=True))).model.optimize == spec.Optimize(onnx=True)
+    keras_int8 = spec.parse(body(**_optimize("tensorflow", onnx=True, quantize="int8"))).model.optimize
+    assert keras_int8 == spec.Optimize(onnx=True, quantize="int8")
 
 
 @pytest.mark.parametrize(

@@ -176,7 +176,7 @@ def test_a_model_without_an_onnx_form_is_reported(tmp_path: Path) -> None:
     text = make_pipeline(TfidfVectorizer(), MultinomialNB()).fit(["good day", "bad day"], [1, 0])
     outcome = optimize(_save(tmp_path / "text", text), "sklearn", ONNX, None, allow_pickle=True)
     assert outcome.reason == contract.REASON_OPTIMIZATION_FAILED
-    assert "one numeric matrix input" in outcome.message
+    assert "float inputs of shape (N, features...) only; input input-0 is BYTES [-1]" in outcome.message
     assert "serving the original" in outcome.message
 
 

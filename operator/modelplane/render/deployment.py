@@ -120,7 +120,7 @@ def _pod_spec(
         pull = pull_container(model, pull_image(md, model, settings), runtime, settings, secret_keys)
         init_containers.append(pull)
         if model.optimize is not None:
-            init_containers.append(_optimize_container(pull, model.optimize))
+            init_containers.append(_optimize_container(pull, model, model.optimize))
         volumes.extend(credentials_volumes(model, secret_keys))
     ports = [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}]
     if contract.PROTOCOL_GRPC in runtime.protocols:
@@ -284,14 +284,18 @@ def pull_container(
     return container
 
 
-def _optimize_container(pull: dict[str, Any], optimize: specs.Optimize) -> dict[str, Any]:
+def _optimize_container(pull: dict[str, Any], model: specs.Model, optimize: specs.Optimize) -> dict[str, Any]:
     """After the pull, on the same volume: the optimize step, with the pull's credentials (it keeps
-    its result beside the artifact in the store) and its termination message read by status."""
+    its result beside the artifact in the store) and its termination message read by status; it
+    converts the SavedModel signature the server serves."""
+    env = [*pull["env"], _env(contract.ENV_OPTIMIZE, optimize.as_json())]
+    if model.signature:
+        env.append(_env(contract.ENV_MODEL_SIGNATURE, model.signature))
     return {
         **pull,
         "name": contract.OPTIMIZE_CONTAINER_NAME,
         "command": [contract.RUNTIME_COMMAND, contract.OPTIMIZE_SUBCOMMAND],
-        "env": [*pull["env"], _env(contract.ENV_OPTIMIZE, optimize.as_json())],
+        "env": env,
     }
 
 

@@ -37,6 +37,7 @@ class OptimizedModel(Model):
         inputs: Sequence[TensorSpec],
         outputs: Mapping[TensorSpec, str],
         digests: tuple[str, str] | None = None,
+        default_outputs: Sequence[str] = (),
     ) -> None:
         super().__init__(options)
         self._digests = digests  # (optimized, original), shown in metadata
@@ -45,6 +46,10 @@ class OptimizedModel(Model):
         self._inputs = list(inputs)
         self._graph_outputs = {spec.name: graph_name for spec, graph_name in outputs.items()}
         self._outputs = list(outputs)
+        # What a request naming no output gets: the original's choice (every output of a TensorFlow
+        # or ONNX model), else the first output.
+        served = [name for name in default_outputs if name in self._graph_outputs]
+        self._default_outputs = tuple(served) or (self._outputs[0].name,)
 
     def load(self) -> None:
         import onnxruntime
@@ -69,6 +74,10 @@ class OptimizedModel(Model):
         ]
         self._session = session
         self.engine = f"onnxruntime {onnxruntime.__version__}"
+
+    @property
+    def default_outputs(self) -> tuple[str, ...]:
+        return self._default_outputs
 
     def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
         feed = {
@@ -123,6 +132,7 @@ def served_model(options: LoadOptions, record: dict[str, Any]) -> Model | None:
             for item in record["outputs"]
         },
         digests=(status["optimized"]["digest"], status["original"]["digest"]),
+        default_outputs=record.get("defaultOutputs", ()),
     )
     model.load()
     return model

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -119,6 +119,7 @@ class TensorFlowModel(Model):
         self._keep_alive = loaded  # the signature's variables live as long as the loaded object
         self._signature = function
         self._keras: Any = None
+        self._call = self.graph_function()
         self.engine = f"SavedModel signature {signature}"
 
     def _load_keras(self, path: Path) -> None:
@@ -144,21 +145,36 @@ class TensorFlowModel(Model):
         ]
         self._keras = model
         self._signature = None
+        self._call = self.graph_function()
 
     @property
     def default_outputs(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.outputs)
 
-    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
-        tf = self._tf
-        if self._keras is not None:
-            arrays = [inputs[spec.name] for spec in self._inputs]
-            result = self._keras(arrays[0] if len(arrays) == 1 else arrays, training=False)
+    def graph_function(self) -> Callable[..., dict[str, Any]]:
+        """The model as TensorFlow calls it in a graph (what ``tf.function`` traces): the inputs
+        positionally, in ``inputs`` order, to a dict of tensors by served output name."""
+        names = [spec.name for spec in self._inputs]
+        if self._keras is None:
+            signature = self._signature
+
+            def call_signature(*tensors: Any) -> dict[str, Any]:
+                return dict(signature(**dict(zip(names, tensors, strict=True))))
+
+            return call_signature
+        keras_model = self._keras
+        output_names = [spec.name for spec in self._outputs]
+
+        def call_keras(*tensors: Any) -> dict[str, Any]:
+            result = keras_model(tensors[0] if len(tensors) == 1 else list(tensors), training=False)
             values = result if isinstance(result, list | tuple) else [result]
-            named = dict(zip((spec.name for spec in self._outputs), values, strict=True))
-        else:
-            tensors = {spec.name: tf.constant(inputs[spec.name]) for spec in self._inputs}
-            named = self._signature(**tensors)
+            return dict(zip(output_names, values, strict=True))
+
+        return call_keras
+
+    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
+        tensors = [self._tf.constant(inputs[spec.name]) for spec in self._inputs]
+        named = self._call(*tensors)
         return {name: _numpy(named[name]) for name in outputs}
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from modelplane_runtime.datatypes import NUMPY_BY_DATATYPE
 from modelplane_runtime.formats.base import Model, find_artifact
 
 LABEL: Final = "label"  # compared by agreement
 VALUES: Final = "values"  # compared by absolute and relative error
 #: Graph operators dynamic quantization rewrites; a graph without them has nothing to quantize.
 QUANTIZABLE_OPS: Final = frozenset({"MatMul", "Gemm"})
+#: The ONNX opset tf2onnx writes (onnxruntime runs it; the one measured here).
+TF2ONNX_OPSET: Final = 17
 
 
 class ConversionError(Exception):
@@ -36,8 +40,8 @@ class OnnxForm:
 
 
 def to_onnx(model: Model) -> OnnxForm:
-    """The ONNX form of ``model`` (a scikit-learn estimator or an XGBoost/LightGBM booster converted,
-    an ONNX model as it is)."""
+    """The ONNX form of ``model`` (a scikit-learn estimator, an XGBoost/LightGBM booster or a
+    TensorFlow model converted, an ONNX model as it is)."""
     if model.format_name == "onnx":
         path = find_artifact(model.options.model_dir, (".onnx",), "ONNX model")
         outputs = tuple(
@@ -49,6 +53,8 @@ def to_onnx(model: Model) -> OnnxForm:
         return _sklearn(model)
     if model.format_name in ("xgboost", "lightgbm"):
         return _booster(model)
+    if model.format_name == "tensorflow":
+        return _tensorflow(model)
     raise ConversionError(f"format {model.format_name} has no ONNX converter here")
 
 
@@ -177,6 +183,55 @@ def _add_column_output(graph: Any, source: str, column: int, name: str) -> None:
     graph.graph.initializer.append(helper.make_tensor(index, onnx.TensorProto.INT64, [], [column]))
     graph.graph.node.append(helper.make_node("Gather", [source, index], [name], axis=1))
     graph.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, [None]))
+
+
+def _tensorflow(model: Model) -> OnnxForm:
+    """A SavedModel signature or a Keras model through tf2onnx, traced from the format's own call.
+
+    ``tf2onnx.convert.from_keras`` does not take Keras 3 models (it reads Keras 2 internals), so the
+    model is traced as a ``tf.function`` of its inputs in signature order. String tensors have no
+    ONNX form here (TensorFlow's string ops are not ONNX operators onnxruntime runs).
+    """
+    from modelplane_runtime.formats.tensorflow import TensorFlowModel
+
+    # Typed as Any: the tensorflow extra is optional, and its stubs are there only where it is installed.
+    tf: Any = importlib.import_module("tensorflow")
+    tf2onnx: Any = importlib.import_module("tf2onnx")
+
+    assert isinstance(model, TensorFlowModel)
+    strings = [f"{spec.name} (BYTES)" for spec in (*model.inputs, *model.outputs) if spec.datatype == "BYTES"]
+    if strings:
+        raise ConversionError(
+            "ONNX conversion of a TensorFlow model takes numeric tensors only; this one has string "
+            "tensors: " + ", ".join(strings)
+        )
+    signature = [
+        tf.TensorSpec(
+            [None if dim < 0 else dim for dim in spec.shape],
+            tf.as_dtype(NUMPY_BY_DATATYPE[spec.datatype]),
+            name=spec.name,
+        )
+        for spec in model.inputs
+    ]
+    try:
+        graph, _ = tf2onnx.convert.from_function(
+            tf.function(model.graph_function()), input_signature=signature, opset=TF2ONNX_OPSET
+        )
+    except Exception as error:  # tf2onnx raises many kinds: every one means "no ONNX form"
+        raise ConversionError(f"tf2onnx cannot convert this TensorFlow model: {error}") from error
+    names = [output.name for output in graph.graph.output]
+    served = sorted(spec.name for spec in model.outputs)
+    if len(names) != len(served):
+        raise ConversionError(f"tf2onnx made a graph of {len(names)} outputs for {len(served)} served ones")
+    # tf2onnx renames each graph output to its key in the dict the function returns. It renames by
+    # tensor, so should a name not come through (two keys of one tensor cannot both keep theirs),
+    # the outputs are matched by position: the order tf.function flattens a dict in, sorted by key.
+    by_name = dict(zip(served, served if sorted(names) == served else names, strict=True))
+    outputs = tuple(
+        OutputMap(spec.name, by_name[spec.name], VALUES if spec.datatype.startswith("FP") else LABEL)
+        for spec in model.outputs
+    )
+    return OnnxForm(graph.SerializeToString(), outputs, f"tf2onnx {tf2onnx.__version__}")
 
 
 def quantizable(graph: bytes) -> bool:

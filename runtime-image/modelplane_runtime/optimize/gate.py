@@ -2,7 +2,8 @@
 
 The sample is the artifact's own sample request (``contract.WARMUP_REQUEST_FILE``) when it ships
 one, its rows repeated with noise of a tenth of each feature's magnitude, else rows generated
-from the signature (standard normal features); seeded, so every pod measures the same figures.
+from the signature (standard normal features), for every input; seeded, so every pod measures the
+same figures.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import modelplane_contract as contract
 import numpy as np
 
 from modelplane_runtime import codecs
+from modelplane_runtime.datatypes import NUMPY_BY_DATATYPE
 from modelplane_runtime.errors import InvalidInput
 from modelplane_runtime.formats.base import Arrays, Model
 from modelplane_runtime.optimize.convert import LABEL, ConversionError, OutputMap
@@ -47,31 +49,48 @@ class GateResult:
 
 
 def sample_inputs(model: Model, rows: int = SAMPLE_ROWS) -> tuple[Arrays, str]:
-    """``rows`` rows of the model's one numeric matrix input, and where they came from."""
-    if len(model.inputs) != 1 or len(model.inputs[0].shape) != 2 or model.inputs[0].shape[1] < 0:
-        raise ConversionError("the accuracy gate samples one numeric matrix input (N, features)")
-    spec = model.inputs[0]
+    """``rows`` rows of each of the model's inputs, in its datatype, and where they came from.
+
+    Inputs are sampled when they are floats with a free batch dimension and fixed others (a
+    matrix of features, say); integers, booleans and strings cannot be made up from a signature.
+    """
+    for spec in model.inputs:
+        batch, *dims = spec.shape or (0,)
+        if not spec.datatype.startswith("FP") or batch >= 0 or any(dim < 0 for dim in dims):
+            raise ConversionError(
+                "the accuracy gate samples float inputs of shape (N, features...) only; input "
+                f"{spec.name} is {spec.datatype} {list(spec.shape)}"
+            )
     rng = np.random.default_rng(SEED)
-    base, source = _shipped_rows(model)
-    if base is None:
-        sample = rng.standard_normal((rows, spec.shape[1]))
-    else:
-        scale = np.maximum(np.abs(base).mean(axis=0), 1e-3) * NOISE
-        picked = base[rng.integers(0, len(base), rows - len(base))]
-        sample = np.vstack([base, picked + rng.standard_normal(picked.shape) * scale])
-    return {spec.name: sample.astype(np.float64)}, source
+    shipped, source = _shipped_rows(model)
+    sample: Arrays = {}
+    for spec in model.inputs:
+        base = shipped.get(spec.name)
+        if base is None:
+            values = rng.standard_normal((rows, *spec.shape[1:]))
+        else:
+            scale = np.maximum(np.abs(base).mean(axis=0), 1e-3) * NOISE
+            picked = base[rng.integers(0, len(base), rows - len(base))]
+            values = np.concatenate([base, picked + rng.standard_normal(picked.shape) * scale])
+        sample[spec.name] = values.astype(NUMPY_BY_DATATYPE[spec.datatype])
+    return sample, source
 
 
-def _shipped_rows(model: Model) -> tuple[np.ndarray[Any, Any] | None, str]:
+def _shipped_rows(model: Model) -> tuple[dict[str, np.ndarray[Any, Any]], str]:
+    """The rows of the shipped sample request by input name, or none when it does not fit the signature."""
     path = model.options.model_dir / contract.WARMUP_REQUEST_FILE
     if not path.is_file():
-        return None, "signature"
+        return {}, "signature"
     try:
         request = codecs.decode_v2(path.read_bytes(), model.inputs, [spec.name for spec in model.outputs])
     except (InvalidInput, ValueError):
-        return None, "signature"
-    rows = np.asarray(next(iter(request.inputs.values())), dtype=np.float64)
-    return (rows if rows.ndim == 2 and len(rows) else None), contract.WARMUP_REQUEST_FILE
+        return {}, "signature"
+    found = {name: np.asarray(array, dtype=np.float64) for name, array in request.inputs.items()}
+    counts = {len(array) if array.ndim else 0 for array in found.values()}
+    fits = all(spec.name in found and found[spec.name].ndim == len(spec.shape) for spec in model.inputs)
+    if not fits or len(counts) != 1 or 0 in counts:
+        return {}, "signature"
+    return found, contract.WARMUP_REQUEST_FILE
 
 
 def compare(

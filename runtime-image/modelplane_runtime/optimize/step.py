@@ -68,10 +68,13 @@ class OptimizeSettings:
             ),
         )
 
-    def key(self, digest: str) -> str:
-        """The cache key: the artifact, what was asked, and this step's version (not the gate:
-        the gate is re-run by every pod, so a changed threshold reuses the conversion)."""
+    def key(self, digest: str, signature: str | None = None) -> str:
+        """The cache key: the artifact (and the SavedModel signature converted, when one is named),
+        what was asked, and this step's version (not the gate: the gate is re-run by every pod, so a
+        changed threshold reuses the conversion)."""
         what = json.dumps([digest, self.onnx, self.quantize, STEP_VERSION, _versions()])
+        if signature is not None:
+            what += json.dumps(["signature", signature])
         return hashlib.sha256(what.encode()).hexdigest()[:32]
 
 
@@ -79,8 +82,17 @@ def _versions() -> list[str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    converters = ("onnxruntime", "skl2onnx", "onnxmltools", "onnx")
-    for name in (*converters, "scikit-learn", "xgboost", "xgboost-cpu", "lightgbm"):
+    converters = ("onnxruntime", "skl2onnx", "onnxmltools", "tf2onnx", "onnx")
+    libraries = (
+        "scikit-learn",
+        "xgboost",
+        "xgboost-cpu",
+        "lightgbm",
+        "tensorflow-cpu",
+        "tensorflow",
+        "keras",
+    )
+    for name in (*converters, *libraries):
         try:
             found.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
@@ -117,11 +129,13 @@ def optimize(
     cache: ResultCache | None,
     pinned_digest: str | None = None,
     allow_pickle: bool = False,
+    signature: str | None = None,
 ) -> Outcome:
-    """Runs the step on the pulled model in ``model_dir``; see the module docstring."""
+    """Runs the step on the pulled model in ``model_dir`` (through the SavedModel ``signature``
+    that `serve` serves, for format tensorflow); see the module docstring."""
     trust = resolve_trust(model_dir, pinned_digest, allow_pickle)
     pull = read_pull_record(model_dir) or {}
-    options = LoadOptions(model_dir=model_dir, name="original", trust=trust, threads=1)
+    options = LoadOptions(model_dir=model_dir, name="original", trust=trust, threads=1, signature=signature)
     original_model = load_model(format_name, options)
     digest = trust.pulled_digest or trust.pinned_digest or ""
     original: dict[str, Any] = {"digest": digest}
@@ -181,7 +195,7 @@ class _Made:
 def _cached_or_made(
     original: Model, settings: OptimizeSettings, digest: str, cache: ResultCache | None, sample: Arrays
 ) -> _Made:
-    key = settings.key(digest)
+    key = settings.key(digest, original.options.signature)
     if cache is not None:
         try:
             found = cache.get(key)
@@ -249,6 +263,7 @@ def _served(original: Model, graph: bytes, outputs: tuple[convert.OutputMap, ...
         original.format_name,
         original.inputs,
         {specs[output.served]: output.graph for output in outputs},
+        default_outputs=original.default_outputs,
     )
     model.load()
     return model
@@ -313,6 +328,7 @@ def _write_record(out_dir: Path, outcome: Outcome, made: _Made | None, original:
         specs = {spec.name: spec for spec in original.outputs}
         record["format"] = original.format_name
         record["inputs"] = [spec.as_dict() for spec in original.inputs]
+        record["defaultOutputs"] = list(original.default_outputs)
         record["outputs"] = [
             {**specs[output.served].as_dict(), "served": output.served, "graph": output.graph}
             for output in made.outputs
@@ -347,6 +363,7 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument("--uri", default=env(contract.ENV_MODEL_URI), help="where results are cached")
     result.add_argument("--digest", default=env(contract.ENV_MODEL_DIGEST))
     result.add_argument("--allow-pickle", default=env(contract.ENV_ALLOW_PICKLE, "false"))
+    result.add_argument("--signature", default=env(contract.ENV_MODEL_SIGNATURE), help="format tensorflow")
     result.add_argument("--settings", default=env(contract.ENV_OPTIMIZE), help="spec.model.optimize as JSON")
     result.add_argument("--termination-log", type=Path, default=Path(contract.TERMINATION_LOG))
     return result
@@ -364,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = cache_for(args.uri, Settings()) if args.uri else None
     allow_pickle = str(args.allow_pickle).strip().lower() in {"1", "true", "yes", "on"}
     try:
-        outcome = optimize(Path(args.model_dir), args.format, settings, cache, args.digest, allow_pickle)
+        outcome = optimize(
+            Path(args.model_dir), args.format, settings, cache, args.digest, allow_pickle, args.signature
+        )
     except ModelLoadError as error:
         # The server will refuse the same artifact with the same message: serve reports it.
         outcome = Outcome(contract.REASON_OPTIMIZATION_FAILED, f"the model does not load: {error}", {})
