@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from modelplane import spec as specs
+from modelplane.render.cache import is_fill_pod
 
 Obj = Mapping[str, Any]
 Key = tuple[str, str]  # (namespace, ModelDeployment name)
@@ -39,7 +40,9 @@ class Snapshot:
     """One ModelDeployment as the watches show it."""
 
     body: Obj | None = None  # None: no such ModelDeployment
-    objects: tuple[Obj, ...] = ()  # everything labelled with its name: children (any owner) and pods
+    # Everything labelled with its name (render.cache.owner_of): children (any owner), its pods and its
+    # model caches' fill pods.
+    objects: tuple[Obj, ...] = ()
     crds: frozenset[str] = frozenset()  # the required CRDs (children.REQUIRED_CRDS) that are established
     # Children we wrote that the watch has not shown for CONFIRM_SECONDS: read them by name (confirmed()).
     unconfirmed: tuple[Obj, ...] = ()
@@ -51,7 +54,13 @@ class Snapshot:
 
     @property
     def pods(self) -> list[Obj]:
-        return [o for o in self.objects if o.get("kind") == "Pod"]
+        """The model's own pods (its tracks' replicas)."""
+        return [o for o in self.objects if o.get("kind") == "Pod" and not is_fill_pod(o)]
+
+    @property
+    def fill_pods(self) -> list[Obj]:
+        """The pods of its model caches' fill Jobs: their pull reports the bytes each cache holds."""
+        return [o for o in self.objects if is_fill_pod(o)]
 
 
 @dataclass

@@ -25,7 +25,8 @@ from modelplane.cache import Cache, Key, Snapshot
 from modelplane.config import Config
 from modelplane.kube import Kube, load_client
 from modelplane.reconcile import Controller, Reconciler
-from modelplane.render.common import LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
+from modelplane.render.cache import owner_of
+from modelplane.render.common import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
 OURS: Final = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -127,8 +128,13 @@ async def model_deployments(namespace: str | None, name: str, body: kopf.Body, *
 async def children_by_owner(
     namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
 ) -> Any:
-    owner = labels.get(LABEL_NAME)
+    owner = owner_of(labels)
     return {(namespace, owner): _plain(body)} if owner and namespace else None
+
+
+def _has_owner(labels: Mapping[str, str], **_: Any) -> bool:
+    """Labelled with the ModelDeployment it is of (a model cache's fill pod by its cache-of label)."""
+    return owner_of(labels) is not None
 
 
 def _required_crd(name: str, **_: Any) -> bool:
@@ -181,7 +187,7 @@ async def child_event(
     body: kopf.Body,
     **_: Any,
 ) -> None:
-    parent = labels.get(LABEL_NAME)
+    parent = owner_of(labels)
     if not parent or not namespace:
         return
     if type == "DELETED" and STATE.cache is not None:
@@ -217,7 +223,7 @@ async def peering_event(**_: Any) -> None:
 
 
 for _row in children.CHILD_KINDS:
-    _filters: dict[str, Any] = {"labels": {**OURS, LABEL_NAME: kopf.PRESENT}}
+    _filters: dict[str, Any] = {"labels": OURS, "when": _has_owner}
     kopf.index(_row.group, _row.version, _row.plural, id="children_by_owner", **_filters)(children_by_owner)
     kopf.on.event(_row.group, _row.version, _row.plural, id="child_event", **_filters)(child_event)
 

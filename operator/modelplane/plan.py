@@ -80,7 +80,8 @@ class Observed:
     """The cluster as the watches show it (children by kind and name, with any owner), and the rest."""
 
     children: Mapping[tuple[str, str], Obj] = field(default_factory=dict)
-    pods: Sequence[Obj] = ()
+    pods: Sequence[Obj] = ()  # the model's own pods
+    fill_pods: Sequence[Obj] = ()  # its model caches' fill Jobs' pods (cache.Snapshot.fill_pods)
     crds: frozenset[str] = frozenset()  # the CRDs of children.REQUIRED_CRDS that are installed
     # The keys of each credentials Secret the spec names (values are never read), None if it is absent.
     secrets: Mapping[str, frozenset[str] | None] = field(default_factory=dict)
@@ -219,6 +220,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
             consumers=_consumers_problem(md, observed),
             caches=cache_children,
             claim_failures=observed.claim_failures,
+            fill_pods=observed.fill_pods,
         ),
         previous,
         now,

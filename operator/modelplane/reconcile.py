@@ -128,6 +128,7 @@ class Reconciler:
         observed = plan.Observed(
             children=view.children,
             pods=view.pods,
+            fill_pods=view.fill_pods,
             crds=view.crds,
             secrets=self._read_secrets(key, want),
             seen=seen,
@@ -175,7 +176,12 @@ class Reconciler:
             # Status from the children as they are now: the cache holds what the API returned.
             view = self._observe(key)
             self._remember(key, view)
-            step = plan.plan(want, replace(observed, children=view.children, pods=view.pods), previous, now)
+            step = plan.plan(
+                want,
+                replace(observed, children=view.children, pods=view.pods, fill_pods=view.fill_pods),
+                previous,
+                now,
+            )
         written = self._carry_out(key, want, step)
         return Outcome(step.result, tuple(applied), tuple(pruned), written)
 

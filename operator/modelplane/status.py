@@ -8,7 +8,6 @@ talks to the API; reconcile.py observes and passes everything in.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +29,6 @@ CACHE_PENDING: Final = "Pending"  # the claim or its Job is being made, or the c
 CACHE_FILLING: Final = "Filling"  # the Job is pulling into the bound claim
 CACHE_READY: Final = "Ready"  # the Job completed: the claim holds the verified artifact
 CACHE_FAILED: Final = "Failed"  # the Job gave up, or the claim's provisioner refused to make its volume
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 Status = dict[str, Any]
 
@@ -56,6 +54,8 @@ class Observed:
     )
     # Per cache claim that stays unbound: its provisioner's reason (from its ProvisioningFailed Event).
     claim_failures: Mapping[str, str] = field(default_factory=dict)
+    # The pods of the caches' fill Jobs (render.cache.is_fill_pod): their pull reports the bytes.
+    fill_pods: Sequence[Mapping[str, Any]] = ()
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def compute(
     optimization = optimization_report(md.model, STABLE, observed.pods)
     if md.model.optimize is not None:
         conditions.append(_optimized_condition(optimization))
-    cache_report = _cache_report(md, observed)
+    cache_report = _cache_report(md, observed, previous.get("caches") or [])
     if cache_report:
         conditions.append(_cached_condition(md, observed))
     http_url, grpc_url = urls(md, cluster_domain)
@@ -593,9 +593,9 @@ def _served_digest(model: specs.Model, track: str, pods: Sequence[Mapping[str, A
         for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
             terminated = (init.get("state") or {}).get("terminated") or {}
             if init.get("name") == contract.PULL_CONTAINER_NAME and terminated.get("exitCode") == 0:
-                match = _DIGEST.search(terminated.get("message") or "")
-                if match:
-                    return match.group(0)
+                pulled = contract.parse_pulled_message(terminated.get("message") or "")
+                if pulled is not None:
+                    return pulled.digest
     return None
 
 
@@ -697,13 +697,17 @@ def _cache_states(md: specs.ModelDeployment, observed: Observed) -> dict[str, Ca
     }
 
 
-def _cache_report(md: specs.ModelDeployment, observed: Observed) -> list[dict[str, Any]]:
-    """status.caches: each cache the spec wants, with its state and size as its claim shows them."""
+def _cache_report(
+    md: specs.ModelDeployment, observed: Observed, previous: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """status.caches: each cache the spec wants, with its state and size as its claim shows them, and
+    once filled, the bytes its fill Job pulled."""
     states = _cache_states(md, observed)
     report = []
     for name, model in caches(md):
         assert model.cache is not None
-        claim = observed.caches.get(name, (None, None))[0] or {}
+        claim, job = observed.caches.get(name, (None, None))
+        claim = claim or {}
         claim_spec, claim_status = claim.get("spec") or {}, claim.get("status") or {}
         size = (claim_status.get("capacity") or {}).get("storage") or model.cache.size
         entry: dict[str, Any] = {
@@ -716,10 +720,50 @@ def _cache_report(md: specs.ModelDeployment, observed: Observed) -> list[dict[st
         storage_class = claim_spec.get("storageClassName") or model.cache.storage_class_name
         if storage_class:
             entry["storageClassName"] = storage_class
-        if states[name].state != CACHE_READY:
+        if states[name].state == CACHE_READY:
+            pulled = _filled_bytes(name, model, job, observed.fill_pods)
+            if pulled is None:
+                pulled = _reported_bytes(name, model, previous)
+            if pulled is not None:
+                entry["bytes"] = pulled
+        else:
             entry["message"] = states[name].message
         report.append(entry)
     return report
+
+
+def _filled_bytes(
+    name: str, model: specs.Model, job: Mapping[str, Any] | None, fill_pods: Sequence[Mapping[str, Any]]
+) -> int | None:
+    """The bytes the fill Job NAME pulled, as its pod's successful pull reported them (its termination
+    message) for MODEL's digest; None if no pod of this Job (by uid: not a deleted namesake's) says so."""
+    job_uid = ((job or {}).get("metadata") or {}).get("uid")
+    if not job_uid:
+        return None
+    for pod in fill_pods:
+        owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+        if not any((o.get("kind"), o.get("name"), o.get("uid")) == ("Job", name, job_uid) for o in owners):
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if container.get("name") != contract.PULL_CONTAINER_NAME or terminated.get("exitCode") != 0:
+                continue
+            pulled = contract.parse_pulled_message(str(terminated.get("message") or ""))
+            if pulled is not None and pulled.digest == model.digest:
+                return pulled.bytes
+    return None
+
+
+def _reported_bytes(name: str, model: specs.Model, previous: Sequence[Mapping[str, Any]]) -> int | None:
+    """The bytes status already showed for the filled cache NAME: kept once its fill pod is gone (the
+    pod garbage collector, or someone, removed it) rather than dropped from status."""
+    for entry in previous:
+        if not isinstance(entry, Mapping) or entry.get("name") != name or entry.get("digest") != model.digest:
+            continue
+        value = entry.get("bytes")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return None
 
 
 def _cached_condition(md: specs.ModelDeployment, observed: Observed) -> dict[str, str]:

@@ -8,6 +8,7 @@ standard library, so it adds no dependency to either.
 
 from __future__ import annotations
 
+import re
 from typing import Final, NamedTuple
 
 # Commands (the image's entry point is `modelplane-runtime`).
@@ -128,7 +129,8 @@ REASON_UNSUPPORTED: Final = "UnsupportedArtifact"
 REASON_INVALID_URI: Final = "InvalidURI"
 REASON_INVALID_ARGUMENT: Final = "InvalidArgument"
 REASON_TRANSIENT: Final = "TransientPullError"
-# On success `pull` writes "Pulled: <uri> <sha256:...> (<N> bytes)": the operator reports the digest served.
+# On success `pull` writes "Pulled: <uri> <sha256:...> (<N> bytes)" (format_pulled_message): the
+# operator reports the digest served, and for a model cache's fill Job, the bytes the cache holds.
 REASON_PULLED: Final = "Pulled"
 PERMANENT_REASONS: Final = frozenset(
     {
@@ -165,6 +167,32 @@ def parse_termination_message(text: str) -> PullFailure:
     if sep and reason.isidentifier():
         return PullFailure(reason, message)
     return PullFailure(REASON_TRANSIENT, line)
+
+
+class Pulled(NamedTuple):
+    """What a successful pull reports: the URI, the verified digest and the bytes fetched."""
+
+    uri: str
+    digest: str
+    bytes: int
+
+
+_PULLED: Final = re.compile(
+    rf"{REASON_PULLED}: (?P<uri>\S.*) (?P<digest>sha256:[0-9a-f]{{64}}) \((?P<bytes>\d+) bytes\)"
+)
+
+
+def format_pulled_message(pulled: Pulled) -> str:
+    """The termination message of a successful pull: "Pulled: <uri> <sha256:...> (<N> bytes)"."""
+    return format_termination_message(REASON_PULLED, f"{pulled.uri} {pulled.digest} ({pulled.bytes} bytes)")
+
+
+def parse_pulled_message(text: str) -> Pulled | None:
+    """Inverse of :func:`format_pulled_message`; None for any other text (a failure, a truncated line)."""
+    match = _PULLED.fullmatch(text.strip())
+    if match is None:
+        return None
+    return Pulled(match["uri"], match["digest"], int(match["bytes"]))
 
 
 # Prometheus metric names the operator's autoscaling triggers query.

@@ -285,9 +285,7 @@ def run(args: argparse.Namespace) -> int:
             concurrency,
         )
         write_termination_message(
-            contract.format_termination_message(
-                contract.REASON_PULLED, f"{record.uri} {record.digest} ({record.bytes} bytes)"
-            ),
+            contract.format_pulled_message(contract.Pulled(record.uri, record.digest, record.bytes)),
             args.termination_log,
         )
     except PullError as failure:

@@ -103,6 +103,8 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
     assert cache["state"] == "Ready"
     assert cache["digest"] == v1.digest
     assert cache["accessModes"] == ["ReadWriteOnce"]
+    # What the fill Job's pull reported (its pod's termination message): the object's own size.
+    assert cache["bytes"] == size_of(s3, v1)
     assert condition(obj, "Cached")["status"] == "True"
     assert obj["status"]["servedDigest"] == v1.digest
     assert_no_pull_of_their_own(serving_pods(cluster, namespace), cache["name"])
@@ -138,6 +140,7 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
     [cache] = obj["status"]["caches"]
     assert cache["digest"] == v2.digest
     assert cache["name"] != old_claim
+    assert cache["bytes"] == size_of(s3, v2)
 
     # The v2 pods were made only after v2's cache was filled: the Deployment was held until then.
     new_job = next(j for j in fill_jobs(cluster, namespace) if j["metadata"]["name"] == cache["name"])
@@ -184,5 +187,6 @@ def test_a_storage_class_that_cannot_share_across_nodes_is_named_in_status(
     [cache] = obj["status"]["caches"]
     assert cache["state"] == "Failed"
     assert cache["accessModes"] == ["ReadWriteMany"]
+    assert "bytes" not in cache  # nothing was pulled into it
     assert not children(cluster, namespace, NAME, "deployment")  # held until its cache is filled
     assert (s3.traffic() - before).sent_bytes == 0

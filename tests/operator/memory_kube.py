@@ -15,6 +15,7 @@ from modelplane import children, spec
 from modelplane.cache import Key, Snapshot
 from modelplane.consumers import Directory, directory
 from modelplane.kube import KubeError
+from modelplane.render.cache import owner_of
 from modelplane.render.common import LABEL_NAME
 
 Obj = dict[str, Any]
@@ -118,9 +119,7 @@ class MemoryKube:
         owned = tuple(
             copy.deepcopy(obj)
             for (kind, ns, _), obj in sorted(objects.items())
-            if kind != spec.KIND
-            and ns == namespace
-            and obj["metadata"].get("labels", {}).get(LABEL_NAME) == name
+            if kind != spec.KIND and ns == namespace and owner_of(obj["metadata"].get("labels", {})) == name
         )
         crds = frozenset(self.crds & children.REQUIRED_CRDS)
         return Snapshot(body=copy.deepcopy(body) if body else None, objects=owned, crds=crds)

@@ -3,15 +3,18 @@ that holds a Deployment until its cache is filled and prunes a cache nothing mou
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from typing import Any
+from typing import Any, cast
 
+import kopf
 import modelplane_contract as contract
 import pytest
 from kubernetes.client.exceptions import ApiException
-from modelplane import children, plan, render, spec, status
+from modelplane import children, handlers, plan, render, spec, status
+from modelplane.cache import Snapshot
 from modelplane.kube import KubeError
-from modelplane.render.cache import LABEL_CACHE_OF, mounted_claims
+from modelplane.render.cache import LABEL_CACHE_OF, mounted_claims, owner_of
 from modelplane.render.common import LABEL_NAME, cache_name
 
 from tests.operator.memory_kube import MemoryKube
@@ -60,6 +63,44 @@ def finished(job: dict[str, Any], condition: str = "Complete", reason: str = "",
         "conditions": [{"type": condition, "status": "True", "reason": reason, "message": message}]
     }
     return job
+
+
+ARTIFACT_BYTES = 1234  # what the fill pods' pull reports in these tests
+
+
+def pulled(digest: str = V1, size: int = ARTIFACT_BYTES) -> str:
+    """The termination message of a successful pull (tests/runtime/pull checks the pull writes it)."""
+    return contract.format_pulled_message(contract.Pulled("s3://models/iris/model.joblib", digest, size))
+
+
+def fill_pod(job: dict[str, Any], message: str | None = None, *, exit_code: int = 0) -> dict[str, Any]:
+    """A pod of the fill Job JOB as the Job controller makes it: the template's labels, owned by the Job;
+    its pull still running (MESSAGE None) or terminated with EXIT_CODE and MESSAGE."""
+    name = job["metadata"]["name"]
+    template = job["spec"]["template"]
+    state: dict[str, Any] = {"running": {}}
+    if message is not None:
+        state = {"terminated": {"exitCode": exit_code, "reason": "Completed", "message": message}}
+    done = message is not None
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-x7k2p",
+            "namespace": job["metadata"]["namespace"],
+            "uid": f"pod-of-{name}",
+            "resourceVersion": "9",
+            "labels": {**template["metadata"]["labels"], "batch.kubernetes.io/job-name": name},
+            "ownerReferences": [
+                {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job["metadata"]["uid"]}
+            ],
+        },
+        "spec": copy.deepcopy(template["spec"]),
+        "status": {
+            "phase": ("Succeeded" if exit_code == 0 else "Failed") if done else "Running",
+            "containerStatuses": [{"name": contract.PULL_CONTAINER_NAME, "state": state}],
+        },
+    }
 
 
 def pod_of(deployment: dict[str, Any], name: str, *, running: bool = True) -> dict[str, Any]:
@@ -156,6 +197,9 @@ def test_replicas_mount_the_claim_read_only_and_pull_nothing() -> None:
     # The Job's pods are not the model's: the model's Service selects by LABEL_NAME.
     assert LABEL_NAME not in job["template"]["metadata"]["labels"]
     assert job["template"]["metadata"]["labels"][LABEL_CACHE_OF] == "iris"
+    # ...but the operator's pod watch (server-side filtered by OURS) shows them, under the model's key.
+    assert handlers.OURS.items() <= job["template"]["metadata"]["labels"].items()
+    assert owner_of(job["template"]["metadata"]["labels"]) == "iris"
     assert "generateName" not in by_key[("Job", name)]["metadata"]
     claim = by_key[("PersistentVolumeClaim", name)]["spec"]
     assert claim == {
@@ -301,10 +345,18 @@ def test_a_deleted_fill_job_is_made_again_under_the_same_name() -> None:
 # --- status ---------------------------------------------------------------------------------------
 
 
-def cache_status(claim: Any, job: Any, digest: str = V1, **cache: Any) -> dict[str, Any]:
+def cache_status(
+    claim: Any,
+    job: Any,
+    digest: str = V1,
+    fill_pods: tuple[dict[str, Any], ...] = (),
+    previous: dict[str, Any] | None = None,
+    **cache: Any,
+) -> dict[str, Any]:
     md = parsed(digest, **cache)
     name = name_of(digest, **cache)
-    return status.compute(md, status.Observed(caches={name: (claim, job)}), {}, NOW)
+    observed = status.Observed(caches={name: (claim, job)}, fill_pods=fill_pods)
+    return status.compute(md, observed, previous or {}, NOW)
 
 
 def rendered_pair(digest: str = V1, **cache: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -319,16 +371,22 @@ def test_status_shows_each_state_and_the_size() -> None:
     assert pending["caches"][0]["state"] == status.CACHE_PENDING
     assert status.condition(pending, "Cached")["reason"] == "ModelCaching"  # type: ignore[index]
     assert status.condition(pending, "Ready")["reason"] == "ModelCaching"  # type: ignore[index]
-    filling = cache_status(bound(claim), job)
+    filling = cache_status(bound(claim), job, fill_pods=(fill_pod(job),))
     assert filling["caches"][0]["state"] == status.CACHE_FILLING
     assert "is pulling s3://models/iris/model.joblib" in filling["caches"][0]["message"]
-    done = cache_status(bound(claim), finished(job))
+    assert "bytes" not in filling["caches"][0]
+    # The pull has reported, the Job controller has not marked the Job Complete yet: still filling.
+    reported = cache_status(bound(claim), job, fill_pods=(fill_pod(job, pulled()),))
+    assert reported["caches"][0]["state"] == status.CACHE_FILLING
+    assert "bytes" not in reported["caches"][0]
+    done = cache_status(bound(claim), finished(job), fill_pods=(fill_pod(job, pulled()),))
     assert done["caches"] == [
         {
             "name": name_of(),
             "digest": V1,
             "state": status.CACHE_READY,
             "size": "1Gi",
+            "bytes": ARTIFACT_BYTES,
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": "local-path",
         }
@@ -337,6 +395,58 @@ def test_status_shows_each_state_and_the_size() -> None:
     assert cached is not None
     assert cached["status"] == "True"
     assert "ReadWriteOnce" in cached["message"]  # one node shares it: said
+
+
+def test_the_bytes_come_from_the_fill_jobs_own_pod_whichever_pod_of_it_succeeded() -> None:
+    claim, job = rendered_pair()
+    transient = contract.format_termination_message(contract.REASON_TRANSIENT, "connection reset")
+    failed_first = fill_pod(job, transient, exit_code=contract.EXIT_TRANSIENT)
+    failed_first["metadata"]["name"] += "-first"
+    done = cache_status(bound(claim), finished(job), fill_pods=(failed_first, fill_pod(job, pulled(size=77))))
+    assert done["caches"][0]["bytes"] == 77
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "",
+        "Pulled",
+        "Pulled: s3://models/iris/model.joblib",  # cut short
+        f"Pulled: s3://models/iris/model.joblib {V1} (many bytes)",
+        f"Pulled: s3://models/iris/model.joblib {V1} (-5 bytes)",
+        f"Pulled: s3://models/iris/model.joblib {V1[:-1]} (1234 bytes)",
+        f"Pulled: s3://models/iris/model.joblib {V2} (1234 bytes)",  # another digest than the cache's
+        f"Fetched: s3://models/iris/model.joblib {V1} (1234 bytes)",
+        "\x00\xff not a message at all",
+    ],
+)
+def test_a_malformed_fill_message_leaves_the_bytes_out_and_status_whole(message: str) -> None:
+    claim, job = rendered_pair()
+    done = cache_status(bound(claim), finished(job), fill_pods=(fill_pod(job, message),))
+    [cache] = done["caches"]
+    assert cache["state"] == status.CACHE_READY
+    assert "bytes" not in cache
+    assert status.condition(done, "Cached")["status"] == "True"  # type: ignore[index]
+
+
+def test_only_a_successful_pull_of_this_very_job_counts() -> None:
+    claim, job = rendered_pair()
+    failed = fill_pod(job, pulled(), exit_code=contract.EXIT_TRANSIENT)
+    namesake = fill_pod(job, pulled())  # a pod of a deleted Job of the same name
+    namesake["metadata"]["ownerReferences"][0]["uid"] = "uid-of-a-deleted-job"
+    done = cache_status(bound(claim), finished(job), fill_pods=(failed, namesake))
+    assert "bytes" not in done["caches"][0]
+
+
+def test_the_bytes_stay_once_the_fill_pod_is_gone() -> None:
+    claim, job = rendered_pair()
+    first = cache_status(bound(claim), finished(job), fill_pods=(fill_pod(job, pulled()),))
+    later = cache_status(bound(claim), finished(job), previous=first)  # the pod was garbage-collected
+    assert later["caches"] == first["caches"]
+    # Not carried into another cache: a new digest's is absent until its own pod reports.
+    claim2, job2 = rendered_pair(V2)
+    other = cache_status(bound(claim2), finished(job2), V2, previous=first)
+    assert "bytes" not in other["caches"][0]
 
 
 def test_a_failed_fill_is_degraded_with_what_to_do() -> None:
@@ -425,6 +535,48 @@ def test_the_executor_fills_the_cache_then_creates_the_deployment_and_restarts_m
     assert run(restarted).applied == ("Deployment/iris",)
     assert [key for key in kube.objects if key[0] == "Job"] == [("Job", "ml", name)]
     assert run(restarted).applied == ()
+
+
+def test_the_executor_shows_the_fill_pods_bytes_from_the_watch_and_then_writes_nothing() -> None:
+    """The fill Job's pod comes through the pod watch (no read of its own), apart from the model's
+    pods; its pull's bytes are written to status once, and a steady state writes nothing."""
+    kube = MemoryKube()
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    kube.create_md(md_body())
+    name = name_of()
+    ctl = controller(kube)
+    run(ctl)
+    kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(bound(o)))
+    job = kube.objects[("Job", "ml", name)]
+    kube.objects[("Pod", "ml", f"{name}-x7k2p")] = fill_pod(job, pulled())
+    view = kube.snapshot(("ml", "iris"))
+    assert [p["metadata"]["name"] for p in view.fill_pods] == [f"{name}-x7k2p"]
+    assert view.pods == []  # no model pod: it is not counted, nor asked why it is not Ready
+    kube.edit("Job", "ml", name, lambda o: o.update(finished(o)))
+    kube.calls.clear()
+    assert run(ctl).applied == ("Deployment/iris",)
+    assert not [call for call in kube.calls if call[1] == "Pod"]  # never read: the watch shows it
+    [cache] = kube.objects[("ModelDeployment", "ml", "iris")]["status"]["caches"]
+    assert cache["bytes"] == ARTIFACT_BYTES
+    kube.calls.clear()
+    run(ctl)
+    assert kube.writes() == []
+
+
+def test_the_watch_keys_a_fill_pod_under_its_model_and_snapshots_keep_it_apart() -> None:
+    _, job = rendered_pair()
+    pod = fill_pod(job, pulled())
+    indexed = asyncio.run(
+        handlers.children_by_owner(
+            namespace="ml", labels=pod["metadata"]["labels"], body=kopf.Body(cast("kopf.RawBody", pod))
+        )
+    )
+    assert list(indexed) == [("ml", "iris")]
+    model_pod = pod_of(render.children(parsed(), SETTINGS)[2], "iris-x")
+    snapshot = Snapshot(objects=(pod, model_pod))
+    assert snapshot.pods == [model_pod]
+    assert snapshot.fill_pods == [pod]
+    assert snapshot.children == {}
 
 
 @pytest.mark.parametrize("case", ["gguf", "vllm", "tensorflow", "sklearn-s3"])

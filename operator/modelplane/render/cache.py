@@ -4,6 +4,9 @@ runs the runtime image's pull into it; the model's pods mount it read-only and p
 Both are named by ``common.cache_name`` (the digest and the cache settings), never generated, so an
 operator that restarts finds the claim and Job it made and makes no second. The Job's pods carry none
 of the model's labels: the model's Service selects by LABEL_NAME, and a pull pod is no model server.
+They carry LABEL_MANAGED_BY and LABEL_CACHE_OF instead, so that the operator's pod watch (filtered by
+the one, keyed by the other: ``owner_of``) shows them: their pull's termination message says how many
+bytes the cache holds.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from typing import Any, Final
 import modelplane_contract as contract
 
 from modelplane import spec as specs
-from modelplane.render.common import ANNOTATION_DIGEST, Manifest, cache_name, metadata, non_empty, stamp
+from modelplane.render.common import (
+    ANNOTATION_DIGEST,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    MANAGED_BY,
+    Manifest,
+    cache_name,
+    metadata,
+    non_empty,
+    stamp,
+)
 from modelplane.render.deployment import (
     credentials_volumes,
     pod_security,
@@ -86,6 +99,7 @@ def fill_job(
         "app.kubernetes.io/name": md.name,
         "app.kubernetes.io/component": CACHE_COMPONENT,
         "app.kubernetes.io/part-of": "modelplane",
+        LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_CACHE_OF: md.name,
     }
     pod: dict[str, Any] = {
@@ -142,3 +156,15 @@ def mounted_claims(pod_spec: Mapping[str, Any] | None) -> frozenset[str]:
         for volume in (pod_spec or {}).get("volumes") or []
         if isinstance(volume.get("persistentVolumeClaim"), Mapping)
     )
+
+
+def owner_of(labels: Mapping[str, str]) -> str | None:
+    """The ModelDeployment a watched object belongs to: its LABEL_NAME, or for a fill Job's pod (which
+    must not carry that label), its LABEL_CACHE_OF."""
+    return labels.get(LABEL_NAME) or labels.get(LABEL_CACHE_OF)
+
+
+def is_fill_pod(obj: Mapping[str, Any]) -> bool:
+    """A pod of a model cache's fill Job (not one of the model's own pods)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return obj.get("kind") == "Pod" and LABEL_CACHE_OF in labels and LABEL_NAME not in labels

@@ -56,8 +56,10 @@ def test_file_lands_in_dest_with_its_record(tmp_path: Path, run_pull: PullRunner
     assert result.code == contract.EXIT_OK, result.stderr
     assert (result.dest / "model.ubj").read_bytes() == source.read_bytes()
     assert result.record() == {"uri": str(source), "digest": sha256(source.read_bytes()), "bytes": 13000}
-    # The operator reads the digest served from the successful pull's termination message.
+    # The operator reads the digest served (and a cache's bytes) from the pull's termination message.
     assert result.termination_log == f"Pulled: {source} {sha256(source.read_bytes())} (13000 bytes)"
+    pulled = contract.parse_pulled_message(result.termination_log)
+    assert pulled == contract.Pulled(str(source), sha256(source.read_bytes()), 13000)
 
 
 def test_file_uri_and_matching_digest(tmp_path: Path, run_pull: PullRunner) -> None:
