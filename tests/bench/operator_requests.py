@@ -388,7 +388,7 @@ def main() -> int:
     runs: dict[str, Any] = json.loads(data_file.read_text()) if data_file.exists() else {}
     runs[args.label] = {name: phase.as_json() for name, phase in phases.items()}
     runs[args.label]["_recorded"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    data_file.write_text(json.dumps(runs, indent=1, sort_keys=True) + "\n")
+    data_file.write_text(json.dumps(runs, indent=1) + "\n")  # phases in the order they ran
     table = render_table(
         {label: {k: v for k, v in run.items() if k != "_recorded"} for label, run in runs.items()}
     )
