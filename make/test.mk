@@ -9,17 +9,10 @@ test: ## Every test, unit and end-to-end (sets up whatever it needs on a fresh m
 test-phases:
 	@$(TIMED) venv $(MAKE) --no-print-directory venv-base
 	@$(TIMED) builds $(MAKE) --no-print-directory builds venv
-	@$(TIMED) "checks and e2e-prerequisites" $(MAKE) --no-print-directory -j2 -Oline checks-phase e2e-prerequisites-phase
+	@$(TIMED) lint $(MAKE) --no-print-directory lint
+	@$(TIMED) unit-tests $(MAKE) --no-print-directory test-unit
+	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory e2e-prerequisites
 	@$(TIMED) e2e-tests $(MAKE) --no-print-directory test-e2e
-
-# Side by side: lint and the unit tests use the CPU while the cluster comes up and imports the images.
-# Each side runs its own steps one at a time (-j1), as it would alone.
-.PHONY: checks-phase e2e-prerequisites-phase
-checks-phase:
-	@$(TIMED) lint $(MAKE) --no-print-directory -j1 lint
-	@$(TIMED) unit-tests $(MAKE) --no-print-directory -j1 test-unit
-e2e-prerequisites-phase:
-	@$(TIMED) e2e-prerequisites $(MAKE) --no-print-directory -j1 e2e-prerequisites
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## Unit tests only (no cluster).
