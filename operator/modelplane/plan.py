@@ -14,13 +14,11 @@ from datetime import datetime
 from decimal import InvalidOperation
 from typing import Any, Final
 
-from kubernetes.utils import parse_quantity
-
 from modelplane import children, render, status
 from modelplane import spec as specs
 from modelplane.consumers import Directory
 from modelplane.render.cache import caches, mounted_claims
-from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, SHADOW, STABLE, track_name
+from modelplane.render.common import ANNOTATION_APPLIED_HASH, CANARY, SHADOW, STABLE, quantity, track_name
 
 EVENT_CONDITIONS: Final = ("Ready", "Degraded")  # a change of these posts an Event
 
@@ -415,7 +413,7 @@ def contains(desired: Any, live: Any, path: str = "", atomic: tuple[str, ...] = 
 
 def _same_quantity(a: Any, b: Any) -> bool:
     try:
-        return bool(parse_quantity(a) == parse_quantity(b))  # type: ignore[no-untyped-call]
+        return quantity(a) == quantity(b)
     except (ValueError, InvalidOperation, TypeError):
         return False
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Final
+
+from kubernetes.utils import parse_quantity
 
 from modelplane import spec as specs
 
@@ -118,3 +121,9 @@ def service_name(md: specs.ModelDeployment, track: str | None = None) -> str:
 def non_empty(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """Drop None, empty strings and empty collections: the API server drops them too (omitempty)."""
     return {key: value for key, value in mapping.items() if value not in (None, "", [], {})}
+
+
+def quantity(value: Any) -> Decimal:
+    """A Kubernetes quantity ("100m", "2Gi", 1) as a number, by kubernetes' own (pure) parser; raises
+    ValueError or decimal.InvalidOperation on one that is not a quantity."""
+    return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]

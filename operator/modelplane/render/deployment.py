@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from typing import Any, Final
 
 import modelplane_contract as contract
-from kubernetes.utils import parse_quantity
 
 from modelplane import spec as specs
 from modelplane.render import vllm
@@ -18,6 +16,7 @@ from modelplane.render.common import (
     metadata,
     non_empty,
     pod_labels,
+    quantity,
     selector,
     stamp,
     track_name,
@@ -364,19 +363,14 @@ def container_resources(runtime: specs.Runtime, settings: RenderSettings, *, gpu
     requests = {**settings.requests, **(runtime.requests or {})}
     limits = {**settings.limits, **(runtime.limits or {})}
     for name in set(settings.requests) - set(runtime.requests or {}):
-        if name in limits and _quantity(requests[name]) > _quantity(limits[name]):
+        if name in limits and quantity(requests[name]) > quantity(limits[name]):
             del requests[name]
     for name in set(settings.limits) - set(runtime.limits or {}):
-        if name in requests and _quantity(limits[name]) < _quantity(requests[name]):
+        if name in requests and quantity(limits[name]) < quantity(requests[name]):
             del limits[name]
     if gpus and runtime.gpus:
         limits[GPU_RESOURCE] = str(runtime.gpus)
     return non_empty({"requests": requests, "limits": limits})
-
-
-def _quantity(value: str) -> Decimal:
-    # spec.py has checked every figure's syntax; parse_quantity is kubernetes' own (pure) parser.
-    return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
 
 
 def container_security() -> dict[str, Any]:
