@@ -11,7 +11,7 @@ import modelplane_contract as contract
 import numpy as np
 import pytest
 from modelplane_runtime.datatypes import NUMPY_BY_DATATYPE
-from modelplane_runtime.formats import LoadOptions, Trust, load_model
+from modelplane_runtime.formats import LoadOptions, Model, Trust, load_model
 from modelplane_runtime.formats.optimized import read_record, served_model
 from modelplane_runtime.optimize import convert
 from modelplane_runtime.optimize.cache import DirCache, cache_for
@@ -82,16 +82,23 @@ def test_pipeline_converts_and_passes_the_gate(pipeline_dir: Path, tmp_path: Pat
     assert outcome.original["bytes"] == (pipeline_dir / "model.joblib").stat().st_size
 
 
-def test_served_form_answers_like_the_original(pipeline_dir: Path, tmp_path: Path) -> None:
-    optimize(pipeline_dir, "sklearn", ONNX, DirCache(tmp_path), allow_pickle=True)
-    record = read_record(pipeline_dir)
+def served_form(options: LoadOptions, model_format: str) -> tuple[Model, Model]:
+    """The optimized form `serve` loads from the record in ``options.model_dir``, and the original:
+    the optimized one runs on onnxruntime and takes the original's inputs."""
+    record = read_record(options.model_dir)
     assert record is not None
-    served = served_model(_options(pipeline_dir), record)
-    original = load_model("sklearn", _options(pipeline_dir))
+    served = served_model(options, record)
+    original = load_model(model_format, options)
     assert served is not None
     assert served.engine is not None
     assert served.engine.startswith("onnxruntime")
     assert [spec.as_dict() for spec in served.inputs] == [spec.as_dict() for spec in original.inputs]
+    return served, original
+
+
+def test_served_form_answers_like_the_original(pipeline_dir: Path, tmp_path: Path) -> None:
+    optimize(pipeline_dir, "sklearn", ONNX, DirCache(tmp_path), allow_pickle=True)
+    served, original = served_form(_options(pipeline_dir), "sklearn")
     features = {"input-0": iris()[0]}
     got = served.predict(features, ["predict", "predict_proba"])
     want = original.predict(features, ["predict", "predict_proba"])

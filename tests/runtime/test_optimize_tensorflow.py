@@ -21,6 +21,7 @@ from modelplane_runtime.optimize.step import OptimizeSettings, main, optimize
 from tests.runtime.asgi import call_json
 from tests.runtime.models import iris
 from tests.runtime.test_formats import serve_in_process
+from tests.runtime.test_optimize import served_form
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf: Any = pytest.importorskip("tensorflow")  # in the test venv (RUNTIME_EXTRAS): never skipped there
@@ -134,12 +135,7 @@ def test_a_keras_file_converts_passes_the_gate_and_answers_like_tensorflow(
     assert [(item["served"], item["graph"]) for item in record["outputs"]] == [
         ("probabilities", "probabilities")
     ]
-    served = served_model(_options(model_dir), record)
-    original = load_model("tensorflow", _options(model_dir))
-    assert served is not None
-    assert served.engine is not None
-    assert served.engine.startswith("onnxruntime")
-    assert [spec.as_dict() for spec in served.inputs] == [spec.as_dict() for spec in original.inputs]
+    served, original = served_form(_options(model_dir), "tensorflow")
     assert [spec.as_dict() for spec in served.outputs] == [spec.as_dict() for spec in original.outputs]
     got = served.predict({"features": FEATURES}, ["probabilities"])["probabilities"]
     want = model.predict(FEATURES, verbose=0)
