@@ -41,6 +41,10 @@ cluster-up: host-packages ## Start the local cluster (reuses a running one) with
 	  $(CLUSTER_HACK)/build-coredns.sh
 	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh all
 
+.PHONY: apiserver-restart
+apiserver-restart: ## Restart kube-apiserver of the running local cluster (same flags; the rest keeps running).
+	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-up.sh restart-apiserver
+
 .PHONY: cluster-down
 cluster-down: ## Stop the local cluster (the cache and etcd's data stay).
 	@$(CLUSTER_LOCK) env $(CLUSTER_ENV) $(CLUSTER_HACK)/cluster-down.sh

@@ -17,10 +17,10 @@ render() {
   mv "$out.new" "$out"
 }
 
-# restart_if_running NAME: a changed configuration takes effect only after a restart.
+# restart_if_running NAME [WHY]: a changed configuration takes effect only after a restart.
 restart_if_running() {
   running "$1" || return 0
-  log "configuration of $1 changed: restarting it"
+  log "${2:-configuration of $1 changed}: restarting it"
   local pid; pid=$(cat "$RUN_DIR/$1.pid")
   kill "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
   rm -f "$RUN_DIR/$1.pid"
@@ -187,6 +187,9 @@ node() {
 case "$STAGE" in
   control-plane) control_plane ;;
   all) control_plane; node ;;
-  *) echo "usage: $0 [control-plane|all]" >&2; exit 2 ;;
+  # Stops kube-apiserver (SIGTERM, as a rolling control-plane upgrade does) and starts it again with
+  # the same flags; everything else keeps running. The fault tests use it.
+  restart-apiserver) restart_if_running kube-apiserver "asked to restart kube-apiserver"; control_plane ;;
+  *) echo "usage: $0 [control-plane|all|restart-apiserver]" >&2; exit 2 ;;
 esac
 log "cluster ready; KUBECONFIG=$KUBECONFIG_PATH"
