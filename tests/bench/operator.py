@@ -540,7 +540,7 @@ def main() -> int:
     parser.add_argument("--steady-seconds", type=float, default=60.0, help="the quiet time after")
     parser.add_argument("--create-timeout", type=float, default=360.0, help="seconds for all to be Ready")
     parser.add_argument(
-        "--restart-timeout", type=float, default=150.0, help="seconds for a restart to settle"
+        "--restart-timeout", type=float, default=600.0, help="seconds for a restart to settle"
     )
     parser.add_argument("--operator-pid-file", type=Path, required=True)
     parser.add_argument("--operator-metrics-port", type=int, required=True)
