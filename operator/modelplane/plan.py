@@ -166,7 +166,7 @@ def plan(desired: Desired, observed: Observed, previous: Obj, now: datetime) -> 
     cache_children = {
         name: (owned.get(("PersistentVolumeClaim", name)), owned.get(("Job", name))) for name, _ in caches(md)
     }
-    manifests, kept = _hold_for_caches(md, manifests, owned, observed.pods, cache_children)
+    manifests, kept = _hold_for_caches(md, manifests, owned, observed, cache_children)
 
     to_apply: list[Obj] = []
     repairs: list[Repair] = []
@@ -274,7 +274,7 @@ def _hold_for_caches(
     md: specs.ModelDeployment,
     manifests: list[render.Manifest],
     owned: Mapping[tuple[str, str], Obj],
-    pods: Sequence[Obj],
+    observed: Observed,
     cache_children: Mapping[str, tuple[Obj | None, Obj | None]],
 ) -> tuple[list[render.Manifest], set[tuple[str, str]]]:
     """The manifests to apply, and the live children to keep besides them.
@@ -286,11 +286,12 @@ def _hold_for_caches(
     ready = {
         name
         for name, model in caches(md)
-        if status.cache_state(name, model, *cache_children[name]).state == status.CACHE_READY
+        if status.cache_state(name, model, *cache_children[name], fill_pods=observed.fill_pods).state
+        == status.CACHE_READY
     }
     kept: set[tuple[str, str]] = set()
     in_use: set[str] = set()
-    for pod in pods:
+    for pod in observed.pods:
         if (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
             in_use |= mounted_claims(pod.get("spec"))
     result = []

@@ -507,11 +507,11 @@ def _model(raw: Any, path: str) -> Model:
         version=_str(body.get("version"), f"{path}.version"),
         signature=signature,
         optimize=_optimize(body.get("optimize"), f"{path}.optimize", fmt, uri),
-        cache=_cache(body.get("cache"), path, uri, digest, body.get("optimize") is not None),
+        cache=_cache(body.get("cache"), path, uri, digest),
     )
 
 
-def _cache(raw: Any, path: str, uri: str, digest: str | None, optimize: bool) -> Cache | None:
+def _cache(raw: Any, path: str, uri: str, digest: str | None) -> Cache | None:
     """spec.model.cache; what it cannot apply to is refused here (and by the CRD's CEL)."""
     if raw is None:
         return None
@@ -522,11 +522,6 @@ def _cache(raw: Any, path: str, uri: str, digest: str | None, optimize: bool) ->
         raise SpecError(
             f"{path}.cache needs {path}.digest: each digest fills a cache claim of its own; "
             "pin the artifact's sha256"
-        )
-    if optimize:
-        raise SpecError(
-            f"{path}.cache with {path}.optimize is not offered yet: the optimize step writes beside the "
-            "pulled model, and a cached model is mounted read-only: remove one of them"
         )
     size = _str(body.get("size"), f"{path}.cache.size", required=True)
     assert size is not None

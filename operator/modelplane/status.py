@@ -26,8 +26,10 @@ HISTORY_LIMIT: Final = 10
 CONDITION_TYPES: Final = ("Ready", "Available", "Progressing", "Degraded")
 # The states of a model cache (status.caches[].state).
 CACHE_PENDING: Final = "Pending"  # the claim or its Job is being made, or the claim is not bound yet
-CACHE_FILLING: Final = "Filling"  # the Job is pulling into the bound claim
-CACHE_READY: Final = "Ready"  # the Job completed: the claim holds the verified artifact
+CACHE_FILLING: Final = "Filling"  # the Job is pulling into the bound claim (and optimizing there)
+# The Job completed: the claim holds the verified artifact (and the optimize step's result); or its
+# optimize step failed outright after the pull: the claim holds the original, which is served.
+CACHE_READY: Final = "Ready"
 CACHE_FAILED: Final = "Failed"  # the Job gave up, or the claim's provisioner refused to make its volume
 
 Status = dict[str, Any]
@@ -54,7 +56,8 @@ class Observed:
     )
     # Per cache claim that stays unbound: its provisioner's reason (from its ProvisioningFailed Event).
     claim_failures: Mapping[str, str] = field(default_factory=dict)
-    # The pods of the caches' fill Jobs (render.cache.is_fill_pod): their pull reports the bytes.
+    # The pods of the caches' fill Jobs (render.cache.is_fill_pod): their pull reports the bytes, their
+    # optimize step (spec.model.optimize) what status.optimization shows.
     fill_pods: Sequence[Mapping[str, Any]] = ()
 
 
@@ -151,9 +154,13 @@ def compute(
         canary_dep=canary_dep,
         draining=sum(draining.values()),
     )
-    optimization = optimization_report(md.model, STABLE, observed.pods)
+    cached = cache_name(md, md.model) is not None
+    if cached:  # the cache's fill Job optimized, once: its pod reports
+        optimization = _filled_optimization(md, observed, previous)
+    else:
+        optimization = optimization_report(md.model, STABLE, observed.pods)
     if md.model.optimize is not None:
-        conditions.append(_optimized_condition(optimization))
+        conditions.append(_optimized_condition(optimization, cached=cached))
     cache_report = _cache_report(md, observed, previous.get("caches") or [])
     if cache_report:
         conditions.append(_cached_condition(md, observed))
@@ -610,19 +617,110 @@ def optimization_report(
         labels = pod.get("metadata", {}).get("labels") or {}
         if labels.get(LABEL_TRACK, STABLE) != track or not _runs_model(pod, model):
             continue
-        for init in (pod.get("status") or {}).get("initContainerStatuses") or []:
-            terminated = (init.get("state") or {}).get("terminated") or {}
-            if init.get("name") != contract.OPTIMIZE_CONTAINER_NAME or terminated.get("exitCode") != 0:
-                continue
-            reason, _, body = (terminated.get("message") or "").strip().partition(": ")
-            if reason not in contract.OPTIMIZE_REASONS:
-                continue
-            try:
-                report = json.loads(body)
-            except ValueError:
-                continue
-            if isinstance(report, dict):
-                return {"result": reason, **report}
+        report = _optimize_report(_terminated(pod, contract.OPTIMIZE_CONTAINER_NAME))
+        if report is not None:
+            return report
+    return None
+
+
+def _optimize_report(terminated: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A successful optimize step's report: its termination message ``<Reason>: <JSON>``."""
+    if terminated is None or terminated.get("exitCode") != 0:
+        return None
+    reason, _, body = str(terminated.get("message") or "").strip().partition(": ")
+    if reason not in contract.OPTIMIZE_REASONS:
+        return None
+    try:
+        report = json.loads(body)
+    except ValueError:
+        return None
+    return {"result": reason, **report} if isinstance(report, dict) else None
+
+
+def _terminated(pod: Mapping[str, Any], container: str) -> Mapping[str, Any] | None:
+    """The terminated state of the pod's (init) container of that name, if it has ended."""
+    status = pod.get("status") or {}
+    for item in (*(status.get("initContainerStatuses") or ()), *(status.get("containerStatuses") or ())):
+        if item.get("name") == container:
+            terminated = (item.get("state") or {}).get("terminated")
+            return terminated if isinstance(terminated, Mapping) else None
+    return None
+
+
+def _filled_optimization(
+    md: specs.ModelDeployment, observed: Observed, previous: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """What the optimize step of the stable model's cache fill Job reported (measured once, by the
+    Job); a step that failed outright, as OptimizationFailed; once the fill pod is gone, what status
+    showed for this very cache (its name carries the digest and the optimize settings)."""
+    model = md.model
+    name = cache_name(md, model)
+    if model.optimize is None or name is None:
+        return None
+    job = observed.caches.get(name, (None, None))[1]
+    pods = sorted(_job_pods(name, job, observed.fill_pods), key=lambda p: str(p["metadata"].get("name")))
+    for pod in pods:
+        report = _optimize_report(_terminated(pod, contract.OPTIMIZE_CONTAINER_NAME))
+        if report is not None:
+            return report
+    failure = _optimize_failure(name, model, job, observed.fill_pods)
+    if failure is not None:
+        return {
+            "result": contract.REASON_OPTIMIZATION_FAILED,
+            "message": f"{failure}: serving the original",
+            "original": {"digest": model.digest},
+            "applied": [],
+        }
+    filled = any(
+        isinstance(entry, Mapping) and entry.get("name") == name and entry.get("state") == CACHE_READY
+        for entry in previous.get("caches") or []
+    )
+    shown = previous.get("optimization")
+    return dict(shown) if filled and isinstance(shown, Mapping) else None
+
+
+def _job_pods(
+    name: str, job: Mapping[str, Any] | None, fill_pods: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The pods of the fill Job NAME (by uid: not a deleted namesake's)."""
+    job_uid = ((job or {}).get("metadata") or {}).get("uid")
+    if not job_uid:
+        return []
+    return [
+        pod
+        for pod in fill_pods
+        if any(
+            (o.get("kind"), o.get("name"), o.get("uid")) == ("Job", name, job_uid)
+            for o in (pod.get("metadata") or {}).get("ownerReferences") or []
+        )
+    ]
+
+
+def _job_failed(job: Mapping[str, Any] | None) -> bool:
+    return any(
+        item.get("type") == "Failed" and item.get("status") == "True"
+        for item in ((job or {}).get("status") or {}).get("conditions") or []
+    )
+
+
+def _optimize_failure(
+    name: str, model: specs.Model, job: Mapping[str, Any] | None, fill_pods: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """Why the fill Job NAME failed in its optimize step after a successful pull (render/cache.py
+    fails it at once), or None: then the claim holds the verified original, with no record of the
+    step beside it, and the replicas serve the original."""
+    if model.optimize is None or not _job_failed(job):
+        return None
+    for pod in _job_pods(name, job, fill_pods):
+        pull = _terminated(pod, contract.PULL_CONTAINER_NAME)
+        step = _terminated(pod, contract.OPTIMIZE_CONTAINER_NAME)
+        if pull is None or pull.get("exitCode") != 0 or step is None or step.get("exitCode") == 0:
+            continue
+        how = f"exit code {step.get('exitCode')}"
+        if step.get("reason") and step.get("reason") not in ("Error", "Completed"):
+            how += f", {step['reason']}"
+        detail = _one_line(str(step.get("message") or ""))
+        return f"the optimize step of Job {name} failed ({how})" + (f": {detail}" if detail else "")
     return None
 
 
@@ -642,13 +740,21 @@ def cache_state(
     claim: Mapping[str, Any] | None,
     job: Mapping[str, Any] | None,
     claim_failure: str | None = None,
+    fill_pods: Sequence[Mapping[str, Any]] = (),
 ) -> CacheState:
     """Where the cache NAME of MODEL stands, from its claim and fill Job (and, for a claim that stays
-    unbound, its provisioner's reason)."""
+    unbound, its provisioner's reason; with spec.model.optimize, the Job's pods)."""
     if claim is None or job is None or (claim.get("metadata") or {}).get("deletionTimestamp"):
         return CacheState(CACHE_PENDING, f"creating the claim {name} and the Job {name} that fills it")
     conditions = {c.get("type"): c for c in (job.get("status") or {}).get("conditions") or []}
     failed = conditions.get("Failed") or {}
+    optimize_failed = _optimize_failure(name, model, job, fill_pods)
+    if optimize_failed is not None:
+        return CacheState(
+            CACHE_READY,
+            f"the claim {name} holds {model.digest}, not optimized: {optimize_failed}",
+            "CacheReady",
+        )
     if failed.get("status") == "True":
         detail = _one_line(str(failed.get("message") or failed.get("reason") or "it failed"))
         permanent = failed.get("reason") == "PodFailurePolicy"
@@ -685,13 +791,18 @@ def cache_state(
                 "use a class that offers it, or accessMode ReadWriteOnce on one node"
             )
         return CacheState(CACHE_PENDING, message)
-    return CacheState(CACHE_FILLING, f"the Job {name} is pulling {model.uri} into the claim {name}")
+    then = ", then optimizing it there (spec.model.optimize)" if model.optimize is not None else ""
+    return CacheState(CACHE_FILLING, f"the Job {name} is pulling {model.uri} into the claim {name}{then}")
 
 
 def _cache_states(md: specs.ModelDeployment, observed: Observed) -> dict[str, CacheState]:
     return {
         name: cache_state(
-            name, model, *observed.caches.get(name, (None, None)), observed.claim_failures.get(name)
+            name,
+            model,
+            *observed.caches.get(name, (None, None)),
+            observed.claim_failures.get(name),
+            observed.fill_pods,
         )
         for name, model in caches(md)
     }
@@ -737,20 +848,13 @@ def _filled_bytes(
 ) -> int | None:
     """The bytes the fill Job NAME pulled, as its pod's successful pull reported them (its termination
     message) for MODEL's digest; None if no pod of this Job (by uid: not a deleted namesake's) says so."""
-    job_uid = ((job or {}).get("metadata") or {}).get("uid")
-    if not job_uid:
-        return None
-    for pod in fill_pods:
-        owners = (pod.get("metadata") or {}).get("ownerReferences") or []
-        if not any((o.get("kind"), o.get("name"), o.get("uid")) == ("Job", name, job_uid) for o in owners):
+    for pod in _job_pods(name, job, fill_pods):
+        terminated = _terminated(pod, contract.PULL_CONTAINER_NAME) or {}
+        if terminated.get("exitCode") != 0:
             continue
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if container.get("name") != contract.PULL_CONTAINER_NAME or terminated.get("exitCode") != 0:
-                continue
-            pulled = contract.parse_pulled_message(str(terminated.get("message") or ""))
-            if pulled is not None and pulled.digest == model.digest:
-                return pulled.bytes
+        pulled = contract.parse_pulled_message(str(terminated.get("message") or ""))
+        if pulled is not None and pulled.digest == model.digest:
+            return pulled.bytes
     return None
 
 
@@ -794,14 +898,15 @@ def _cache_problem(md: specs.ModelDeployment, observed: Observed) -> Problem | N
     return None
 
 
-def _optimized_condition(report: Mapping[str, Any] | None) -> dict[str, str]:
+def _optimized_condition(report: Mapping[str, Any] | None, *, cached: bool) -> dict[str, str]:
     """Optimized: True when the optimized form is served; False with the step's reason otherwise."""
     if report is None:
+        who = "the model cache's fill Job has not finished" if cached else "no pod has finished"
         return {
             "type": "Optimized",
             "status": "Unknown",
             "reason": "Optimizing",
-            "message": "spec.model.optimize: no pod has finished its optimize step yet",
+            "message": f"spec.model.optimize: {who} its optimize step yet",
         }
     result = str(report["result"])
     return {

@@ -14,12 +14,14 @@ import pytest
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
 from tests.support.modeldeployments import (
+    assert_no_pull_of_their_own,
     children,
     condition,
     md,
     model_deployment,
     predict_v1,
     s3_model_spec,
+    serving_pods,
     wait_ready,
     wait_reason,
     wait_service,
@@ -62,21 +64,6 @@ def size_of(s3: S3Server, model: SklearnModel) -> int:
     return int(s3.client().head_object(Bucket=model.bucket, Key=model.key)["ContentLength"])
 
 
-def serving_pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
-    return [
-        p for p in children(cluster, namespace, NAME, "pod") if not p["metadata"].get("deletionTimestamp")
-    ]
-
-
-def assert_no_pull_of_their_own(pods: list[dict[str, Any]], claim: str) -> None:
-    assert len(pods) == 3, [p["metadata"]["name"] for p in pods]
-    for pod in pods:
-        assert not pod["spec"].get("initContainers"), pod["spec"].get("initContainers")
-        assert not pod["status"].get("initContainerStatuses"), pod["status"]
-        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
-        assert volumes["model"]["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
-
-
 def fill_jobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return children(cluster, namespace, NAME, "job")
 
@@ -107,7 +94,7 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
     assert cache["bytes"] == size_of(s3, v1)
     assert condition(obj, "Cached")["status"] == "True"
     assert obj["status"]["servedDigest"] == v1.digest
-    assert_no_pull_of_their_own(serving_pods(cluster, namespace), cache["name"])
+    assert_no_pull_of_their_own(serving_pods(cluster, namespace, NAME), cache["name"], 3)
     [job] = fill_jobs(cluster, namespace)
     assert job["metadata"]["name"] == cache["name"]  # named by digest, never generated
     assert "generateName" not in job["metadata"]
@@ -119,7 +106,10 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
     assert predict_v1(cluster, namespace, NAME, NAME, v1.sample) == v1.expected()
 
     # A new digest: its cache fills while the v1 pods answer; they go only once v2's pods are Ready.
-    old_claim, old_pods = cache["name"], {p["metadata"]["name"] for p in serving_pods(cluster, namespace)}
+    old_claim, old_pods = (
+        cache["name"],
+        {p["metadata"]["name"] for p in serving_pods(cluster, namespace, NAME)},
+    )
     before = s3.traffic()
     cluster.apply(cached_md(v2), namespace)
     answers: list[list[Any]] = []
@@ -160,9 +150,9 @@ def test_replicas_share_one_download_and_a_new_digest_fills_a_new_cache(
         ] == [cache["name"]]
 
     wait_until(f"the claim and Job {old_claim} pruned", only_the_new_cache, timeout=180)
-    pods = serving_pods(cluster, namespace)
+    pods = serving_pods(cluster, namespace, NAME)
     assert not old_pods & {p["metadata"]["name"] for p in pods}
-    assert_no_pull_of_their_own(pods, cache["name"])
+    assert_no_pull_of_their_own(pods, cache["name"], 3)
 
 
 def test_a_storage_class_that_cannot_share_across_nodes_is_named_in_status(

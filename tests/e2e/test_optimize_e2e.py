@@ -1,5 +1,6 @@
 """spec.model.optimize on the local cluster: real pods pull from the S3 server, the model-optimize init
-container converts (and quantizes) once per digest, and the Service answers through ONNX Runtime."""
+container converts (and quantizes) once per digest, and the Service answers through ONNX Runtime; with
+spec.model.cache, the cache's fill Job pulls and optimizes once, and the pods run neither."""
 
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ from sklearn.preprocessing import StandardScaler
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import CREDENTIALS_SECRET, credentials_secret
 from tests.support.modeldeployments import (
+    assert_no_pull_of_their_own,
+    children,
     condition,
     md,
     model_deployment,
     predict_v1,
     request_json,
     service_url,
+    serving_pods,
     wait_ready,
     wait_service,
 )
@@ -65,18 +69,20 @@ def _joblib(estimator: Any) -> bytes:
 
 
 def _deployment(
-    s3: S3Server, name: str, estimator: Any, optimize: dict[str, Any]
+    s3: S3Server, name: str, estimator: Any, optimize: dict[str, Any], replicas: int = 1, **model: Any
 ) -> tuple[dict[str, Any], str]:
+    """NAME serving ESTIMATOR from the S3 server with OPTIMIZE (and MODEL's other fields); its digest."""
     key = f"optimize-e2e/{name}/model.tar.gz"
     digest = s3.upload(key, _artifact(estimator))
-    model = {
+    spec_model = {
         "uri": f"s3://{s3.bucket}/{key}",
         "format": "sklearn",
         "digest": digest,
         "credentialsSecret": CREDENTIALS_SECRET,
         "optimize": optimize,
+        **model,
     }
-    return model_deployment(name, {"model": model, "replicas": 1}), digest
+    return model_deployment(name, {"model": spec_model, "replicas": replicas}), digest
 
 
 def _optimized(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
@@ -94,6 +100,38 @@ def _optimized(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 def _agreement(cluster: Cluster, namespace: str, name: str, estimator: Any) -> float:
     served = predict_v1(cluster, namespace, name, name, FEATURES.tolist())
     return float(np.mean(np.array(served) == estimator.predict(FEATURES)))
+
+
+def _assert_served_optimized(
+    cluster: Cluster, namespace: str, name: str, estimator: Any, digest: str, applied: list[str]
+) -> dict[str, Any]:
+    """NAME Ready and Optimized: status shows what was APPLIED to DIGEST, both sides' sizes and
+    latencies, the gate's agreement; through the Service, the optimized form answers like ESTIMATOR
+    at the stated threshold. The ModelDeployment as it was then."""
+    wait_ready(cluster, namespace, name, timeout=360)
+    obj = _optimized(cluster, namespace, name)
+    status = obj["status"]
+    report = status["optimization"]
+    print(name, json.dumps(report))  # noqa: T201 - the figures, in the test's report
+    assert condition(obj, "Optimized")["reason"] == "Optimized", report
+    assert report["applied"] == applied
+    assert report["original"]["digest"] == digest == status["originalDigest"]
+    assert status["servedDigest"] == report["optimized"]["digest"] != digest
+    for side in ("original", "optimized"):
+        assert report[side]["bytes"] > 0
+        assert report[side]["p50Batch1Microseconds"] > 0
+        assert report[side]["p50Batch64Microseconds"] > 0
+    gate = report["gate"]
+    assert gate["passed"] is True
+    assert gate["sample"] == contract.WARMUP_REQUEST_FILE
+    assert gate["agreement"] >= gate["minAgreement"] == contract.GATE_MIN_AGREEMENT
+    wait_service(cluster, namespace, name)
+    assert _agreement(cluster, namespace, name, estimator) >= gate["minAgreement"]
+    meta = request_json(f"{service_url(cluster, namespace, name)}/v2/models/{name}")
+    assert meta["parameters"]["engine"].startswith("onnxruntime"), meta
+    assert meta["parameters"]["digest"] == status["servedDigest"]
+    assert meta["parameters"]["originalDigest"] == digest
+    return obj
 
 
 def test_optimize_that_cannot_apply_is_refused_at_apply_time(cluster: Cluster, namespace: str) -> None:
@@ -135,30 +173,8 @@ def test_pipeline_onnx_and_mlp_int8_are_served_optimized(
         body, digests[name] = _deployment(s3, name, estimator, optimize)
         cluster.apply([body], namespace)
     for name, (estimator, _) in wanted.items():
-        wait_ready(cluster, namespace, name, timeout=360)
-        obj = _optimized(cluster, namespace, name)
-        status = obj["status"]
-        report = status["optimization"]
-        print(name, json.dumps(report))  # noqa: T201 - the figures, in the test's report
-        assert condition(obj, "Optimized")["reason"] == "Optimized", report
-        assert report["applied"] == (["onnx", "int8"] if name == "mlp-int8" else ["onnx"])
-        assert report["original"]["digest"] == digests[name] == status["originalDigest"]
-        assert status["servedDigest"] == report["optimized"]["digest"] != digests[name]
-        for side in ("original", "optimized"):
-            assert report[side]["bytes"] > 0
-            assert report[side]["p50Batch1Microseconds"] > 0
-            assert report[side]["p50Batch64Microseconds"] > 0
-        gate = report["gate"]
-        assert gate["passed"] is True
-        assert gate["sample"] == contract.WARMUP_REQUEST_FILE
-        assert gate["agreement"] >= gate["minAgreement"] == contract.GATE_MIN_AGREEMENT
-        wait_service(cluster, namespace, name)
-        # Through the Service: the optimized form answers like the original at the stated threshold.
-        assert _agreement(cluster, namespace, name, estimator) >= gate["minAgreement"]
-        meta = request_json(f"{service_url(cluster, namespace, name)}/v2/models/{name}")
-        assert meta["parameters"]["engine"].startswith("onnxruntime"), meta
-        assert meta["parameters"]["digest"] == status["servedDigest"]
-        assert meta["parameters"]["originalDigest"] == digests[name]
+        applied = ["onnx", "int8"] if name == "mlp-int8" else ["onnx"]
+        _assert_served_optimized(cluster, namespace, name, estimator, digests[name], applied)
     # A steady state writes nothing: the figures were measured once, by the step.
     before = md(cluster, namespace, "mlp-int8")["metadata"]["resourceVersion"]
     wait_ready(cluster, namespace, "mlp-int8")
@@ -192,3 +208,31 @@ def test_below_the_gate_the_original_is_served_and_status_says_why(
     assert served == mlp.predict(FEATURES).tolist()  # scikit-learn itself: exactly its answers
     meta = request_json(f"{service_url(cluster, namespace, 'mlp-strict')}/v2/models/mlp-strict")
     assert "onnxruntime" not in json.dumps(meta)
+
+
+def test_with_a_cache_the_fill_job_optimizes_once_and_the_pods_serve_its_form(
+    cluster: Cluster, namespace: str, operator: Path, s3: S3Server
+) -> None:
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(FEATURES, LABELS)
+    cluster.apply([credentials_secret(s3)], namespace)
+    name = "cached-onnx"
+    body, digest = _deployment(s3, name, pipeline, {"onnx": True}, replicas=2, cache={"size": "64Mi"})
+    cluster.apply([body], namespace)
+    obj = _assert_served_optimized(cluster, namespace, name, pipeline, digest, ["onnx"])
+    status = obj["status"]
+
+    # The fill Job pulled and optimized into the claim; the replicas ran neither.
+    [cache] = status["caches"]
+    assert (cache["state"], cache["digest"]) == ("Ready", digest)
+    assert cache["bytes"] == status["optimization"]["original"]["bytes"]
+    [job] = children(cluster, namespace, name, "job")
+    assert job["metadata"]["name"] == cache["name"]
+    assert job["status"]["succeeded"] == 1
+    template = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in template["initContainers"]] == [contract.PULL_CONTAINER_NAME]
+    assert [c["name"] for c in template["containers"]] == [contract.OPTIMIZE_CONTAINER_NAME]
+    assert_no_pull_of_their_own(serving_pods(cluster, namespace, name), cache["name"], 2)
+    # Measured once, by the Job: a steady state writes nothing.
+    before = md(cluster, namespace, name)["metadata"]["resourceVersion"]
+    wait_ready(cluster, namespace, name)
+    assert md(cluster, namespace, name)["metadata"]["resourceVersion"] == before

@@ -132,7 +132,6 @@ def test_the_cache_parses_with_its_defaults() -> None:
     [
         ({"digest": None}, "spec.model.cache needs spec.model.digest"),
         ({"uri": "pvc://claim/iris", "digest": None}, "spec.model.cache: a pvc:// model is a claim already"),
-        ({"optimize": {"onnx": True}}, "spec.model.cache with spec.model.optimize is not offered yet"),
         ({"cache": {}}, "spec.model.cache.size is required"),
         ({"cache": {"size": "lots"}}, "spec.model.cache.size: 'lots' is not a storage size"),
         ({"cache": {"size": "0Gi"}}, "spec.model.cache.size: '0Gi' is not a storage size"),

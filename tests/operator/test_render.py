@@ -29,6 +29,7 @@ OBSERVATIONS = {
     "sklearn-s3": render.Observations(secret_keys=AWS_KEYS),
     "sklearn-optimize": render.Observations(secret_keys=AWS_KEYS),
     "sklearn-cache": render.Observations(secret_keys=AWS_KEYS),
+    "sklearn-cache-optimize": render.Observations(secret_keys=AWS_KEYS),
     "canary-warming": render.Observations(canary_ready=False),
     "canary-ready": render.Observations(canary_ready=True),
     "autoscaling-cpu": render.Observations(),

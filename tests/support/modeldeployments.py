@@ -87,6 +87,27 @@ def children(cluster: Cluster, namespace: str, name: str, kind: str) -> list[dic
     return items
 
 
+def serving_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The model's own pods (not its caches' fill pods), those not terminating."""
+    return [
+        p for p in children(cluster, namespace, name, "pod") if not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def assert_no_pull_of_their_own(pods: list[dict[str, Any]], claim: str, replicas: int) -> None:
+    """REPLICAS pods, each mounting the model cache CLAIM read-only, with no init container (no pull,
+    no optimize step): the cache's fill Job did both."""
+    assert len(pods) == replicas, [p["metadata"]["name"] for p in pods]
+    for pod in pods:
+        assert not pod["spec"].get("initContainers"), pod["spec"].get("initContainers")
+        assert not pod["status"].get("initContainerStatuses"), pod["status"]
+        volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+        assert volumes[contract.MODEL_VOLUME_NAME]["persistentVolumeClaim"] == {
+            "claimName": claim,
+            "readOnly": True,
+        }
+
+
 def service_url(cluster: Cluster, namespace: str, service: str) -> str:
     return f"http://{cluster.get('service', service, namespace)['spec']['clusterIP']}"
 

@@ -7,6 +7,13 @@ of the model's labels: the model's Service selects by LABEL_NAME, and a pull pod
 They carry LABEL_MANAGED_BY and LABEL_CACHE_OF instead, so that the operator's pod watch (filtered by
 the one, keyed by the other: ``owner_of``) shows them: their pull's termination message says how many
 bytes the cache holds.
+
+With spec.model.optimize the Job's pod pulls in an init container and then runs the optimize step
+(the Deployment's own ``optimize_container``) into the claim: it decides once, for every replica,
+whether they serve the optimized form or the original, and its termination message is what
+status.optimization shows. A step that fails outright (it exits non-zero, or is killed) fails the Job
+at once, leaving the verified original in the claim with no record beside it: the replicas serve
+the original, and status says OptimizationFailed (status.py reads it from the fill pod).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from modelplane.render.common import (
 )
 from modelplane.render.deployment import (
     credentials_volumes,
+    optimize_container,
     pod_security,
     pull_container,
     pull_image,
@@ -90,10 +98,28 @@ def fill_job(
     secret_keys: frozenset[str] = frozenset(),
 ) -> Manifest:
     """The Job that pulls MODEL (digest-verified) into the claim NAME, as the pod's init container
-    would into its own volume. On the runtime's nodes (its nodeSelector and tolerations): a
-    ReadWriteOnce claim is bound to the node its first pod runs on, where the replicas then run."""
+    would into its own volume, and optimizes it there with spec.model.optimize. On the runtime's
+    nodes (its nodeSelector and tolerations): a ReadWriteOnce claim is bound to the node its first pod
+    runs on, where the replicas then run."""
     runtime = md.runtime
     pull = pull_container(model, pull_image(md, model, settings), runtime, settings, secret_keys)
+    steps: dict[str, list[dict[str, Any]]] = {"containers": [pull]}
+    # A step that ends non-zero failed outright (a model that cannot be optimized ends 0, saying so):
+    # no retry helps, and the original is in the claim already. After the DisruptionTarget rule: an
+    # evicted pod's step is killed too, and that one is retried.
+    optimize_failure: list[dict[str, Any]] = []
+    if model.optimize is not None:
+        steps = {"initContainers": [pull], "containers": [optimize_container(pull, model, model.optimize)]}
+        optimize_failure = [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": contract.OPTIMIZE_CONTAINER_NAME,
+                    "operator": "NotIn",
+                    "values": [contract.EXIT_OK],
+                },
+            }
+        ]
     meta = _metadata(md, model, name)
     pod_labels = {
         "app.kubernetes.io/name": md.name,
@@ -114,7 +140,7 @@ def fill_job(
                 "tolerations": [toleration_of(t) for t in runtime.tolerations],
             }
         ),
-        "containers": [pull],
+        **steps,
         "volumes": [
             {"name": contract.MODEL_VOLUME_NAME, "persistentVolumeClaim": {"claimName": name}},
             {"name": contract.TMP_VOLUME_NAME, "emptyDir": {}},
@@ -141,6 +167,7 @@ def fill_job(
                             },
                         },
                         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                        *optimize_failure,
                     ]
                 },
                 "template": {"metadata": {"labels": pod_labels}, "spec": pod},

@@ -103,11 +103,16 @@ def track_name(md: specs.ModelDeployment, track: str) -> str:
 def cache_name(md: specs.ModelDeployment, model: specs.Model) -> str | None:
     """The claim (and fill Job) of MODEL's cache, None when it has none: the same for every track that
     serves the digest with the same cache settings, and for every run of the operator (never generated).
-    The settings are in the name so that a bigger size or another class fills a new cache."""
+    The settings are in the name so that a bigger size or another class fills a new cache, and with
+    spec.model.optimize, what the fill Job's optimize step reads (it writes its result into the claim):
+    other optimize settings fill a new cache, never change a filled one."""
     if model.cache is None or model.digest is None:
         return None
     cache = model.cache
     settings = f"{cache.size}|{cache.storage_class_name or ''}|{cache.access_mode}"
+    if model.optimize is not None:
+        optimize = (model.optimize.as_json(), model.format, model.signature or "", model.allow_pickle)
+        settings += "|" + json.dumps(optimize)
     settings_hash = hashlib.sha256(settings.encode()).hexdigest()[:4]
     digest = model.digest.removeprefix("sha256:")[:10]
     return f"{md.name[:CACHE_NAME_PREFIX_LENGTH].rstrip('-.')}-cache-{digest}-{settings_hash}"

@@ -106,8 +106,9 @@ def _pod_spec(
         )
         server_mounts[0]["subPath"] = path.strip("/")
     elif cache is not None:
-        # Filled once per digest by the cache's Job (render/cache.py): no pull of the pod's own. The
-        # server checks the claim's pull record against the pinned digest as it loads.
+        # Filled once per digest by the cache's Job (render/cache.py), and optimized there with
+        # spec.model.optimize: no pull or optimize step of the pod's own. The server checks the claim's
+        # pull record against the pinned digest as it loads, and serves what the step's record says.
         volumes.append(
             {
                 "name": contract.MODEL_VOLUME_NAME,
@@ -119,7 +120,7 @@ def _pod_spec(
         pull = pull_container(model, pull_image(md, model, settings), runtime, settings, secret_keys)
         init_containers.append(pull)
         if model.optimize is not None:
-            init_containers.append(_optimize_container(pull, model, model.optimize))
+            init_containers.append(optimize_container(pull, model, model.optimize))
         volumes.extend(credentials_volumes(model, secret_keys))
     ports = [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}]
     if contract.PROTOCOL_GRPC in runtime.protocols:
@@ -283,10 +284,11 @@ def pull_container(
     return container
 
 
-def _optimize_container(pull: dict[str, Any], model: specs.Model, optimize: specs.Optimize) -> dict[str, Any]:
-    """After the pull, on the same volume: the optimize step, with the pull's credentials (it keeps
-    its result beside the artifact in the store) and its termination message read by status; it
-    converts the SavedModel signature the server serves."""
+def optimize_container(pull: dict[str, Any], model: specs.Model, optimize: specs.Optimize) -> dict[str, Any]:
+    """After the pull, on the same volume (the pod's own, or a model cache's claim in its fill Job):
+    the optimize step, with the pull's credentials (it keeps its result beside the artifact in the
+    store) and its termination message read by status; it converts the SavedModel signature the
+    server serves."""
     env = [*pull["env"], _env(contract.ENV_OPTIMIZE, optimize.as_json())]
     if model.signature:
         env.append(_env(contract.ENV_MODEL_SIGNATURE, model.signature))
