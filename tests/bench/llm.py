@@ -146,9 +146,9 @@ class Workload:
         content = f"Here is a document (version {index + 1}):\n\n{text}\n\n{question}"
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
 
-    def body(self, index: int) -> dict[str, Any]:
+    def body(self, index: int, model: str = NAME) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": NAME,
+            "model": model,
             "messages": self.messages(index),
             "max_tokens": self.max_tokens,
             "temperature": 0,
@@ -221,7 +221,13 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any])
 
 
 async def run_level(
-    url: str, workload: Workload, concurrency: int, count: int, first: int, deadline_s: float
+    url: str,
+    workload: Workload,
+    concurrency: int,
+    count: int,
+    first: int,
+    deadline_s: float,
+    model: str = NAME,
 ) -> list[RequestTiming]:
     """`count` requests from `concurrency` clients; none starts after `deadline_s`."""
     queue = list(range(first, first + count))
@@ -231,7 +237,7 @@ async def run_level(
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while queue and time.monotonic() < stop_at:
-            timings.append(await one_request(client, url, workload.body(queue.pop(0))))
+            timings.append(await one_request(client, url, workload.body(queue.pop(0), model)))
 
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=10)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
@@ -239,8 +245,8 @@ async def run_level(
     return timings
 
 
-def completion_text(url: str, prompt: str) -> str:
-    body = {"model": NAME, "prompt": prompt, "max_tokens": 16, "temperature": 0}
+def completion_text(url: str, prompt: str, model: str = NAME) -> str:
+    body = {"model": model, "prompt": prompt, "max_tokens": 16, "temperature": 0}
     response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
     if response.status_code != 200:
         raise BenchError(f"POST /v1/completions answered {response.status_code}: {response.text[:300]}")
