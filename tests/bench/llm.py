@@ -22,7 +22,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +193,20 @@ def llama_cpp_server(python: Path, model: Path, threads: int) -> servers.ServerS
     return servers.ServerSpec(LLAMA_CPP_SERVER, argv, port, "/v1/models", {})  # it has no /health
 
 
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of a server-sent event stream, split at line feeds only: httpx's aiter_lines also
+    splits at the Unicode line separators (U+2028, U+0085...) that a model's text may hold unescaped
+    inside a JSON string (vLLM writes non-ASCII as is)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+    if pending:
+        yield pending.rstrip(b"\r").decode()
+
+
 async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestTiming:
     timing = RequestTiming(started=time.monotonic())
     try:
@@ -200,7 +214,7 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any])
             async with client.stream("POST", url, json=body) as response:
                 if response.status_code != 200:
                     timing.error = f"{response.status_code}: {(await response.aread())[:200]!r}"
-                async for line in response.aiter_lines():
+                async for line in sse_lines(response.aiter_bytes()):
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line.removeprefix("data: "))

@@ -59,7 +59,8 @@ PREFIX = "bench/llm-vllm/tiny-llama/"
 CONTEXT_LENGTH = 256
 MAX_SEQUENCES = 16  # the highest concurrency measured
 SHORT_WORKLOADS = tuple(w for w in WORKLOADS if not w.long_prompt)
-RESOURCES = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "6Gi"}}
+# Two pods on a 2-CPU node beside the cluster's own: half a CPU requested each (the same for both).
+RESOURCES = {"requests": {"cpu": "500m", "memory": "2Gi"}, "limits": {"memory": "6Gi"}}
 READY_TIMEOUT_S = 900
 
 
@@ -148,8 +149,10 @@ class VllmBench:
         model_dir = self.args.work_dir / "tiny-llama"
         shutil.rmtree(model_dir, ignore_errors=True)
         write_tiny_transformers_llama(model_dir)
-        model_dir.chmod(0o755)  # read by the pod's non-root user through the hostPath
+        # Read by the pod's non-root user through the hostPath (safetensors writes its file 0600).
+        model_dir.chmod(0o755)
         for path in sorted(model_dir.iterdir()):
+            path.chmod(0o644)
             s3.upload(PREFIX + path.name, path.read_bytes())
         uri = f"s3://{s3.bucket}/{PREFIX}"
         self.cluster.kubectl("create", "namespace", self.namespace)
@@ -223,7 +226,8 @@ class VllmBench:
                 f"Model: the tiny random llama of the e2e (2 layers, hidden 64, float32). Image "
                 f"`{self.image}`. vLLM: `--max-model-len {CONTEXT_LENGTH} --max-num-seqs {MAX_SEQUENCES} "
                 f"--enforce-eager --dtype float32`, {self.args.threads} OpenMP thread(s), 1 GiB KV cache, "
-                f"requests cpu 1 / memory 2Gi, limit memory 6Gi, pods not pinned; the client (httpx, "
+                f"requests cpu {RESOURCES['requests']['cpu']} / memory {RESOURCES['requests']['memory']}, "
+                f"limit memory {RESOURCES['limits']['memory']} (both pods), not pinned; the client (httpx, "
                 f"asyncio) on CPU {LOAD_CPU}. Temperature 0, a distinct prompt per request; "
                 f"{self.args.requests_per_client:g} request(s) per client per round (at least 4), "
                 f"{self.args.rounds} rounds per level, the two servers taking turns, the order swapped "

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.bench import llm_stats
-from tests.bench.llm import CONCURRENCIES, WORKLOADS, requests_at
+from tests.bench.llm import CONCURRENCIES, WORKLOADS, requests_at, sse_lines
 from tests.bench.llm_stats import LLAMA_CPP_SERVER, OURS, VLLM_DEPLOYMENT, VLLM_DIRECT, RequestTiming
 from tests.bench.llm_vllm import SHORT_WORKLOADS, direct_pod, first_index, turns
 
@@ -137,3 +139,14 @@ def test_both_vllm_servers_get_the_same_prompts_in_a_round_and_new_ones_the_next
     body = SHORT_WORKLOADS[0].body(0, "tiny")
     assert body["model"] == "tiny"
     assert body["temperature"] == 0
+
+
+def test_sse_lines_split_at_line_feeds_only() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b'data: {"t": "a\xe2\x80\xa8', b'b\xc2\x85c"}\r\n\r\ndata: [DO', b"NE]\n\n"):
+            yield part
+
+    async def lines() -> list[str]:
+        return [line async for line in sse_lines(chunks())]
+
+    assert asyncio.run(lines()) == ['data: {"t": "a\u2028b\x85c"}', "", "data: [DONE]", ""]
