@@ -88,3 +88,15 @@ bench-llm: $(VENV_STAMP) $(LLAMA_CPP_SERVER_VENV)/.installed bench-tools ## The 
 	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.llm --runtime-python $(PYTHON) \
 	  --llama-cpp-python $(LLAMA_CPP_SERVER_VENV)/bin/python --work-dir $(BENCH_DIR)/llm \
 	  --results $(REPO_ROOT)/tests/bench/results/llm.md $(LLM_BENCH_ARGS)
+
+# Extra options for tests/bench/llm_vllm.py, e.g. LLM_VLLM_BENCH_ARGS="--rounds 1 --concurrency 1 4".
+LLM_VLLM_BENCH_ARGS ?=
+
+# Issue 12's row (c), apart from bench-llm so that bench-llm runs without the vLLM image: the cluster,
+# the S3 server, the runtime-vllm image (built first if the node lacks it) and the host operator.
+.PHONY: bench-llm-vllm
+bench-llm-vllm: $(VENV_STAMP) images s3 ## vLLM through a ModelDeployment vs the same vLLM as a plain pod, tiny llama: tokens/s, TTFT, ITL (writes tests/bench/results/llm-vllm.md).
+	@$(MAKE) --no-print-directory runtime-vllm-image
+	@$(MAKE) --no-print-directory operator-up
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.llm_vllm --work-dir $(BENCH_DIR)/llm-vllm \
+	  --results $(REPO_ROOT)/tests/bench/results/llm-vllm.md $(LLM_VLLM_BENCH_ARGS)

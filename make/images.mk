@@ -10,6 +10,12 @@ images: cluster-up ## Build every image of the repo (tagged by content hash) int
 image: cluster-up ## Build one image: make image NAME=runtime
 	@$(IMAGES_LOCK) env $(IMAGES_SH) build $(NAME)
 
+# The vLLM image (several GB: see docs/formats.md), built only by the targets that run it
+# (make test-heavy-e2e, make bench-llm-vllm), never by make images.
+.PHONY: runtime-vllm-image
+runtime-vllm-image: cluster-up ## Build the runtime-vllm image into the node (its build time printed).
+	@$(TIMED) runtime-vllm-image $(IMAGES_LOCK) env $(IMAGES_SH) build runtime-vllm
+
 .PHONY: image-inputs
 # After the llama-cpp-python wheel (the runtime's wheelhouse includes it), so that in `make builds`
 # it never holds a job slot waiting for that compile.

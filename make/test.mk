@@ -32,7 +32,7 @@ test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats
 # buildah's vfs storage copies layers whole), too much for make test's disk and time: built only here.
 .PHONY: test-heavy-e2e
 test-heavy-e2e: e2e-prerequisites ## End-to-end tests of the heavy images (vLLM): builds runtime-vllm first.
-	@$(TIMED) runtime-vllm-image $(IMAGES_LOCK) env $(IMAGES_SH) build runtime-vllm
+	@$(MAKE) --no-print-directory runtime-vllm-image
 	$(PYTEST) -m "e2e and heavy" $(PYTEST_ARGS)
 
 # Everything cached that a cold machine must build, two at a time: the base image's debootstrap and

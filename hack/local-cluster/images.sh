@@ -126,7 +126,9 @@ build_deps_stage() { # name context containerfile ref [bud args...]
     while read -r old; do buildah_ rmi "$old" >/dev/null 2>&1 || true; done || true  # none older: grep fails
 }
 
-in_node() { [ -S "$CONTAINERD_SOCK" ] && ctr --connect-timeout 2s --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -qx "$1"; }
+# grep reads the whole list (no -q): under pipefail, a grep -q that exits at its match can end ctr with
+# SIGPIPE, and the image the node has would be rebuilt (seen: a 7-minute vLLM rebuild started so).
+in_node() { [ -S "$CONTAINERD_SOCK" ] && ctr --connect-timeout 2s --address "$CONTAINERD_SOCK" -n k8s.io images ls -q 2>/dev/null | grep -x "$1" >/dev/null; }
 
 # The reference of each image last seen in the node, so that `archives` (run while the cluster may be
 # down) skips an image the node already has. Only a hint: `build` asks containerd itself.

@@ -22,7 +22,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,9 +146,9 @@ class Workload:
         content = f"Here is a document (version {index + 1}):\n\n{text}\n\n{question}"
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": content}]
 
-    def body(self, index: int) -> dict[str, Any]:
+    def body(self, index: int, model: str = NAME) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": NAME,
+            "model": model,
             "messages": self.messages(index),
             "max_tokens": self.max_tokens,
             "temperature": 0,
@@ -193,6 +193,20 @@ def llama_cpp_server(python: Path, model: Path, threads: int) -> servers.ServerS
     return servers.ServerSpec(LLAMA_CPP_SERVER, argv, port, "/v1/models", {})  # it has no /health
 
 
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """The lines of a server-sent event stream, split at line feeds only: httpx's aiter_lines also
+    splits at the Unicode line separators (U+2028, U+0085...) that a model's text may hold unescaped
+    inside a JSON string (vLLM writes non-ASCII as is)."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+    if pending:
+        yield pending.rstrip(b"\r").decode()
+
+
 async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> RequestTiming:
     timing = RequestTiming(started=time.monotonic())
     try:
@@ -200,7 +214,7 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any])
             async with client.stream("POST", url, json=body) as response:
                 if response.status_code != 200:
                     timing.error = f"{response.status_code}: {(await response.aread())[:200]!r}"
-                async for line in response.aiter_lines():
+                async for line in sse_lines(response.aiter_bytes()):
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line.removeprefix("data: "))
@@ -221,7 +235,13 @@ async def one_request(client: httpx.AsyncClient, url: str, body: dict[str, Any])
 
 
 async def run_level(
-    url: str, workload: Workload, concurrency: int, count: int, first: int, deadline_s: float
+    url: str,
+    workload: Workload,
+    concurrency: int,
+    count: int,
+    first: int,
+    deadline_s: float,
+    model: str = NAME,
 ) -> list[RequestTiming]:
     """`count` requests from `concurrency` clients; none starts after `deadline_s`."""
     queue = list(range(first, first + count))
@@ -231,7 +251,7 @@ async def run_level(
 
     async def client_loop(client: httpx.AsyncClient) -> None:
         while queue and time.monotonic() < stop_at:
-            timings.append(await one_request(client, url, workload.body(queue.pop(0))))
+            timings.append(await one_request(client, url, workload.body(queue.pop(0), model)))
 
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=10)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
@@ -239,8 +259,8 @@ async def run_level(
     return timings
 
 
-def completion_text(url: str, prompt: str) -> str:
-    body = {"model": NAME, "prompt": prompt, "max_tokens": 16, "temperature": 0}
+def completion_text(url: str, prompt: str, model: str = NAME) -> str:
+    body = {"model": model, "prompt": prompt, "max_tokens": 16, "temperature": 0}
     response = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
     if response.status_code != 200:
         raise BenchError(f"POST /v1/completions answered {response.status_code}: {response.text[:300]}")

@@ -14,6 +14,11 @@ from tests.bench.harness import Ratio
 
 OURS = "modelplane"
 LLAMA_CPP_SERVER = "llama_cpp.server"
+# make bench-llm-vllm: the same vLLM image and arguments, through a ModelDeployment's Service or as a
+# plain pod asked at its own address.
+VLLM_DEPLOYMENT = "vllm, ModelDeployment"
+VLLM_DIRECT = "vllm, direct pod"
+VLLM_TARGET = 0.95  # issue 12: our vLLM deployment within 5% of vLLM started directly
 
 
 @dataclass
@@ -74,10 +79,25 @@ class LevelResult:
 def summarize(workload: str, server: str, concurrency: int, timings: Sequence[RequestTiming]) -> LevelResult:
     """Tokens/s over the level's wall time (first request sent to last answer read); latency
     percentiles over the requests that succeeded."""
+    return summarize_rounds(workload, server, concurrency, [timings])
+
+
+def wall_time(timings: Sequence[RequestTiming]) -> float:
+    """First request sent to last answer read."""
+    return max((t.finished for t in timings), default=0.0) - min((t.started for t in timings), default=0.0)
+
+
+def summarize_rounds(
+    workload: str, server: str, concurrency: int, rounds: Sequence[Sequence[RequestTiming]]
+) -> LevelResult:
+    """One level measured in several rounds (taking turns with another server): tokens/s over the
+    rounds' summed wall times (the time between rounds, when the other server ran, left out);
+    latency percentiles over every request of every round that succeeded."""
+    timings = [timing for round_ in rounds for timing in round_]
     done = [t for t in timings if t.error is None]
     ttfts = [ttft for t in done if (ttft := t.ttft) is not None]
     gaps = [gap for t in done for gap in t.inter_token]
-    wall = max((t.finished for t in timings), default=0.0) - min((t.started for t in timings), default=0.0)
+    wall = sum(wall_time(round_) for round_ in rounds)
     return LevelResult(
         workload=workload,
         server=server,
@@ -145,6 +165,44 @@ def ratios(results: Sequence[LevelResult], workload: str) -> list[Ratio]:
                     ours.ttft_p99_s / theirs.ttft_p99_s,
                     "< 1",
                     ours.ttft_p99_s < theirs.ttft_p99_s,
+                )
+            )
+    return found
+
+
+def vllm_ratios(results: Sequence[LevelResult], workload: str) -> list[Ratio]:
+    """Issue 12's target for vLLM, the deployment over the direct pod on one workload at each level:
+    tokens/s at least 0.95x, and TTFT p50 at most 1/0.95 of the direct pod's (streamed workloads);
+    TTFT p99 shown without a target (the slowest request of a level, noisy)."""
+    found: list[Ratio] = []
+    for concurrency in sorted({r.concurrency for r in results if r.workload == workload}):
+        ours = _find(results, workload, VLLM_DEPLOYMENT, concurrency)
+        direct = _find(results, workload, VLLM_DIRECT, concurrency)
+        if ours is None or direct is None or not direct.tokens_per_second:
+            continue
+        clean = ours.errors == 0 and direct.errors == 0
+        value = ours.tokens_per_second / direct.tokens_per_second
+        found.append(
+            Ratio(
+                f"{workload} c={concurrency}: tokens/s {ours.tokens_per_second:.1f} vs "
+                f"{direct.tokens_per_second:.1f}",
+                value,
+                f">= {VLLM_TARGET:g}x",
+                value >= VLLM_TARGET and clean,
+            )
+        )
+        for name, mine, theirs, target in (
+            ("p50", ours.ttft_p50_s, direct.ttft_p50_s, 1 / VLLM_TARGET),
+            ("p99", ours.ttft_p99_s, direct.ttft_p99_s, None),
+        ):
+            if math.isnan(mine) or math.isnan(theirs) or not theirs:
+                continue
+            found.append(
+                Ratio(
+                    f"{workload} c={concurrency}: TTFT {name} {_ms(mine)} ms vs {_ms(theirs)} ms",
+                    mine / theirs,
+                    f"<= {target:.2f}x" if target else "(no target)",
+                    clean and (target is None or mine / theirs <= target),
                 )
             )
     return found

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from modelplane import spec as specs
 from modelplane.render.autoscaling import prometheus_query
+from modelplane.render.vllm import HEALTH_PATH
 from modelplane_runtime.storage.digest import directory_digest
 
 from tests.runtime.llm_models import write_tiny_transformers_llama
@@ -116,7 +117,7 @@ def test_vllm_serves_the_tiny_llama_through_its_service_as_transformers_generate
     cluster.apply([credentials_secret(s3), vllm_md("vllm", uri, digest)], namespace)
     # Ready only after the startup probe's generation: vLLM loads and compiles nothing, but imports a lot.
     wait_ready(cluster, namespace, "vllm", timeout=600)
-    wait_service(cluster, namespace, "vllm")
+    wait_service(cluster, namespace, "vllm", path=HEALTH_PATH)  # vLLM has no /v2/health/ready
     base = service_url(cluster, namespace, "vllm")
     assert [model["id"] for model in request_json(f"{base}/v1/models")["data"]] == [NAME]
 

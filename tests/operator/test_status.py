@@ -302,6 +302,18 @@ def test_rollout_is_not_over_while_a_pod_of_the_previous_model_still_drains() ->
     assert conditions(status.compute(new, gone, result, LATER))["Ready"] == ("True", "AllReplicasReady")
 
 
+def test_a_running_vllm_pod_of_the_current_model_is_ready_not_a_previous_revision() -> None:
+    # vLLM's server container is not the runtime's: it must still mark the revision it serves.
+    model = md("vllm")
+    serving = [{"name": contract.SERVER_CONTAINER_NAME, "state": {"running": {}}, "ready": True}]
+    observed = status.Observed(
+        deployments={"stable": deployment(1, 1)},
+        pods=[pod(model, phase="Running", containerStatuses=serving)],
+    )
+    result = status.compute(model, observed, {}, NOW)
+    assert conditions(result)["Ready"] == ("True", "AllReplicasReady"), result["conditions"]
+
+
 def test_transition_time_kept_while_nothing_changes() -> None:
     model = md()
     observed = status.Observed(deployments={"stable": deployment(2, 2)})

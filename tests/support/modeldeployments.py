@@ -118,9 +118,10 @@ def service_url(cluster: Cluster, namespace: str, service: str) -> str:
 SERVICE_RULES_TIMEOUT = 60.0
 
 
-def wait_service(cluster: Cluster, namespace: str, service: str) -> None:
-    """Until a new Service answers its readiness through the ClusterIP; failed connections are retried."""
-    url = f"{service_url(cluster, namespace, service)}{contract.READY_PATH}"
+def wait_service(cluster: Cluster, namespace: str, service: str, path: str = contract.READY_PATH) -> None:
+    """Until a new Service answers its readiness (PATH: vLLM's is /health) through the ClusterIP;
+    failed connections are retried."""
+    url = f"{service_url(cluster, namespace, service)}{path}"
 
     def answers() -> bool:
         try:

@@ -148,7 +148,9 @@ def _pod_spec(
         server.update(
             {
                 "command": vllm.command(md, model),
-                "env": _with_user_env([_env(name, value) for name, value in vllm.env(md)], runtime.env),
+                "env": _with_user_env(
+                    [*_revision_env(model), *(_env(name, value) for name, value in vllm.env(md))], runtime.env
+                ),
                 **vllm.probes(md, model),
                 # vLLM stops at once on SIGTERM: it serves on while the endpoints drop the pod.
                 "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
@@ -298,6 +300,18 @@ def optimize_container(pull: dict[str, Any], model: specs.Model, optimize: specs
         "command": [contract.RUNTIME_COMMAND, contract.OPTIMIZE_SUBCOMMAND],
         "env": env,
     }
+
+
+def _revision_env(model: specs.Model) -> list[dict[str, str]]:
+    """What marks a server container as the current revision of its track: status reads the model's
+    URI and digest (and optimize) from it (status._runs_model). vLLM does not read them; the runtime's
+    server (_server_env) sets the same variables among its own."""
+    env = [_env(contract.ENV_MODEL_URI, model.uri)]
+    if model.digest:
+        env.append(_env(contract.ENV_MODEL_DIGEST, model.digest))
+    if model.optimize is not None:
+        env.append(_env(contract.ENV_OPTIMIZE, model.optimize.as_json()))
+    return env
 
 
 def _server_env(md: specs.ModelDeployment, model: specs.Model, track: str) -> list[dict[str, str]]:
