@@ -39,13 +39,13 @@ OPERATOR_REQUESTS_ARGS ?= --label after --count 20
 bench-operator-requests: $(VENV_STAMP) images s3 operator-up ## The host operator's API requests (audit log) for 20 ModelDeployments: create, steady, one change, rollout restart, operator start (writes tests/bench/results/operator-requests.md).
 	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.operator_requests $(OPERATOR_REQUESTS_ARGS)
 
-# Options for tests/bench/operator.py, e.g. BENCH_OPERATOR_ARGS="--count 20" (a short run). It starts and
+# Options for tests/bench/operator_scale.py, e.g. BENCH_OPERATOR_ARGS="--count 20" (a short run). It starts and
 # stops what it needs itself (make cluster-up with raised client rate limits, make kwok, operator-up).
 BENCH_OPERATOR_ARGS ?=
 
 .PHONY: bench-operator
 bench-operator: $(VENV_STAMP) kwok-binaries ## 1000 ModelDeployments x 2 replicas on KWOK's fake nodes: operator and Ready times, requests per MD, RSS, CPU, quiet and restart writes (writes tests/bench/results/operator.md).
-	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.operator --operator-pid-file $(OPERATOR_PID) \
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.operator_scale --operator-pid-file $(OPERATOR_PID) \
 	  --operator-metrics-port $(OPERATOR_METRICS_PORT) --operator-resync-seconds $(OPERATOR_RESYNC_SECONDS) \
 	  --kwok-bin $(KWOK_BIN_DIR)/kwok $(BENCH_OPERATOR_ARGS)
 
@@ -62,7 +62,7 @@ bench-pull: $(VENV_STAMP) s3 ## Pull throughput on the local S3 server: raw GET,
 PROFILE_ARGS ?=
 .PHONY: bench-profile
 bench-profile: $(VENV_STAMP) $(BENCH_DIR)/profile/.installed bench-tools runtime-venv ## py-spy profile of our runtime under wrk (PROFILE_ARGS=...; not part of make bench).
-	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.profile --runtime-python $(RUNTIME_VENV)/bin/python \
+	cd $(REPO_ROOT) && $(PYTHON) -m tests.bench.runtime_profile --runtime-python $(RUNTIME_VENV)/bin/python \
 	  --py-spy $(BENCH_DIR)/profile/bin/py-spy --work-dir $(BENCH_DIR)/work $(PROFILE_ARGS)
 
 .PHONY: bench

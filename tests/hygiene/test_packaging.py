@@ -66,3 +66,11 @@ def test_the_operator_installs_alone_and_renders(tmp_path: Path) -> None:
     assert rendered.returncode == 0, rendered.stderr
     kinds = {doc["kind"] for doc in yaml.safe_load_all(rendered.stdout) if doc}
     assert {"Deployment", "Service"} <= kinds, kinds
+
+
+def test_no_bench_module_shadows_the_standard_library() -> None:
+    """The bench runs some of its files as scripts (the servers it compares against run
+    tests/bench/kserve_*.py), which puts tests/bench first on sys.path: a file there named like a
+    standard module (operator.py did) replaces that module for everything the script imports."""
+    names = {path.stem for path in (REPO_ROOT / "tests" / "bench").glob("*.py")}
+    assert not names & set(sys.stdlib_module_names)

@@ -297,8 +297,8 @@ def render_results(run: Mapping[str, Any]) -> str:
         "# The operator at scale: ModelDeployments on KWOK's fake nodes",
         "",
         (
-            "Written by `make bench-operator` (tests/bench/operator.py; its docstring says what it does) "
-            f"on {run['recorded']} at commit {run['commit']}."
+            "Written by `make bench-operator` (tests/bench/operator_scale.py; its docstring says what it "
+            f"does) on {run['recorded']} at commit {run['commit']}."
         ),
         "",
         (

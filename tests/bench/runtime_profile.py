@@ -4,7 +4,7 @@ Serves one workload with our runtime pinned to one core, drives it with wrk on t
 samples every process of the server with py-spy meanwhile; prints the hottest frames and keeps
 py-spy's raw output (for flame graphs) in the work directory.
 
-    python -m tests.bench.profile --runtime-python P --py-spy P --work-dir DIR \\
+    python -m tests.bench.runtime_profile --runtime-python P --py-spy P --work-dir DIR \\
         --workload "RF 100x20 v2" --concurrency 64 [--unbatched]
 """
 

@@ -1,4 +1,4 @@
-"""The pure pieces of tests/bench/operator.py: the documents, progress, write counts, /proc and metrics
+"""The pure pieces of tests/bench/operator_scale.py: the documents, progress, write counts, /proc and metrics
 parsing, the results table."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from modelplane import spec as specs
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from tests.bench.operator import (
+from tests.bench.operator_scale import (
     Progress,
     bench_documents,
     operator_writes,
