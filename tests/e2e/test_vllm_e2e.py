@@ -12,12 +12,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from modelplane import spec as specs
 from modelplane.render.autoscaling import prometheus_query
 from modelplane.render.vllm import HEALTH_PATH
 from modelplane_runtime.storage.digest import directory_digest
 
+from tests.runtime import llm_contract
 from tests.runtime.llm_models import write_tiny_transformers_llama
 from tests.support.cluster import Cluster
 from tests.support.examples import credentials_secret
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.e2e
 NAME = "tiny"
 PREFIX = "llm/tiny-llama/"
 TOKENS = 16
+CONTEXT = 256
 PROMPT = "The quick brown fox"
 MESSAGES = [{"role": "user", "content": "Paris is the capital of"}]
 # transformers' greedy generate on the pulled model, in the model-server container (the image has
@@ -86,7 +89,7 @@ def vllm_md(name: str, uri: str, digest: str) -> dict[str, Any]:
                 "name": NAME,
             },
             "runtime": {
-                "llm": {"engine": "vllm", "contextLength": 256, "maxSequences": 4},
+                "llm": {"engine": "vllm", "contextLength": CONTEXT, "maxSequences": 4},
                 # transformers computes in float32; vLLM would run an F32 checkpoint as bf16 on CPU.
                 "args": ["--dtype", "float32"],
                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "6Gi"}},
@@ -170,6 +173,10 @@ def test_vllm_serves_the_tiny_llama_through_its_service_as_transformers_generate
     assert reference["chat_prompt"] == chat_prompt_ids
     # ...and the same greedy tokens after them.
     assert reference["generated"] == [choice["token_ids"], streamed_ids]
+
+    # The OpenAI subset the built-in engine serves, checked the same way (tests/runtime/test_llm.py).
+    with httpx.Client(base_url=base, timeout=120) as client:
+        llm_contract.check_engine(client, NAME, CONTEXT)
 
     # vLLM's own /metrics, scraped with the chart's Prometheus job: the KEDA queries of the LLM metrics
     # (waitingRequests, kvCacheUsage) return the model's series unchanged.

@@ -25,6 +25,7 @@ import pytest
 from tests.runtime.llm_models import write_tiny_gguf
 from tests.support.cluster import Cluster, wait_until
 from tests.support.examples import credentials_secret
+from tests.support.gateway import GATEWAY, gateway_address, wait_routed
 from tests.support.modeldeployments import children, service_url, wait_ready, wait_service
 from tests.support.models import SklearnModel
 from tests.support.s3 import S3Server
@@ -119,7 +120,8 @@ class Load:
     path: str
     body: bytes
     answers: list[list[Any]]  # every prediction a served model may give
-    llm_host: str
+    llm_host: str | None  # where the SSE streams go; None: no stream
+    port: int = 80
     phase: str = "start"
     totals: Counter[str] = field(default_factory=Counter)
     failed: Counter[str] = field(default_factory=Counter)
@@ -135,9 +137,10 @@ class Load:
             thread = threading.Thread(target=self._client, name=f"client-{index}", daemon=True)
             thread.start()
             self._threads.append(thread)
-        streamer = threading.Thread(target=self._streamer, name="sse", daemon=True)
-        streamer.start()
-        self._threads.append(streamer)
+        if self.llm_host is not None:
+            streamer = threading.Thread(target=self._streamer, name="sse", daemon=True)
+            streamer.start()
+            self._threads.append(streamer)
 
     def stop(self) -> None:
         self._stop.set()
@@ -146,7 +149,7 @@ class Load:
 
     def _client(self) -> None:
         deadline = time.monotonic() + MAX_SECONDS
-        connection = http.client.HTTPConnection(self.host, 80, timeout=REQUEST_TIMEOUT_SECONDS)
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=REQUEST_TIMEOUT_SECONDS)
         headers = {"Content-Type": "application/json"}
         for _ in range(MAX_REQUESTS_PER_CLIENT):
             if self._stop.is_set() or time.monotonic() > deadline:
@@ -173,6 +176,7 @@ class Load:
     def _streamer(self) -> None:
         """One server-sent-event stream after another (chat completions) through the LLM's Service."""
         deadline = time.monotonic() + MAX_SECONDS
+        assert self.llm_host is not None
         connection = http.client.HTTPConnection(self.llm_host, 80, timeout=REQUEST_TIMEOUT_SECONDS)
         body = json.dumps(
             {
@@ -277,6 +281,16 @@ def test_changes_under_load_fail_no_request(
         ("scale 1 -> 3", steady_md(v1, 3, strategy="Canary")),
         ("roll the LLM to a new model", llm_md(tiny_llms[1])),
     ]
+    run_under_load(cluster, namespace, load, changes)
+    assert load.streams["roll the LLM to a new model"] >= 1, "no stream ran through the LLM's rollout"
+
+
+def run_under_load(
+    cluster: Cluster, namespace: str, load: Load, changes: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Makes each change under LOAD, one after the other, each until settled; prints the record the
+    issue asks for (every request and stream, by the change it started under), and fails on any
+    failed request or stream."""
     load.start()
     try:
         for phase, body in changes:
@@ -292,17 +306,47 @@ def test_changes_under_load_fail_no_request(
         load.phase = "after"
     finally:
         load.stop()
-
-    # The record the issue asks for: every request and stream, by the change it started under.
-    print(f"\n{'change':<28} {'requests':>9} {'failed':>7} {'streams':>8} {'failed':>7}")  # noqa: T201
+    print(f"\n{'change':<40} {'requests':>9} {'failed':>7} {'streams':>8} {'failed':>7}")  # noqa: T201
     for phase, _ in changes:
         counts = (load.totals[phase], load.failed[phase], load.streams[phase], load.streams_failed[phase])
-        print(f"{phase:<28} {counts[0]:>9} {counts[1]:>7} {counts[2]:>8} {counts[3]:>7}")  # noqa: T201
+        print(f"{phase:<40} {counts[0]:>9} {counts[1]:>7} {counts[2]:>8} {counts[3]:>7}")  # noqa: T201
     totals = [sum(c.values()) for c in (load.totals, load.failed, load.streams, load.streams_failed)]
-    print(f"{'total':<28} {totals[0]:>9} {totals[1]:>7} {totals[2]:>8} {totals[3]:>7}")  # noqa: T201
+    print(f"{'total':<40} {totals[0]:>9} {totals[1]:>7} {totals[2]:>8} {totals[3]:>7}")  # noqa: T201
     for line in load.failures:
         print(line)  # noqa: T201
     for phase, _ in changes:
         assert load.totals[phase] >= CLIENTS, f"{phase}: too few requests to tell ({load.totals[phase]})"
-    assert load.streams["roll the LLM to a new model"] >= 1, "no stream ran through the LLM's rollout"
     assert totals[1] == totals[3] == 0, load.failures
+
+
+def test_a_rollout_through_the_gateway_fails_no_request(
+    cluster: Cluster,
+    namespace: str,
+    operator: Path,
+    gateway_up: None,
+    s3: S3Server,
+    iris_models: dict[str, SklearnModel],
+) -> None:
+    """The first change above, with the same load through the Gateway's Envoy instead of the Service:
+    Envoy keeps its own connections to the pods, and learns of endpoints leaving a moment after
+    kube-proxy does."""
+    v1, v2 = iris_models["v1"], iris_models["v2"]
+
+    def routed_md(model: SklearnModel) -> dict[str, Any]:
+        body = steady_md(model, 3)
+        body["spec"]["gateway"] = GATEWAY
+        return body
+
+    cluster.apply([credentials_secret(s3), routed_md(v1)], namespace)
+    wait_ready(cluster, namespace, NAME)
+    wait_until("settled", partial(settled, cluster, namespace, NAME), timeout=CHANGE_TIMEOUT_SECONDS)
+    address = gateway_address(cluster)
+    wait_routed(f"http://{address}/{namespace}/{NAME}")  # a new route: Envoy's own 404/503 waited out
+    load = Load(
+        host=address,
+        path=f"/{namespace}/{NAME}/v1/models/{NAME}:predict",
+        body=json.dumps({"instances": v1.sample}).encode(),
+        answers=[v1.expected(), v2.expected()],
+        llm_host=None,
+    )
+    run_under_load(cluster, namespace, load, [("roll to a new model through the Gateway", routed_md(v2))])

@@ -89,6 +89,11 @@ def complete(client: httpx.Client, **body: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------ the contract of every route
 
 
+def test_the_contract_both_engines_pass(client: httpx.Client) -> None:
+    """The checks tests/e2e/test_vllm_e2e.py runs against vLLM too (the tests below go further)."""
+    contract.check_engine(client, NAME, CONTEXT)
+
+
 def test_models_lists_the_served_model(client: httpx.Client) -> None:
     body = client.get("/v1/models").json()
     contract.check(body, contract.MODEL_LIST)
