@@ -255,11 +255,16 @@ def overhead_lines(
     return lines
 
 
+#: The target of a ratio that is reported without one.
+NO_TARGET = "(no target)"
+
+
 def ratio_lines(ratios: Iterable[Ratio]) -> list[str]:
     lines = []
     for r in ratios:
         shown = f"{r.value:+.1%}" if r.target.endswith("extra") else f"{r.value:.2f}x"
-        lines.append(f"- {r.label}: **{shown}** (target {r.target}: {'met' if r.met else 'MISSED'})")
+        verdict = "" if r.target == NO_TARGET else f" (target {r.target}: {'met' if r.met else 'MISSED'})"
+        lines.append(f"- {r.label}: **{shown}**{verdict}")
     return lines
 
 

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import modelplane_contract as contract
 
-from tests.bench import llm_stats, machine, servers
+from tests.bench import harness, llm_stats, machine, servers
 from tests.bench.llm_stats import LLAMA_CPP_SERVER, OURS, LevelResult, RequestTiming
 from tests.bench.runtime import LOAD_CPU, SERVER_CPU, BenchError, running
 from tests.support.llm import smollm2_gguf
@@ -359,13 +359,7 @@ class Bench:
             "",
         ]
         for workload in self.selected():
-            for ratio in llm_stats.ratios(self.results, workload.label):
-                verdict = (
-                    ""
-                    if ratio.target == "(no target)"
-                    else f" (target {ratio.target}: " + ("met)" if ratio.met else "MISSED)")
-                )
-                lines.append(f"- {ratio.label}: **{ratio.value:.2f}x**{verdict}")
+            lines += harness.ratio_lines(llm_stats.ratios(self.results, workload.label))
         lines += ["", "## Same answer", ""]
         lines += [f"- {name}: `The capital of France is` -> {text!r}" for name, text in self.answers.items()]
         if len(set(self.answers.values())) == 1 and len(self.answers) > 1:

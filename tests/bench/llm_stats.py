@@ -10,7 +10,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tests.bench.harness import Ratio
+from tests.bench.harness import NO_TARGET, Ratio
 
 OURS = "modelplane"
 LLAMA_CPP_SERVER = "llama_cpp.server"
@@ -157,7 +157,7 @@ def ratios(results: Sequence[LevelResult], workload: str) -> list[Ratio]:
             f"{theirs.tokens_per_second:.1f}"
         )
         met = value >= target and ours.errors == 0 if target is not None else ours.errors == 0
-        found.append(Ratio(label, value, f">= {target:g}x" if target else "(no target)", met))
+        found.append(Ratio(label, value, f">= {target:g}x" if target else NO_TARGET, met))
         if concurrency == 16 and not math.isnan(ours.ttft_p99_s) and not math.isnan(theirs.ttft_p99_s):
             found.append(
                 Ratio(
@@ -201,7 +201,7 @@ def vllm_ratios(results: Sequence[LevelResult], workload: str) -> list[Ratio]:
                 Ratio(
                     f"{workload} c={concurrency}: TTFT {name} {_ms(mine)} ms vs {_ms(theirs)} ms",
                     mine / theirs,
-                    f"<= {target:.2f}x" if target else "(no target)",
+                    f"<= {target:.2f}x" if target else NO_TARGET,
                     clean and (target is None or mine / theirs <= target),
                 )
             )

@@ -41,7 +41,7 @@ import modelplane_contract as contract
 from modelplane.render.vllm import HEALTH_PATH
 from modelplane_runtime.storage.digest import directory_digest
 
-from tests.bench import llm_stats, machine
+from tests.bench import harness, llm_stats, machine
 from tests.bench.harness import with_notes
 from tests.bench.llm import CONCURRENCIES, WORKLOADS, Workload, completion_text, requests_at, run_level
 from tests.bench.llm_stats import VLLM_DEPLOYMENT, VLLM_DIRECT, LevelResult, RequestTiming
@@ -247,13 +247,7 @@ class VllmBench:
             "",
         ]
         for workload in SHORT_WORKLOADS:
-            for ratio in llm_stats.vllm_ratios(self.results, workload.label):
-                verdict = (
-                    ""
-                    if ratio.target == "(no target)"
-                    else f" (target {ratio.target}: " + ("met)" if ratio.met else "MISSED)")
-                )
-                lines.append(f"- {ratio.label}: **{ratio.value:.2f}x**{verdict}")
+            lines += harness.ratio_lines(llm_stats.vllm_ratios(self.results, workload.label))
         lines += ["", "## Same answer", ""]
         lines += [f"- {name}: `The quick brown fox` -> {text!r}" for name, text in self.answers.items()]
         if len(set(self.answers.values())) == 1 and len(self.answers) > 1:

@@ -145,3 +145,10 @@ def test_overhead_lines_compare_each_path_with_the_baseline_at_each_concurrency(
     assert harness.overhead_lines(measurements, "w", "direct", ["envoy", "missing"], [1, 8]) == [
         "- c=8 envoy / direct: req/s **0.80x**, p50 +0.50 ms (2.00 -> 2.50), p99 +2.00 ms (10.00 -> 12.00)"
     ]
+
+
+def test_a_ratio_without_a_target_is_shown_without_a_verdict() -> None:
+    lines = harness.ratio_lines(
+        [harness.Ratio("c=4", 1.25, harness.NO_TARGET, True), harness.Ratio("c=16", 2.0, ">= 3x", False)]
+    )
+    assert lines == ["- c=4: **1.25x**", "- c=16: **2.00x** (target >= 3x: MISSED)"]
