@@ -18,9 +18,21 @@ test-phases:
 test-unit: $(VENV_STAMP) ## Unit tests only (no cluster).
 	$(PYTEST) -m "not e2e and not heavy" $(PYTEST_ARGS)
 
+# The e2e tests mostly wait on the cluster (pods starting, rollouts, autoscalers), so two run at once,
+# each module on one worker (its module fixtures once); the ones marked `exclusive` stop or replace what
+# the others share (pyproject's markers) and run after, one at a time. Both sets run whatever the first
+# gives; pytest's 5 (no test selected, e.g. PYTEST_ARGS naming one file) is not a failure.
+E2E_WORKERS ?= 2
+
 .PHONY: test-e2e
-test-e2e: $(VENV_STAMP) ## End-to-end tests on the local cluster.
-	$(PYTEST) -m "e2e and not heavy" $(PYTEST_ARGS)
+test-e2e: $(VENV_STAMP) ## End-to-end tests on the local cluster: E2E_WORKERS at a time, then the exclusive ones alone.
+	@rc=0; \
+	$(TIMED) "e2e-tests beside each other ($(E2E_WORKERS) workers)" \
+	  $(PYTEST) -m "e2e and not heavy and not exclusive" -n $(E2E_WORKERS) --dist loadfile $(PYTEST_ARGS); \
+	r=$$?; [ $$r -eq 0 ] || [ $$r -eq 5 ] || rc=$$r; \
+	$(TIMED) "e2e-tests one at a time (exclusive)" $(PYTEST) -m "e2e and not heavy and exclusive" $(PYTEST_ARGS); \
+	r=$$?; [ $$r -eq 0 ] || [ $$r -eq 5 ] || rc=$$r; \
+	exit $$rc
 
 .PHONY: test-heavy
 test-heavy: $(VENV_STAMP) ## Tests that need torch (pytorch, huggingface formats; installs several GB), then test-heavy-e2e.

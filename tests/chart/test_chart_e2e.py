@@ -122,6 +122,7 @@ def operator_values(namespace: str) -> dict[str, Any]:
     return release_values([namespace], FIELD_MANAGER)
 
 
+@pytest.mark.exclusive
 def test_install_runs_the_operator_with_least_privilege_and_uninstall_cleans_up(
     cluster: Cluster,
     cluster_helm: Helm,
@@ -241,6 +242,7 @@ def test_monitoring_objects_pass_a_server_side_dry_run(
     assert "for" in refused.stderr
 
 
+@pytest.mark.exclusive
 def test_prometheus_discovers_the_operator_and_model_pods_and_the_dashboard_has_data(
     cluster: Cluster,
     cluster_helm: Helm,

@@ -40,7 +40,7 @@ from tests.support.models import OnnxModel, SklearnModel, XGBoostModel
 from tests.support.pods import pull_pod
 from tests.support.s3 import S3Server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.exclusive]  # the chart's operator in place of the host one
 
 FIELD_MANAGER = "modelplane-examples-test"
 # The examples tested below, one test each.

@@ -133,6 +133,7 @@ def test_a_deleted_scaled_object_comes_back_within_15s_and_nothing_else_changes(
     assert settled(cluster, namespace, "keda") == before, "something besides the ScaledObject changed"
 
 
+@pytest.mark.exclusive
 def test_a_kind_whose_crd_arrives_after_the_operator_started_is_applied_and_watched(
     cluster: Cluster,
     namespace: str,

@@ -40,6 +40,7 @@ from tests.support.s3 import S3Server
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.exclusive
 def test_kube_apiserver_restarted_mid_rollout_the_operator_reconnects_and_converges(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
@@ -87,6 +88,7 @@ def _owned_children(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     return items
 
 
+@pytest.mark.exclusive
 def test_operator_sigkilled_while_models_are_created_converges_without_duplicates_or_orphans(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:

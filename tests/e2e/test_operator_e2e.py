@@ -138,6 +138,7 @@ def _operator_metrics() -> dict[str, float]:
     }
 
 
+@pytest.mark.exclusive
 def test_examples_run_and_the_gpu_one_says_why_it_waits(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, xgboost_model: XGBoostModel
 ) -> None:
@@ -342,6 +343,7 @@ def test_deleting_the_model_deployment_removes_every_child(
     )
 
 
+@pytest.mark.exclusive
 def test_operator_restart_mid_rollout_converges_without_duplicates(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
@@ -404,6 +406,7 @@ def _epoch(stamp: str) -> float:
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
+@pytest.mark.exclusive
 def test_steady_state_writes_nothing_and_secrets_are_never_listed(
     cluster: Cluster, namespace: str, operator: Path, s3: S3Server, iris_models: dict[str, SklearnModel]
 ) -> None:
@@ -545,6 +548,7 @@ def test_scaled_object_passes_a_server_side_dry_run_against_kedas_crd(
     assert "created (server dry run)" in result.stdout
 
 
+@pytest.mark.exclusive
 def test_two_operators_never_reconcile_at_once(
     cluster: Cluster, namespace: str, operator: Path, tmp_path: Path
 ) -> None:

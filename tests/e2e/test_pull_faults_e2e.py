@@ -45,6 +45,7 @@ def delete_prefix(s3: S3Server, prefix: str) -> None:
         client.delete_object(Bucket=s3.bucket, Key=item["Key"])
 
 
+@pytest.mark.exclusive
 def test_a_pull_cut_by_the_s3_server_stopping_retries_with_its_reason_and_completes_when_it_is_back(
     cluster: Cluster,
     namespace: str,
