@@ -15,8 +15,9 @@ order swapped each round), so that the load other work puts on this shared machi
 alike. Workloads are the short chats of `make bench-llm` (its document prompt does not fit the tiny
 model's 256-token context), at temperature 0 with a fixed max_tokens; the tiny model never emits its
 end token, so every answer is max_tokens long. The client runs on this host (pinned to CPU LOAD_CPU),
-the pods are not pinned. Loopback and the cluster's own addresses only. Needs the cluster, the S3
-server, the host operator and the runtime-vllm image in the node (the make target sees to them).
+every thread of both pods on CPU SERVER_CPU (machine.pin_pod). Loopback and the cluster's own
+addresses only. Needs the cluster, the S3 server, the host operator and the runtime-vllm image in
+the node (the make target sees to them).
 
     python -m tests.bench.llm_vllm --work-dir DIR [--results FILE] [--rounds N]
 """
@@ -45,11 +46,11 @@ from tests.bench import harness, llm_stats, machine
 from tests.bench.harness import with_notes
 from tests.bench.llm import CONCURRENCIES, WORKLOADS, Workload, completion_text, requests_at, run_level
 from tests.bench.llm_stats import VLLM_DEPLOYMENT, VLLM_DIRECT, LevelResult, RequestTiming
-from tests.bench.runtime import LOAD_CPU
+from tests.bench.runtime import LOAD_CPU, SERVER_CPU
 from tests.runtime.llm_models import write_tiny_transformers_llama
 from tests.support.cluster import Cluster, make_print
 from tests.support.examples import CREDENTIALS_SECRET, credentials_secret
-from tests.support.modeldeployments import model_deployment, service_url, wait_ready, wait_service
+from tests.support.modeldeployments import children, model_deployment, service_url, wait_ready, wait_service
 from tests.support.s3 import start_s3
 
 NAME = "tiny"
@@ -169,6 +170,18 @@ class VllmBench:
         self.urls[VLLM_DIRECT] = f"http://{pod['status']['podIP']}:{contract.HTTP_PORT}"
         [container] = pod["spec"]["containers"]
         self.image = container["image"]
+        self.pin_servers()
+
+    def pin_servers(self) -> None:
+        """Both servers' processes on SERVER_CPU (they take turns, so one runs at a time), as make
+        bench-llm pins its host servers: the pods' own unpinned scheduling made the ratios scatter."""
+        [model_pod] = children(self.cluster, self.namespace, DEPLOYMENT, "pod")
+        direct = self.cluster.get("pod", DIRECT, self.namespace)
+        for label, pod in ((VLLM_DEPLOYMENT, model_pod), (VLLM_DIRECT, direct)):
+            threads = machine.pin_pod(pod["metadata"]["uid"], int(SERVER_CPU))
+            if not threads:
+                raise RuntimeError(f"no process of {label}'s pod found on this host to pin")
+            print(f"{label}: {threads} threads pinned to CPU {SERVER_CPU}", flush=True)
 
     def url(self, server: str) -> str:
         return self.urls[server] + "/v1/chat/completions"
@@ -227,8 +240,9 @@ class VllmBench:
                 f"`{self.image}`. vLLM: `--max-model-len {CONTEXT_LENGTH} --max-num-seqs {MAX_SEQUENCES} "
                 f"--enforce-eager --dtype float32`, {self.args.threads} OpenMP thread(s), 1 GiB KV cache, "
                 f"requests cpu {RESOURCES['requests']['cpu']} / memory {RESOURCES['requests']['memory']}, "
-                f"limit memory {RESOURCES['limits']['memory']} (both pods), not pinned; the client (httpx, "
-                f"asyncio) on CPU {LOAD_CPU}. Temperature 0, a distinct prompt per request; "
+                f"limit memory {RESOURCES['limits']['memory']} (both pods), every thread of both pods pinned "
+                f"to CPU {SERVER_CPU}; the client (httpx, asyncio) on CPU {LOAD_CPU}. Temperature 0, a "
+                f"distinct prompt per request; "
                 f"{self.args.requests_per_client:g} request(s) per client per round (at least 4), "
                 f"{self.args.rounds} rounds per level, the two servers taking turns, the order swapped "
                 f"each round."

@@ -36,3 +36,22 @@ def versions(python: Path, *packages: str) -> str:
 
 def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def pin_pod(pod_uid: str, cpu: int) -> int:
+    """Pin every thread of every process of the pod POD_UID (found by its cgroup, as the kubelet names
+    it with either driver) to CPU, as `taskset` pins a host server; threads started later inherit it.
+    The number of threads pinned (0: no process of the pod on this host)."""
+    marks = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    pinned = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            if not any(mark in (proc / "cgroup").read_text() for mark in marks):
+                continue
+            for task in (proc / "task").iterdir():
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(int(task.name), {cpu})
+                    pinned += 1
+    return pinned
