@@ -321,11 +321,11 @@ class Reconciler:
 class Controller:
     """Workers over one work queue of ModelDeployment keys, and the periodic resync.
 
-    With peering (``peered``), kopf may pause this operator in favour of another one: it then runs no
-    handler and its watches stand still. Keys come from handlers, the resync and retries; the last two
-    wait while no handler ran for PEERING_SILENCE seconds (kopf's peering keep-alive is an event about
-    once a minute: ``alive``).
-    On resuming, kopf lists everything again, and every ModelDeployment is queued from its events.
+    Keys come from the watches (informer.py), the resync and retries. With peering (``peered``), kopf
+    may pause this operator in favour of another one: it then runs no handler, and the operator is
+    paused while no peering keep-alive came for PEERING_SILENCE seconds (``alive``, about once a
+    minute): keys that come up meanwhile are dropped, the resync waits, and on resuming every
+    ModelDeployment is queued again.
     """
 
     PEERING_SILENCE = 150.0  # kopf's keep-alive comes every ~55 s (settings.peering.lifetime 60)
@@ -354,13 +354,16 @@ class Controller:
         self._threads: list[threading.Thread] = []
 
     def enqueue(self, namespace: str, name: str) -> None:
-        """From a kopf handler (which kopf runs only while not paused)."""
-        self.alive()
+        """From the watches: a change of the ModelDeployment NAMESPACE/NAME or of what it observes."""
         self.queue.add((namespace, name))
 
     def alive(self) -> None:
-        """kopf is not paused: a handler of ours just ran."""
+        """kopf is not paused: its peering keep-alive just came. Resuming queues every ModelDeployment
+        (their changes while paused were dropped)."""
+        resumed = self.paused
         self._last_alive = self._monotonic()
+        if resumed:
+            self.resync()
 
     @property
     def paused(self) -> bool:
@@ -376,7 +379,21 @@ class Controller:
         for key in self._keys():
             self.queue.add(key)
 
-    def start(self) -> None:
+    def start(self, ready: Callable[[], bool] | None = None) -> None:
+        """Start the workers; with READY, only once it returns True (the watches' first LISTs are in;
+        False: they stopped first), and then every ModelDeployment is queued once."""
+        if ready is None:
+            self._start_workers()
+            return
+
+        def when_ready() -> None:
+            if ready() and not self._stop.is_set():
+                self._start_workers()
+                self.resync()
+
+        self._spawn(when_ready, "start")
+
+    def _start_workers(self) -> None:
         for number in range(self._config.workers):
             self._spawn(self._work, f"reconcile-{number}")
         if self._config.resync_seconds > 0:
@@ -387,7 +404,7 @@ class Controller:
     def stop(self) -> None:
         self._stop.set()
         self.queue.shutdown()
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(timeout=10)
 
     def process_one(self, timeout: float | None = None) -> Outcome | None:
@@ -401,7 +418,7 @@ class Controller:
             self.queue.done(key)
 
     def _timed(self, key: Key) -> Outcome | None:
-        if self.paused:  # a retry come due while another operator is active: kopf queues it on resuming
+        if self.paused:  # another operator is active: resuming (alive) queues every key again
             self.queue.discard(key)
             return None
         started = time.monotonic()

@@ -383,7 +383,8 @@ def test_plan_and_executor_agree_on_the_applied_order(kube: MemoryKube) -> None:
 
 
 def test_a_paused_operator_neither_resyncs_nor_retries(kube: MemoryKube) -> None:
-    """With peering, kopf may pause this operator for another: only kopf's handlers prove it is not."""
+    """With peering, kopf may pause this operator for another: only its peering keep-alive proves it is
+    not. The watches keep queueing keys meanwhile; they are dropped, and resuming queues every key."""
     clock = Clock()
     kube.create_md(md_body())
     settings = Config(render=SETTINGS)
@@ -391,12 +392,13 @@ def test_a_paused_operator_neither_resyncs_nor_retries(kube: MemoryKube) -> None
     queue: WorkQueue[tuple[str, str]] = WorkQueue("paused", Backoff(1.0, 8.0, rand=lambda: 0.0), clock)
     ctl = Controller(reconciler, settings, lambda: [KEY], queue, peered=True, monotonic=clock)
     ctl.resync()
-    assert ctl.process_one(timeout=0) is None  # no handler ran yet: maybe paused
-    ctl.enqueue(*KEY)  # a handler ran: kopf is active
+    assert ctl.process_one(timeout=0) is None  # no keep-alive yet: maybe paused
+    ctl.enqueue(*KEY)  # a watch event while paused: dropped when it comes up
+    assert ctl.process_one(timeout=0) is None
+    ctl.alive()  # the keep-alive: kopf is active, and every key is queued
     assert ctl.process_one(timeout=0) is not None
     clock.now += Controller.PEERING_SILENCE + 1  # no keep-alive since: paused
     ctl.resync()
     assert ctl.queue.get(timeout=0) is None
     ctl.alive()
-    ctl.resync()
     assert ctl.process_one(timeout=0) is not None
