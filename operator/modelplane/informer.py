@@ -143,22 +143,18 @@ class Store:
         with self._lock:
             held = self._objects.setdefault(kind, {})
             for ref in [r for r in held if namespace is None or r[0] == namespace]:
-                old = held.pop(ref)
-                self._unindex(kind, old)
-                new = fresh.get(ref)
+                old, new = held[ref], fresh.get(ref)
                 if new is None or _uid(new) != _uid(old):
+                    del held[ref]
+                    self._unindex(kind, old)
                     changes.append(Change(kind, DELETED, old))
-                    if new is not None:
-                        changes.append(Change(kind, "ADDED", new))
-                elif _version(new) != _version(old):
+                    continue  # a namesake made since is added below
+                if _version(new) != _version(old):
                     changes.append(Change(kind, "MODIFIED", new))
-                if new is not None:
-                    held[ref] = new
-                    self._index(kind, new)
+                self._put(kind, ref, old, new)
             for ref, new in fresh.items():
                 if ref not in held:
-                    held[ref] = new
-                    self._index(kind, new)
+                    self._put(kind, ref, None, new)
                     changes.append(Change(kind, "ADDED", new))
         return changes
 
@@ -174,10 +170,7 @@ class Store:
                 del held[ref]
                 self._unindex(kind, current)
                 return Change(kind, DELETED, obj)
-            if current is not None:
-                self._unindex(kind, current)
-            held[ref] = obj
-            self._index(kind, obj)
+            self._put(kind, ref, current, obj)
         return Change(kind, event_type, obj)
 
     def drop(self, kind: str) -> list[Change]:
@@ -221,6 +214,14 @@ class Store:
         return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
     # Plumbing (called with the lock held)
+
+    def _put(self, kind: str, ref: tuple[str, str], current: Obj | None, obj: Obj) -> None:
+        """OBJ in place of CURRENT, in the same place of its model's objects (their order is the
+        order status reads pods in: it must not change with every event)."""
+        if current is not None and _owner_key(kind, current) != _owner_key(kind, obj):
+            self._unindex(kind, current)
+        self._objects[kind][ref] = obj
+        self._index(kind, obj)
 
     def _index(self, kind: str, obj: Obj) -> None:
         key = _owner_key(kind, obj)

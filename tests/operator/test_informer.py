@@ -143,6 +143,18 @@ def test_the_deleted_event_of_a_replaced_namesake_keeps_the_new_one() -> None:
     assert store.replace("Service", None, [new]) == []  # held as it is listed: no change
 
 
+def test_an_update_keeps_the_order_of_a_model_s_objects(deployed: MemoryKube) -> None:
+    """Status reads pods in this order: an event must not reorder them (a message would flip)."""
+    deployed.add_pod("ml", "iris", "iris-def")
+    found, _ = watches(deployed)
+    list_all(found)
+    before = [o["metadata"]["name"] for o in found.store.snapshot(KEY).objects]
+    deployed.edit("Pod", "ml", "iris-abc", lambda o: o["status"].update(phase="Running"))
+    watch_all(found)
+    of_kind(found, "Pod").list()  # a relist too
+    assert [o["metadata"]["name"] for o in found.store.snapshot(KEY).objects] == before
+
+
 def test_an_object_that_loses_our_label_leaves_the_store(deployed: MemoryKube) -> None:
     found, _ = watches(deployed)
     list_all(found)
