@@ -169,7 +169,7 @@ class Store:
                     return None
                 del held[ref]
                 self._unindex(kind, current)
-                return Change(kind, DELETED, obj)
+                return Change(kind, DELETED, current)  # as held: labelled with its model still
             self._put(kind, ref, current, obj)
         return Change(kind, event_type, obj)
 

@@ -156,11 +156,14 @@ def test_an_update_keeps_the_order_of_a_model_s_objects(deployed: MemoryKube) ->
 
 
 def test_an_object_that_loses_our_label_leaves_the_store(deployed: MemoryKube) -> None:
-    found, _ = watches(deployed)
+    found, heard = watches(deployed)
     list_all(found)
+    uid = deployed.objects[("Pod", "ml", "iris-abc")]["metadata"]["uid"]
     deployed.edit("Pod", "ml", "iris-abc", lambda o: o["metadata"]["labels"].pop(LABEL_NAME))
     watch_all(found)
     assert ("Pod", "iris-abc") not in names(found)
+    assert heard.deletions == [(KEY, "Pod", "iris-abc", uid)]  # its model hears of it
+    assert heard.queued == [KEY]
 
 
 def test_a_relist_replaces_the_store_whole_so_no_ghost_survives(deployed: MemoryKube) -> None:
