@@ -1,4 +1,5 @@
-"""kopf registrations only: startup and cleanup, and peering (which operator of several is active).
+"""kopf registrations only: startup and cleanup; kopf also runs peering (which operator of several is
+active), whose objects the watches read too (Controller.paused).
 
 The watches are the operator's own (informer.py): an informer per kind of children.CHILD_KINDS (server-
 side filtered by our label, so other objects never reach the operator), the ModelDeployments, the
@@ -17,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from typing import Any, Final
+from typing import Any
 
 import kopf
 
@@ -77,6 +77,8 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         queue=lambda key: controller.enqueue(*key),
         resync=controller.resync,
         deleted=STATE.cache.watched_deletion,
+        peering_name=config.peering_name,
+        peers=controller.peers_changed,
     )
     STATE.watches.start()
     controller.start(ready=STATE.watches.wait_synced)  # no reconcile before every first LIST is in
@@ -96,22 +98,3 @@ async def cleanup(**_: Any) -> None:
         STATE.watches.stop()  # first: a controller still waiting for the first LISTs then starts nothing
     if STATE.controller is not None:
         await asyncio.to_thread(STATE.controller.stop)
-
-
-# kopf's peering keep-alive patches the peering object about once a minute. Seeing it proves kopf is
-# not paused in favour of another operator (a paused kopf runs no handler): the controller reconciles
-# nothing while these stop coming (the informers keep the cache current meanwhile), and queues every
-# ModelDeployment when they come back.
-_PEERING_PLURAL: Final = (
-    "kopfpeerings" if os.environ.get("MODELPLANE_WATCH_NAMESPACES") else "clusterkopfpeerings"
-)
-
-
-def _our_peering(name: str, **_: Any) -> bool:
-    return STATE.config is not None and bool(STATE.config.peering_name) and name == STATE.config.peering_name
-
-
-@kopf.on.event("kopf.dev", "v1", _PEERING_PLURAL, when=_our_peering)
-async def peering_event(**_: Any) -> None:
-    if STATE.controller is not None:
-        STATE.controller.alive()

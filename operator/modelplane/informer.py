@@ -93,6 +93,15 @@ WATCHED: Final = (
     ),
 )
 _OWNED_KINDS: Final = frozenset(row.kind for row in children.CHILD_KINDS)
+PEERING_KINDS: Final = frozenset({"KopfPeering", "ClusterKopfPeering"})
+
+
+def peering(namespaces: tuple[str, ...]) -> WatchedKind:
+    """kopf's peering objects (which of several operators is active): one per namespace watched, or
+    one for the cluster."""
+    if namespaces:
+        return WatchedKind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
+    return WatchedKind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False)
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,16 @@ class Store:
         with self._lock:
             bodies = list(self._objects.get(specs.KIND, {}).items())
         return [key for key, body in bodies if specs.gateway_ref(body) == gateway]
+
+    def peerings(self, name: str) -> list[Obj]:
+        """kopf's peering objects called NAME (one per namespace watched, or the cluster's)."""
+        with self._lock:
+            return [
+                obj
+                for kind in PEERING_KINDS
+                for (_, found), obj in self._objects.get(kind, {}).items()
+                if found == name
+            ]
 
     def established(self, crd: str) -> bool:
         with self._lock:
@@ -373,11 +392,15 @@ class Watches:
         queue: Callable[[Key], None],
         resync: Callable[[], None],
         deleted: Callable[[Key, str, str, str], None],
+        peering_name: str = "",
+        peers: Callable[[list[Obj]], None] | None = None,
         spawn: Callable[[Informer], None] | None = None,
         backoff: Backoff | None = None,
     ) -> None:
         self.store = store
         self._backoff = backoff
+        self._peering_name = peering_name
+        self._peers = peers
         self._source = source
         self._namespaces = namespaces
         self._queue = queue
@@ -396,6 +419,8 @@ class Watches:
         for watched in WATCHED:
             if watched.requires_crd is None:
                 self._start(watched)
+        if self._peering_name:
+            self._start(peering(self._namespaces))
 
     def stop(self) -> None:
         with self._lock:
@@ -445,6 +470,8 @@ class Watches:
             self._spawn(informer)
 
     def _on_listed(self, informer: Informer) -> None:
+        if informer.watched.kind in PEERING_KINDS:
+            self._peering_changed()
         if informer.watched is CRDS:
             # Before the CRD informer counts as listed, so the gate also waits for the kinds it serves.
             for crd in sorted(WATCHED_CRDS):
@@ -496,11 +523,19 @@ class Watches:
         log.info("%s is no longer served: reconciling every ModelDeployment", crd)
         self._resync()
 
+    def _peering_changed(self) -> None:
+        """Tell PEERS the status of every peering object of ours (kopf's peers in it)."""
+        if self._peers is not None:
+            self._peers(self.store.peerings(self._peering_name))
+
     def _on_change(self, change: Change) -> None:
         obj = change.obj
         meta = obj["metadata"]
         if change.kind == CRD_KIND:
             self._crd_changed(meta["name"])
+        elif change.kind in PEERING_KINDS:
+            if meta["name"] == self._peering_name:
+                self._peering_changed()
         elif change.kind == specs.KIND:
             if meta.get("namespace"):
                 self._queue((meta["namespace"], meta["name"]))
@@ -522,6 +557,6 @@ def _thread(informer: Informer) -> None:
     thread.start()
 
 
-def resources() -> set[tuple[str, str]]:
+def resources(namespaces: tuple[str, ...] = ()) -> set[tuple[str, str]]:
     """(group, plural) of every kind the informers list and watch (tests/chart/test_rbac.py)."""
-    return {(w.group, w.plural) for w in WATCHED}
+    return {(w.group, w.plural) for w in (*WATCHED, peering(namespaces))}

@@ -29,7 +29,7 @@ Need = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 @functools.cache
 def kopf_resources(watch_namespaces: str = "") -> set[tuple[str, str]]:
-    """(group, plural) of every resource a kopf handler of ours indexes or watches (peering only), as
+    """(group, plural) of every resource a kopf handler of ours indexes or watches (none now), as
     registered by the operator run with MODELPLANE_WATCH_NAMESPACES=WATCH_NAMESPACES (in a process of
     its own: the peering watch depends on it).
 
@@ -55,8 +55,10 @@ print(json.dumps(found))
 
 
 def watched_resources(watch_namespaces: str = "") -> set[tuple[str, str]]:
-    """(group, plural) of every resource the operator lists and watches: its informers' and kopf's."""
-    return informer.resources() | kopf_resources(watch_namespaces)
+    """(group, plural) of every resource the operator lists and watches: its informers' (peering's
+    included: kopf itself watches it too) and any of a kopf handler."""
+    namespaces = tuple(filter(None, watch_namespaces.split(",")))
+    return informer.resources(namespaces) | kopf_resources(watch_namespaces)
 
 
 def needs(watch_namespaces: str = "") -> set[Need]:
@@ -91,13 +93,13 @@ def test_every_child_kind_is_watched() -> None:
     assert not missing, f"child kinds without a watch: {missing}"
     assert (specs.GROUP, specs.PLURAL) in watched
     assert "apiextensions.k8s.io" in {group for group, _ in watched}  # CRDs that arrive later are noticed
-    assert ("kopf.dev", "clusterkopfpeerings") in watched  # kopf's own: which peer is active
+    assert ("kopf.dev", "clusterkopfpeerings") in watched  # kopf's peering: which operator is active
 
 
-def test_kopf_watches_nothing_of_ours_and_indexes_nothing() -> None:
-    """No kopf index (its start is quadratic in the objects) and no kopf watch of our kinds."""
-    assert kopf_resources() == {("kopf.dev", "clusterkopfpeerings")}
-    assert kopf_resources("team-a") == {("kopf.dev", "kopfpeerings")}
+def test_kopf_watches_nothing_for_a_handler_and_indexes_nothing() -> None:
+    """No kopf index (its start is quadratic in the objects) and no kopf watch: the informers' own."""
+    assert kopf_resources() == set()
+    assert kopf_resources("team-a") == set()
 
 
 def test_the_operator_uses_no_handler_that_writes_to_its_objects() -> None:

@@ -34,6 +34,7 @@ class Recorder:
         self.queued: list[Key] = []
         self.resyncs = 0
         self.deletions: list[tuple[Key, str, str, str]] = []
+        self.peerings: list[list[Any]] = []
 
     def resync(self) -> None:
         self.resyncs += 1
@@ -42,7 +43,9 @@ class Recorder:
         self.deletions.append((key, kind, name, uid))
 
 
-def watches(kube: MemoryKube, namespaces: tuple[str, ...] = ()) -> tuple[Watches, Recorder]:
+def watches(
+    kube: MemoryKube, namespaces: tuple[str, ...] = (), peering_name: str = ""
+) -> tuple[Watches, Recorder]:
     heard = Recorder()
     found = Watches(
         kube,
@@ -51,6 +54,8 @@ def watches(kube: MemoryKube, namespaces: tuple[str, ...] = ()) -> tuple[Watches
         queue=heard.queued.append,
         resync=heard.resync,
         deleted=heard.deleted,
+        peering_name=peering_name,
+        peers=heard.peerings.append,
         spawn=lambda _: None,  # the test steps each informer itself
         backoff=NO_WAIT,
     )
@@ -287,6 +292,22 @@ def test_with_watch_namespaces_each_namespace_has_its_informer(deployed: MemoryK
     list_all(found)
     assert found.wait_synced(timeout=0)
     assert ("Service", "iris") in names(found)
+
+
+def test_the_peering_object_is_read_before_the_gate_opens_and_at_each_change(kube: MemoryKube) -> None:
+    """The controller learns whether kopf pauses it from the same object kopf reads."""
+    peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "status": {"a": {"priority": 1}}}
+    peering["metadata"] = {"name": "modelplane", "uid": "p", "resourceVersion": "1"}
+    kube.objects[("ClusterKopfPeering", "", "modelplane")] = peering
+    kube.objects[("ClusterKopfPeering", "", "another")] = {**peering, "metadata": {"name": "another"}}
+    found, heard = watches(kube, peering_name="modelplane")
+    peerings = of_kind(found, "ClusterKopfPeering")
+    peerings.step()
+    assert [[p["status"] for p in told] for told in heard.peerings] == [[{"a": {"priority": 1}}]]
+    kube.edit("ClusterKopfPeering", "", "modelplane", lambda o: o["status"].update(b={"priority": 2}))
+    peerings.step()
+    assert heard.peerings[-1][0]["status"] == {"a": {"priority": 1}, "b": {"priority": 2}}
+    assert ("kopf.dev", "kopfpeerings") in informer.resources(("team-a",))
 
 
 def many(kube: MemoryKube, count: int) -> None:
