@@ -1,16 +1,16 @@
 """Observed state from the watches, and from our own writes until the watches catch up.
 
-The watches (kopf indexes, handlers.py) give, per ModelDeployment, its body and every object carrying
-its name label (children and pods), so a reconcile reads no API at all. What the operator itself just
+The watches (informer.py's store) give, per ModelDeployment, its body and every object carrying its
+name label (children and pods), so a reconcile reads no API at all. What the operator itself just
 wrote (an apply's response, a status patch's, a delete) is overlaid until the watch delivers that
 resourceVersion or a later one, so a reconcile right after a write does not write again.
 
 An overlay must never outlive the object: a DELETED event of the uid we wrote drops it at once, and a
 child we wrote that the watch still does not show after CONFIRM_SECONDS is read once by name (GET)
 before the overlay is trusted further. The watch cannot report an object it never saw: a kind whose
-CRD arrived after the operator started is listed by kopf only once the API serves it (after 429
-"storage is (re)initializing" retries), and a child created and deleted before that listing is absent
-from it with no event at all. The reconciler asks to run again when a confirmation comes due
+CRD arrived after the operator started is listed only once the API serves it (after 429 "storage is
+(re)initializing" retries), and a child created and deleted before that listing is absent from it with
+no event at all. The reconciler asks to run again when a confirmation comes due
 (``confirm_due_in``), so such a deletion is repaired within seconds, not at the next resync.
 """
 

@@ -1,6 +1,6 @@
 """The one table of the kinds a ModelDeployment owns (or, for pods, only observes).
 
-Everything that deals with a kind of child derives from this table: the watches (handlers.py), the
+Everything that deals with a kind of child derives from this table: the watches (informer.py), the
 apply order and the prune walk (plan.py), the comparison of what we render with what is live, and the
 RBAC verbs, which tests/operator/test_rbac.py checks in the chart, operator/deploy/host-operator.yaml
 and kopf's registry. Adding a child kind is one render function (render/) and one row here.
@@ -101,7 +101,10 @@ REQUIRED_CRDS: Final = frozenset(k.requires_crd for k in CHILD_KINDS if k.requir
 
 # What a ModelDeployment refers to but does not own: only read (watched, every object of the kind, not
 # by our label), so that a change of it (a Gateway's address) reaches the ModelDeployments naming it.
-GATEWAY: Final = ChildKind("gateway.networking.k8s.io/v1", "Gateway", "gateways", applied=False)
+GATEWAY_CRD: Final = "gateways.gateway.networking.k8s.io"
+GATEWAY: Final = ChildKind(
+    "gateway.networking.k8s.io/v1", "Gateway", "gateways", requires_crd=GATEWAY_CRD, applied=False
+)
 REFERENCED_KINDS: Final = (GATEWAY,)
 
 

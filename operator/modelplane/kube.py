@@ -1,7 +1,8 @@
 """The one place that calls the Kubernetes API.
 
 404 becomes None; other API failures become :class:`KubeError` (and are counted). Children are
-written with server-side apply under one field manager. Secrets are only ever read one by one, by
+written with server-side apply under one field manager. ``list_objects`` and ``watch_objects`` are
+what the informers (informer.py) list and watch with. Secrets are only ever read one by one, by
 name (GET): never listed, never watched; except the consumer Secrets of the consumer namespace, whose
 metadata only (never a key) is listed (consumer_secrets).
 """
@@ -17,6 +18,7 @@ from typing import Any, Final
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
@@ -28,6 +30,15 @@ Obj = dict[str, Any]
 EVENT_COMPONENT: Final = "modelplane-operator"
 # A list answered as metadata only (names, labels, annotations): no Secret's data leaves the API server.
 METADATA_ONLY: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+# A LIST may take long on a large cluster; a watch ends on the server's side after its timeout, and a
+# read timeout a minute later tells a dead connection (no FIN, no RST) from a quiet one.
+LIST_TIMEOUT_SECONDS: Final = 120
+WATCH_READ_GRACE_SECONDS: Final = 60
+# Every informer holds a connection for its watch (informer.WATCHED, per namespace), and the workers
+# need theirs beside them: the client's default pool (5 per core) would drop and redial connections.
+CONNECTION_POOL_SIZE: Final = 64
 
 
 class KubeError(RuntimeError):
@@ -50,7 +61,9 @@ def load_client() -> k8s.ApiClient:
         k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return k8s.ApiClient()
+    configuration = k8s.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
+    return k8s.ApiClient(configuration)
 
 
 class Kube:
@@ -101,6 +114,49 @@ class Kube:
             events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""), default=None
         )
         return str(latest.get("message") or "") or None if latest else None
+
+    def list_objects(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> tuple[list[Obj], str]:
+        """Every object of KIND (in NAMESPACE; None: in all), filtered by the server; and the list's
+        resourceVersion, to watch from. As the API sends them: a list's items have no apiVersion or kind."""
+        with self._errors("list", f"{kind} in {namespace or 'every namespace'}"):
+            response = self._resource(api_version, kind).get(
+                namespace=namespace,
+                label_selector=label_selector,
+                serialize=False,  # the raw JSON: a ResourceInstance per object would cost as much again
+                _request_timeout=LIST_TIMEOUT_SECONDS,
+            )
+        listing = json.loads(response.data)
+        items: list[Obj] = listing.get("items") or []
+        return items, str((listing.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[tuple[str, Obj]]:
+        """The watch events (type, object) of KIND after RESOURCE_VERSION, with bookmarks, until the
+        server ends the watch after TIMEOUT_SECONDS. An ERROR event (410 Gone: that resourceVersion is
+        no longer kept) raises KubeError; a lost connection raises what the transport raised."""
+        resource = self._resource(api_version, kind)
+        with self._errors("watch", f"{kind} in {namespace or 'every namespace'}"):
+            for event in k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
+                resource.get,
+                namespace=namespace,
+                label_selector=label_selector,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                # Also makes the stream end (and raise 410) where it would retry on its own.
+                timeout_seconds=timeout_seconds,
+                serialize=False,
+                _request_timeout=(LIST_TIMEOUT_SECONDS, timeout_seconds + WATCH_READ_GRACE_SECONDS),
+            ):
+                yield str(event["type"]), event["raw_object"]
 
     # Writes
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from modelplane import metrics, plan
@@ -321,14 +321,12 @@ class Reconciler:
 class Controller:
     """Workers over one work queue of ModelDeployment keys, and the periodic resync.
 
-    With peering (``peered``), kopf may pause this operator in favour of another one: it then runs no
-    handler and its watches stand still. Keys come from handlers, the resync and retries; the last two
-    wait while no handler ran for PEERING_SILENCE seconds (kopf's peering keep-alive is an event about
-    once a minute: ``alive``).
-    On resuming, kopf lists everything again, and every ModelDeployment is queued from its events.
+    Keys come from the watches (informer.py), the resync and retries. With peering (``peered``), kopf
+    pauses this operator while a live peer has a higher priority (or another has the same): the
+    controller reads the same peering objects (``peers_changed``) and is paused by the same rule, so
+    keys that come up meanwhile are dropped, the resync waits, and resuming queues every
+    ModelDeployment. Until the peering objects are first listed, it counts as paused.
     """
-
-    PEERING_SILENCE = 150.0  # kopf's keep-alive comes every ~55 s (settings.peering.lifetime 60)
 
     def __init__(
         self,
@@ -337,7 +335,7 @@ class Controller:
         keys: Callable[[], Iterable[Key]],
         queue: WorkQueue[Key] | None = None,
         peered: bool = False,
-        monotonic: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.reconciler = reconciler
         self.queue: WorkQueue[Key] = (
@@ -348,25 +346,48 @@ class Controller:
         self._config = config
         self._keys = keys
         self._peered = peered
-        self._monotonic = monotonic
-        self._last_alive: float | None = None
+        self._wall_clock = wall_clock or (lambda: datetime.now(UTC))
+        self._peers: list[tuple[int, datetime]] | None = None  # (priority, alive until) of every peer
+        self._paused_when_last_told = peered  # by peers_changed: so that resuming is noticed there
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def enqueue(self, namespace: str, name: str) -> None:
-        """From a kopf handler (which kopf runs only while not paused)."""
-        self.alive()
+        """From the watches: a change of the ModelDeployment NAMESPACE/NAME or of what it observes."""
         self.queue.add((namespace, name))
 
-    def alive(self) -> None:
-        """kopf is not paused: a handler of ours just ran."""
-        self._last_alive = self._monotonic()
+    def peers_changed(self, peerings: Iterable[Mapping[str, Any]]) -> None:
+        """kopf's peering objects as the watch shows them: their status maps each peer's id to its
+        priority, lifetime (s) and lastseen. Resuming queues every ModelDeployment (their changes
+        while paused were dropped)."""
+        peers = []
+        for peering in peerings:
+            for peer in (peering.get("status") or {}).values():
+                if isinstance(peer, Mapping) and peer.get("lastseen"):
+                    seen = datetime.fromisoformat(str(peer["lastseen"]))
+                    alive_until = seen + timedelta(seconds=int(peer.get("lifetime", 60)))
+                    peers.append((int(peer.get("priority", 0)), alive_until))
+        self._peers = peers
+        paused, was_paused = self.paused, self._paused_when_last_told
+        self._paused_when_last_told = paused
+        if paused and not was_paused:
+            log.info("pausing: a peer of a higher priority is alive")
+        elif was_paused and not paused:
+            log.info("resuming: no peer of a higher priority is alive")
+            self.resync()
 
     @property
     def paused(self) -> bool:
+        """kopf's rule (its peering.process_peering_event): a live peer of a higher priority, or
+        another live one of the same (ours is among them)."""
         if not self._peered:
             return False
-        return self._last_alive is None or self._monotonic() - self._last_alive > self.PEERING_SILENCE
+        if self._peers is None:
+            return True
+        now = self._wall_clock()
+        live = [priority for priority, alive_until in self._peers if alive_until > now]
+        ours = self._config.peering_priority
+        return any(priority > ours for priority in live) or live.count(ours) > 1
 
     def resync(self) -> None:
         """Queue every known ModelDeployment (the safety net under the watches)."""
@@ -376,7 +397,21 @@ class Controller:
         for key in self._keys():
             self.queue.add(key)
 
-    def start(self) -> None:
+    def start(self, ready: Callable[[], bool] | None = None) -> None:
+        """Start the workers; with READY, only once it returns True (the watches' first LISTs are in;
+        False: they stopped first), and then every ModelDeployment is queued once."""
+        if ready is None:
+            self._start_workers()
+            return
+
+        def when_ready() -> None:
+            if ready() and not self._stop.is_set():
+                self._start_workers()
+                self.resync()
+
+        self._spawn(when_ready, "start")
+
+    def _start_workers(self) -> None:
         for number in range(self._config.workers):
             self._spawn(self._work, f"reconcile-{number}")
         if self._config.resync_seconds > 0:
@@ -387,7 +422,7 @@ class Controller:
     def stop(self) -> None:
         self._stop.set()
         self.queue.shutdown()
-        for thread in self._threads:
+        for thread in list(self._threads):
             thread.join(timeout=10)
 
     def process_one(self, timeout: float | None = None) -> Outcome | None:
@@ -401,7 +436,7 @@ class Controller:
             self.queue.done(key)
 
     def _timed(self, key: Key) -> Outcome | None:
-        if self.paused:  # a retry come due while another operator is active: kopf queues it on resuming
+        if self.paused:  # another operator is active: resuming (peers_changed) queues every key again
             self.queue.discard(key)
             return None
         started = time.monotonic()

@@ -1,6 +1,7 @@
-"""RBAC against what the operator does: the table of child kinds and kopf's registry on one side; the
-chart's ClusterRole/Role (helm template) and operator/deploy/host-operator.yaml on the other. Adding a
-child kind without its RBAC, or a watch without list and watch, fails here."""
+"""RBAC against what the operator does: the table of child kinds, the informers' kinds and kopf's
+registry (peering) on one side; the chart's ClusterRole/Role (helm template) and
+operator/deploy/host-operator.yaml on the other. Adding a child kind without its RBAC, or a watch
+without list and watch, fails here."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any
 import kopf
 import pytest
 import yaml
-from modelplane import children
+from modelplane import children, informer
 from modelplane import spec as specs
 
 from tests.chart.conftest import by_kind, documents
@@ -28,9 +29,9 @@ Need = tuple[str, str, str]  # (apiGroup, resource, verb)
 
 @functools.cache
 def kopf_resources(watch_namespaces: str = "") -> set[tuple[str, str]]:
-    """(group, plural) of every resource a kopf handler of ours indexes or watches, as registered by
-    the operator run with MODELPLANE_WATCH_NAMESPACES=WATCH_NAMESPACES (in a process of its own: the
-    peering watch depends on it).
+    """(group, plural) of every resource a kopf handler of ours indexes or watches (none now), as
+    registered by the operator run with MODELPLANE_WATCH_NAMESPACES=WATCH_NAMESPACES (in a process of
+    its own: the peering watch depends on it).
 
     kopf (1.45) has no public way to list a registry's handlers: this reads OperatorRegistry's
     _indexing and _watching, here only, and fails loudly if a kopf upgrade renames them."""
@@ -53,10 +54,17 @@ print(json.dumps(found))
     return {(group, plural) for group, plural in json.loads(result.stdout)}
 
 
+def watched_resources(watch_namespaces: str = "") -> set[tuple[str, str]]:
+    """(group, plural) of every resource the operator lists and watches: its informers' (peering's
+    included: kopf itself watches it too) and any of a kopf handler."""
+    namespaces = tuple(filter(None, watch_namespaces.split(",")))
+    return informer.resources(namespaces) | kopf_resources(watch_namespaces)
+
+
 def needs(watch_namespaces: str = "") -> set[Need]:
     """What the operator needs: the table's verbs on every child kind, list and watch on every
-    resource kopf watches for us, and its few other calls (kube.py)."""
-    watched = kopf_resources(watch_namespaces)
+    resource watched (by an informer or by kopf), and its few other calls (kube.py)."""
+    watched = watched_resources(watch_namespaces)
     result = {(row.group, row.plural, verb) for row in children.CHILD_KINDS for verb in row.verbs}
     result |= {(group, plural, verb) for group, plural in watched for verb in ("list", "watch")}
     result |= {
@@ -79,12 +87,19 @@ def granted(roles: Iterable[dict[str, Any]]) -> set[Need]:
     }
 
 
-def test_every_child_kind_is_watched_and_indexed() -> None:
-    watched = kopf_resources()
+def test_every_child_kind_is_watched() -> None:
+    watched = watched_resources()
     missing = {(row.group, row.plural) for row in children.CHILD_KINDS} - watched
     assert not missing, f"child kinds without a watch: {missing}"
     assert (specs.GROUP, specs.PLURAL) in watched
     assert "apiextensions.k8s.io" in {group for group, _ in watched}  # CRDs that arrive later are noticed
+    assert ("kopf.dev", "clusterkopfpeerings") in watched  # kopf's peering: which operator is active
+
+
+def test_kopf_watches_nothing_for_a_handler_and_indexes_nothing() -> None:
+    """No kopf index (its start is quadratic in the objects) and no kopf watch: the informers' own."""
+    assert kopf_resources() == set()
+    assert kopf_resources("team-a") == set()
 
 
 def test_the_operator_uses_no_handler_that_writes_to_its_objects() -> None:

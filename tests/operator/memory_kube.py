@@ -1,13 +1,15 @@
 """A small in-memory stand-in at the Kube seam, for the executor's unit tests only (every e2e test runs
 against the real cluster). It keeps objects by (kind, namespace, name), counts every call, applies a
 manifest as a server-side apply of all its fields would, and plays the watches: ``snapshot`` is what
-kopf's indexes would hold, either current or, with ``lag()``, frozen at an earlier moment."""
+the informers' store would hold, either current or, with ``lag()``, frozen at an earlier moment; and
+``list_objects`` / ``watch_objects`` serve the informers themselves from a journal of every change
+(``compact`` forgets it, as etcd does: watching from before then is 410 Gone)."""
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -16,7 +18,7 @@ from modelplane.cache import Key, Snapshot
 from modelplane.consumers import Directory, directory
 from modelplane.kube import KubeError
 from modelplane.render.cache import owner_of
-from modelplane.render.common import LABEL_NAME
+from modelplane.render.common import LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY
 
 Obj = dict[str, Any]
 
@@ -36,6 +38,10 @@ class MemoryKube:
         self._version = 100
         self._uids = 0
         self._frozen: dict[tuple[str, str, str], Obj] | None = None
+        self.journal: list[tuple[int, str, Obj]] = []  # (resourceVersion, event type, object)
+        self._compacted = 0  # the journal holds nothing up to this resourceVersion
+        self.broken_watches = 0  # the next watches fail as a dropped connection does
+        self.watches = 0
 
     # The Kube seam (reconcile.KubeApi)
 
@@ -71,13 +77,14 @@ class MemoryKube:
             body["metadata"]["generation"] += 1
         body["metadata"]["resourceVersion"] = self._next_version()
         self.objects[key] = body
+        self._record("MODIFIED" if current is not None else "ADDED", body)
         return copy.deepcopy(body)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str) -> None:
         self.calls.append(("delete", kind, name))
         current = self.objects.get((kind, namespace, name))
         if current is not None and current["metadata"]["uid"] == uid:
-            del self.objects[(kind, namespace, name)]
+            self.remove(kind, namespace, name)
 
     def patch_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> Obj:
         self.calls.append(("patch", spec.KIND, name))
@@ -90,6 +97,7 @@ class MemoryKube:
                 merged[key] = copy.deepcopy(value)
         body["status"] = merged
         body["metadata"]["resourceVersion"] = self._next_version()
+        self._record("MODIFIED", body)
         return copy.deepcopy(body)
 
     def post_event(
@@ -124,6 +132,52 @@ class MemoryKube:
         crds = frozenset(self.crds & children.REQUIRED_CRDS)
         return Snapshot(body=copy.deepcopy(body) if body else None, objects=owned, crds=crds)
 
+    def list_objects(
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
+    ) -> tuple[list[Obj], str]:
+        self.calls.append(("list", kind, namespace or ""))
+        items = [
+            copy.deepcopy(obj)
+            for (k, ns, _), obj in sorted(self.objects.items())
+            if k == kind and namespace in (None, ns) and _selected(obj, label_selector)
+        ]
+        for item in items:  # a LIST's items carry no kind of their own
+            del item["kind"], item["apiVersion"]
+        return items, str(self._version)
+
+    def watch_objects(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[tuple[str, Obj]]:
+        """The journal's events after RESOURCE_VERSION, then a bookmark; then the watch ends, as the
+        server ends one at its timeout."""
+        self.watches += 1
+        if self.broken_watches:
+            self.broken_watches -= 1
+            raise ConnectionResetError("connection reset by peer")
+        if int(resource_version) < self._compacted:
+            raise KubeError("watch", kind, ApiException(status=410, reason="Gone"))
+        for version, event_type, obj in list(self.journal):
+            meta = obj["metadata"]
+            if (
+                version > int(resource_version)
+                and obj["kind"] == kind
+                and namespace in (None, meta.get("namespace", ""))
+                and _selected(obj, label_selector)
+            ):
+                yield event_type, copy.deepcopy(obj)
+        yield "BOOKMARK", {"kind": kind, "metadata": {"resourceVersion": str(self._version)}}
+
+    def compact(self) -> None:
+        """etcd forgot every version so far: a watch from one of them is answered 410 Gone."""
+        self._compacted = self._version
+        self.journal.clear()
+
     def lag(self) -> None:
         """From now on the watches show the objects as they are at this moment."""
         self._frozen = copy.deepcopy(self.objects)
@@ -133,12 +187,38 @@ class MemoryKube:
 
     # What the tests arrange
 
+    def install_crd(self, name: str, established: bool = True) -> None:
+        """The CustomResourceDefinition NAME, Established or not (yet)."""
+        if established:
+            self.crds.add(name)
+        else:
+            self.crds.discard(name)
+        crd = self.objects.get(("CustomResourceDefinition", "", name)) or {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": name, "uid": self._uid()},
+            "spec": {"versions": [{"name": "v1alpha1", "schema": "(large)"}]},
+        }
+        crd["status"] = {"conditions": [{"type": "Established", "status": str(established)}]}
+        crd["metadata"]["resourceVersion"] = self._next_version()
+        self.objects[("CustomResourceDefinition", "", name)] = crd
+        self._record("MODIFIED", crd)
+
+    def remove(self, kind: str, namespace: str, name: str) -> None:
+        """The object is gone (deleted by anyone; the garbage collector)."""
+        obj = self.objects.pop((kind, namespace, name))
+        obj["metadata"]["resourceVersion"] = self._next_version()
+        if kind == "CustomResourceDefinition":
+            self.crds.discard(name)
+        self._record("DELETED", obj)
+
     def create_md(self, body: Mapping[str, Any]) -> Obj:
         obj = copy.deepcopy(dict(body))
         obj["metadata"].setdefault("uid", self._uid())
         obj["metadata"].setdefault("generation", 1)
         obj["metadata"]["resourceVersion"] = self._next_version()
         self.objects[(spec.KIND, obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+        self._record("ADDED", obj)
         return obj
 
     def update_spec(self, namespace: str, name: str, **changes: Any) -> None:
@@ -148,30 +228,36 @@ class MemoryKube:
             del body["spec"][key]
         body["metadata"]["generation"] += 1
         body["metadata"]["resourceVersion"] = self._next_version()
+        self._record("MODIFIED", body)
 
     def edit(self, kind: str, namespace: str, name: str, change: Any) -> None:
         """Someone else changed the object: CHANGE(obj) mutates it; a new resourceVersion."""
         obj = self.objects[(kind, namespace, name)]
         change(obj)
         obj["metadata"]["resourceVersion"] = self._next_version()
+        self._record("MODIFIED", obj)
 
     def add_pod(self, namespace: str, owner: str, name: str, **status: Any) -> None:
-        self.objects[("Pod", namespace, name)] = {
+        pod = self.objects[("Pod", namespace, name)] = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": name,
                 "namespace": namespace,
                 "uid": self._uid(),
-                "labels": {LABEL_NAME: owner},
+                "labels": {LABEL_NAME: owner, LABEL_MANAGED_BY: MANAGED_BY},
                 "resourceVersion": self._next_version(),
             },
             "spec": {"containers": []},
             "status": status,
         }
+        self._record("ADDED", pod)
 
     def writes(self) -> list[tuple[str, str, str]]:
         return [call for call in self.calls if call[0] not in ("get", "list")]
+
+    def _record(self, event_type: str, obj: Obj) -> None:
+        self.journal.append((int(obj["metadata"]["resourceVersion"]), event_type, copy.deepcopy(obj)))
 
     def _next_version(self) -> str:
         self._version += 1
@@ -180,6 +266,13 @@ class MemoryKube:
     def _uid(self) -> str:
         self._uids += 1
         return f"uid-{self._uids}"
+
+
+def _selected(obj: Obj, label_selector: str | None) -> bool:
+    """Whether OBJ's labels match LABEL_SELECTOR (key=value terms, comma-separated), as the server's."""
+    labels = obj["metadata"].get("labels") or {}
+    terms = [term.split("=", 1) for term in (label_selector or "").split(",") if term]
+    return all(labels.get(key) == value for key, value in terms)
 
 
 def _meta(obj: Obj) -> tuple[Any, ...]:

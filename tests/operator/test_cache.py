@@ -3,19 +3,18 @@ that holds a Deployment until its cache is filled and prunes a cache nothing mou
 
 from __future__ import annotations
 
-import asyncio
 import copy
-from typing import Any, cast
+from typing import Any
 
-import kopf
 import modelplane_contract as contract
 import pytest
 from kubernetes.client.exceptions import ApiException
-from modelplane import children, handlers, plan, render, spec, status
+from modelplane import children, plan, render, spec, status
 from modelplane.cache import Snapshot
+from modelplane.informer import Store
 from modelplane.kube import KubeError
 from modelplane.render.cache import LABEL_CACHE_OF, mounted_claims, owner_of
-from modelplane.render.common import LABEL_NAME, cache_name
+from modelplane.render.common import LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY, cache_name
 
 from tests.operator.memory_kube import MemoryKube
 from tests.operator.test_plan import LATER, NOW, body, kinds, observed, ready
@@ -196,8 +195,8 @@ def test_replicas_mount_the_claim_read_only_and_pull_nothing() -> None:
     # The Job's pods are not the model's: the model's Service selects by LABEL_NAME.
     assert LABEL_NAME not in job["template"]["metadata"]["labels"]
     assert job["template"]["metadata"]["labels"][LABEL_CACHE_OF] == "iris"
-    # ...but the operator's pod watch (server-side filtered by OURS) shows them, under the model's key.
-    assert handlers.OURS.items() <= job["template"]["metadata"]["labels"].items()
+    # ...but the operator's pod watch (server-side filtered by our label) shows them, under the model's key.
+    assert {LABEL_MANAGED_BY: MANAGED_BY}.items() <= job["template"]["metadata"]["labels"].items()
     assert owner_of(job["template"]["metadata"]["labels"]) == "iris"
     assert "generateName" not in by_key[("Job", name)]["metadata"]
     claim = by_key[("PersistentVolumeClaim", name)]["spec"]
@@ -565,12 +564,9 @@ def test_the_executor_shows_the_fill_pods_bytes_from_the_watch_and_then_writes_n
 def test_the_watch_keys_a_fill_pod_under_its_model_and_snapshots_keep_it_apart() -> None:
     _, job = rendered_pair()
     pod = fill_pod(job, pulled())
-    indexed = asyncio.run(
-        handlers.children_by_owner(
-            namespace="ml", labels=pod["metadata"]["labels"], body=kopf.Body(cast("kopf.RawBody", pod))
-        )
-    )
-    assert list(indexed) == [("ml", "iris")]
+    store = Store()
+    store.update("Pod", "ADDED", pod)
+    assert store.snapshot(("ml", "iris")).objects == (pod,)
     model_pod = pod_of(render.children(parsed(), SETTINGS)[2], "iris-x")
     snapshot = Snapshot(objects=(pod, model_pod))
     assert snapshot.pods == [model_pod]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -382,21 +382,36 @@ def test_plan_and_executor_agree_on_the_applied_order(kube: MemoryKube) -> None:
     assert plan.Plan().apply == ()
 
 
-def test_a_paused_operator_neither_resyncs_nor_retries(kube: MemoryKube) -> None:
-    """With peering, kopf may pause this operator for another: only kopf's handlers prove it is not."""
-    clock = Clock()
+def peering(*peers: tuple[int, datetime]) -> dict[str, Any]:
+    """kopf's peering object with PEERS (priority, lastseen), each alive for 60 s from then."""
+    status = {
+        f"peer-{n}": {"priority": priority, "lifetime": 60, "lastseen": seen.isoformat()}
+        for n, (priority, seen) in enumerate(peers)
+    }
+    return {"metadata": {"name": "modelplane"}, "status": status}
+
+
+def test_a_paused_operator_neither_reconciles_nor_resyncs(kube: MemoryKube) -> None:
+    """With peering, kopf pauses this operator while a live peer has a higher priority: the controller
+    reads the same peering object and pauses by the same rule. The watches keep queueing keys meanwhile;
+    they are dropped, and resuming queues every key."""
+    now = [NOW]
     kube.create_md(md_body())
-    settings = Config(render=SETTINGS)
-    reconciler = Reconciler(kube, settings, Cache(kube.snapshot, clock), clock=lambda: NOW, monotonic=clock)
-    queue: WorkQueue[tuple[str, str]] = WorkQueue("paused", Backoff(1.0, 8.0, rand=lambda: 0.0), clock)
-    ctl = Controller(reconciler, settings, lambda: [KEY], queue, peered=True, monotonic=clock)
+    settings = Config(render=SETTINGS, peering_priority=10)
+    reconciler = Reconciler(kube, settings, Cache(kube.snapshot), clock=lambda: NOW)
+    queue: WorkQueue[tuple[str, str]] = WorkQueue("paused", Backoff(1.0, 8.0, rand=lambda: 0.0))
+    ctl = Controller(reconciler, settings, lambda: [KEY], queue, peered=True, wall_clock=lambda: now[0])
     ctl.resync()
-    assert ctl.process_one(timeout=0) is None  # no handler ran yet: maybe paused
-    ctl.enqueue(*KEY)  # a handler ran: kopf is active
+    assert ctl.process_one(timeout=0) is None  # the peering object is not listed yet: maybe paused
+    ctl.peers_changed([peering((10, NOW))])  # only ours: active, and every key is queued
     assert ctl.process_one(timeout=0) is not None
-    clock.now += Controller.PEERING_SILENCE + 1  # no keep-alive since: paused
+    ctl.peers_changed([peering((10, NOW), (20, NOW))])  # a peer of a higher priority came
+    ctl.enqueue(*KEY)  # a watch event while paused: dropped when it comes up
+    assert ctl.process_one(timeout=0) is None
     ctl.resync()
     assert ctl.queue.get(timeout=0) is None
-    ctl.alive()
-    ctl.resync()
-    assert ctl.process_one(timeout=0) is not None
+    ctl.peers_changed([peering((10, NOW), (10, NOW))])  # another of the same priority: kopf pauses both
+    assert ctl.paused
+    now[0] = NOW + timedelta(seconds=61)  # the other's lifetime passed (kopf touches ours then)
+    ctl.peers_changed([peering((10, now[0]), (20, NOW))])
+    assert ctl.process_one(timeout=0) is not None  # resumed: every key queued again
