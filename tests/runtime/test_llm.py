@@ -371,6 +371,26 @@ def test_a_client_that_disconnects_stops_its_generation_and_frees_its_slot(llm: 
     assert metric(llm, "vllm:kv_cache_usage_perc") == 0
 
 
+def test_a_prompt_that_starts_like_an_earlier_one_decodes_only_the_rest(llm: RunningServer) -> None:
+    """The prefix cache: the KV cells of the tokens a prompt shares with an earlier one are reused
+    (counted by vLLM's prefix-cache counters), and the answers are the ones decoded from scratch."""
+    first = list(range(200, 240))
+    second = first[:20] + list(range(300, 310))
+
+    def answer(prompt: list[int]) -> tuple[str, float]:
+        hits = metric(llm, "vllm:prefix_cache_hits_total")
+        with httpx.Client(base_url=llm.url, timeout=60) as client:
+            text = complete(client, prompt=prompt, max_tokens=12)["choices"][0]["text"]
+        return text, metric(llm, "vllm:prefix_cache_hits_total") - hits
+
+    queried = metric(llm, "vllm:prefix_cache_queries_total")
+    text, _ = answer(first)
+    assert answer(second)[1] == 20
+    assert answer(first) == (text, 20)  # the shared part came from the second prompt's cells
+    assert answer(first) == (text, len(first) - 1)  # all but the last, decoded for its logits
+    assert metric(llm, "vllm:prefix_cache_queries_total") - queried == 3 * len(first) + len(second)
+
+
 def test_token_counters_add_up_to_the_usage_returned(llm: RunningServer) -> None:
     prompt_before = metric(llm, "vllm:prompt_tokens_total")
     generated_before = metric(llm, "vllm:generation_tokens_total")
