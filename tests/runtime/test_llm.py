@@ -355,6 +355,32 @@ def test_concurrent_requests_are_decoded_together(llm: RunningServer) -> None:
     wait_for(lambda: metric(llm, "vllm:num_requests_running") == 0, "the closed streams to free their slots")
 
 
+def test_a_long_prompt_is_read_in_chunks_beside_a_generating_sequence(llm: RunningServer) -> None:
+    """Chunked prefill: while a sequence generates, a long prompt is read a chunk per step, each step
+    also carrying the generating sequence's next token, rather than in one step that stalls it."""
+    from modelplane_runtime.llm.scheduler import PROMPT_CHUNK_TOKENS
+
+    def shared_steps() -> float:  # steps that decoded more than one sequence, from one scrape
+        values, family = metrics(llm), "modelplane_llm_decode_step_sequences"
+        count = values[(f"{family}_count", (("model_name", NAME),))]
+        return count - values[(f"{family}_bucket", (("le", "1.0"), ("model_name", NAME)))]
+
+    prompt = [50 + (position * 7) % 300 for position in range(6 * PROMPT_CHUNK_TOKENS)]
+    http, response, events = _open_stream(llm, max_tokens=CONTEXT - 16)
+    try:
+        next(events)
+        wait_for(lambda: metric(llm, "vllm:num_requests_running") == 1, "the stream to run")
+        before = shared_steps()
+        with httpx.Client(base_url=llm.url, timeout=60) as client:
+            complete(client, prompt=prompt, max_tokens=1)
+        shared = shared_steps() - before
+    finally:
+        response.close()
+        http.close()
+    assert shared >= len(prompt) // PROMPT_CHUNK_TOKENS - 1  # a chunk's worth may be a prefix cache hit
+    wait_for(lambda: metric(llm, "vllm:num_requests_running") == 0, "the closed stream to free its slot")
+
+
 def test_a_client_that_disconnects_stops_its_generation_and_frees_its_slot(llm: RunningServer) -> None:
     http, response, events = _open_stream(llm, max_tokens=CONTEXT - 16)
     next(events)
