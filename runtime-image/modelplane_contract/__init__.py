@@ -217,6 +217,8 @@ METRIC_LLM_GENERATION_TOKENS: Final = "vllm:generation_tokens_total"
 METRIC_LLM_TTFT_SECONDS: Final = "vllm:time_to_first_token_seconds"
 METRIC_LLM_ITL_SECONDS: Final = "vllm:inter_token_latency_seconds"
 METRIC_LLM_E2E_SECONDS: Final = "vllm:e2e_request_latency_seconds"
+METRIC_LLM_PREFIX_CACHE_QUERIES: Final = "vllm:prefix_cache_queries_total"  # prompt tokens looked up
+METRIC_LLM_PREFIX_CACHE_HITS: Final = "vllm:prefix_cache_hits_total"  # of those, found in the cache
 METRIC_LLM_STEP_SEQUENCES: Final = "modelplane_llm_decode_step_sequences"  # label model_name
 
 # Consumers (spec.access): the gateway checks a consumer's API key and forwards its client id,

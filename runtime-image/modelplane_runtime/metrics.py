@@ -228,6 +228,16 @@ class LLMMetrics:
         self.generation_tokens = Counter(
             contract.METRIC_LLM_GENERATION_TOKENS.removesuffix("_total"), "Tokens generated.", labels
         ).labels(model)
+        self.prefix_queries = Counter(
+            contract.METRIC_LLM_PREFIX_CACHE_QUERIES.removesuffix("_total"),
+            "Prompt tokens looked up in the prefix cache.",
+            labels,
+        ).labels(model)
+        self.prefix_hits = Counter(
+            contract.METRIC_LLM_PREFIX_CACHE_HITS.removesuffix("_total"),
+            "Prompt tokens whose KV cells the prefix cache held (not decoded again).",
+            labels,
+        ).labels(model)
         self.ttft = Histogram(
             contract.METRIC_LLM_TTFT_SECONDS,
             "Seconds from arrival to the first token.",
@@ -267,6 +277,11 @@ class LLMMetrics:
 
     def prompt(self, tokens: int) -> None:
         self.prompt_tokens.inc(tokens)
+
+    def prefix_cache(self, queried: int, hits: int) -> None:
+        self.prefix_queries.inc(queried)
+        if hits:
+            self.prefix_hits.inc(hits)
 
     def generated(self, tokens: int) -> None:
         self.generation_tokens.inc(tokens)

@@ -355,6 +355,32 @@ def test_concurrent_requests_are_decoded_together(llm: RunningServer) -> None:
     wait_for(lambda: metric(llm, "vllm:num_requests_running") == 0, "the closed streams to free their slots")
 
 
+def test_a_long_prompt_is_read_in_chunks_beside_a_generating_sequence(llm: RunningServer) -> None:
+    """Chunked prefill: while a sequence generates, a long prompt is read a chunk per step, each step
+    also carrying the generating sequence's next token, rather than in one step that stalls it."""
+    from modelplane_runtime.llm.scheduler import PROMPT_CHUNK_TOKENS
+
+    def shared_steps() -> float:  # steps that decoded more than one sequence, from one scrape
+        values, family = metrics(llm), "modelplane_llm_decode_step_sequences"
+        count = values[(f"{family}_count", (("model_name", NAME),))]
+        return count - values[(f"{family}_bucket", (("le", "1.0"), ("model_name", NAME)))]
+
+    prompt = [50 + (position * 7) % 300 for position in range(6 * PROMPT_CHUNK_TOKENS)]
+    http, response, events = _open_stream(llm, max_tokens=CONTEXT - 16)
+    try:
+        next(events)
+        wait_for(lambda: metric(llm, "vllm:num_requests_running") == 1, "the stream to run")
+        before = shared_steps()
+        with httpx.Client(base_url=llm.url, timeout=60) as client:
+            complete(client, prompt=prompt, max_tokens=1)
+        shared = shared_steps() - before
+    finally:
+        response.close()
+        http.close()
+    assert shared >= len(prompt) // PROMPT_CHUNK_TOKENS - 1  # a chunk's worth may be a prefix cache hit
+    wait_for(lambda: metric(llm, "vllm:num_requests_running") == 0, "the closed stream to free its slot")
+
+
 def test_a_client_that_disconnects_stops_its_generation_and_frees_its_slot(llm: RunningServer) -> None:
     http, response, events = _open_stream(llm, max_tokens=CONTEXT - 16)
     next(events)
@@ -369,6 +395,26 @@ def test_a_client_that_disconnects_stops_its_generation_and_frees_its_slot(llm: 
         body = complete(client, prompt="after", max_tokens=3)
     assert metric(llm, "vllm:generation_tokens_total") == stopped_at + body["usage"]["completion_tokens"]
     assert metric(llm, "vllm:kv_cache_usage_perc") == 0
+
+
+def test_a_prompt_that_starts_like_an_earlier_one_decodes_only_the_rest(llm: RunningServer) -> None:
+    """The prefix cache: the KV cells of the tokens a prompt shares with an earlier one are reused
+    (counted by vLLM's prefix-cache counters), and the answers are the ones decoded from scratch."""
+    first = list(range(200, 240))
+    second = first[:20] + list(range(300, 310))
+
+    def answer(prompt: list[int]) -> tuple[str, float]:
+        hits = metric(llm, "vllm:prefix_cache_hits_total")
+        with httpx.Client(base_url=llm.url, timeout=60) as client:
+            text = complete(client, prompt=prompt, max_tokens=12)["choices"][0]["text"]
+        return text, metric(llm, "vllm:prefix_cache_hits_total") - hits
+
+    queried = metric(llm, "vllm:prefix_cache_queries_total")
+    text, _ = answer(first)
+    assert answer(second)[1] == 20
+    assert answer(first) == (text, 20)  # the shared part came from the second prompt's cells
+    assert answer(first) == (text, len(first) - 1)  # all but the last, decoded for its logits
+    assert metric(llm, "vllm:prefix_cache_queries_total") - queried == 3 * len(first) + len(second)
 
 
 def test_token_counters_add_up_to_the_usage_returned(llm: RunningServer) -> None:

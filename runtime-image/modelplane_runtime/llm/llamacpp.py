@@ -281,9 +281,14 @@ class LlamaEngine:
             raise RuntimeError("llama.cpp returned no pooled embedding for the sequence")
         return np.ctypeslib.as_array(pointer, shape=(self.n_embd,)).copy()
 
-    def forget(self, sequence: int) -> None:
-        """Free every KV cell of ``sequence`` (its slot is then empty for the next request)."""
-        self.lib.llama_memory_seq_rm(self.memory, sequence, -1, -1)
+    def forget(self, sequence: int, start: int = 0) -> None:
+        """Free the KV cells of ``sequence`` from position ``start`` on (from 0: its slot is empty)."""
+        self.lib.llama_memory_seq_rm(self.memory, sequence, start if start > 0 else -1, -1)
+
+    def share(self, source: int, target: int, count: int) -> None:
+        """Give ``target`` the KV cells of ``source``'s first ``count`` positions. The cache is unified,
+        so llama.cpp only marks those cells as belonging to both: no copy, no decode."""
+        self.lib.llama_memory_seq_cp(self.memory, source, target, 0, count)
 
     # ------------------------------------------------------------ samplers
 
