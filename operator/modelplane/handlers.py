@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Final
 
 import kopf
 
@@ -30,6 +30,8 @@ from modelplane.kube import Kube, load_client
 from modelplane.reconcile import Controller, Reconciler
 
 log = logging.getLogger(__name__)
+# About five minutes of retries (seconds between them) for kopf's own API calls: see configure().
+API_ERROR_BACKOFFS: Final = (1, 1, 2, 3, 5, 8, 13, 21, 30, 30, 30, 30, 30, 30, 30, 30, 30)
 
 
 class _State:
@@ -52,6 +54,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = "operator.modelplane.io/finalizer"
     settings.posting.enabled = False  # our Events are posted by reconcile, on transitions only
     settings.watching.server_timeout = 300
+    # kopf retries a failed API call (its peering keep-alive) for 54 s by default and then stops the whole
+    # operator; an API server upgrade or restart can be away longer (its graceful shutdown alone may take
+    # a minute), so retry for about five minutes (our own informers retry without end).
+    settings.networking.error_backoffs = API_ERROR_BACKOFFS
     if config.peering_name:
         settings.peering.name = config.peering_name
         settings.peering.mandatory = True
