@@ -359,15 +359,17 @@ class Controller:
     def peers_changed(self, peerings: Iterable[Mapping[str, Any]]) -> None:
         """kopf's peering objects as the watch shows them: their status maps each peer's id to its
         priority, lifetime (s) and lastseen. Resuming queues every ModelDeployment (their changes
-        while paused were dropped)."""
-        peers = []
+        while paused were dropped). An operator watching several namespaces is in each one's peering
+        object under the same id: it counts once (at its latest), or it would pause for itself."""
+        peers: dict[str, tuple[int, datetime]] = {}
         for peering in peerings:
-            for peer in (peering.get("status") or {}).values():
+            for peer_id, peer in (peering.get("status") or {}).items():
                 if isinstance(peer, Mapping) and peer.get("lastseen"):
                     seen = datetime.fromisoformat(str(peer["lastseen"]))
                     alive_until = seen + timedelta(seconds=int(peer.get("lifetime", 60)))
-                    peers.append((int(peer.get("priority", 0)), alive_until))
-        self._peers = peers
+                    if peer_id not in peers or peers[peer_id][1] < alive_until:
+                        peers[peer_id] = (int(peer.get("priority", 0)), alive_until)
+        self._peers = list(peers.values())
         paused, was_paused = self.paused, self._paused_when_last_told
         self._paused_when_last_told = paused
         if paused and not was_paused:

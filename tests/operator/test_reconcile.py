@@ -382,13 +382,32 @@ def test_plan_and_executor_agree_on_the_applied_order(kube: MemoryKube) -> None:
     assert plan.Plan().apply == ()
 
 
-def peering(*peers: tuple[int, datetime]) -> dict[str, Any]:
-    """kopf's peering object with PEERS (priority, lastseen), each alive for 60 s from then."""
+def peering(*peers: tuple[int, datetime], ids: tuple[str, ...] = ()) -> dict[str, Any]:
+    """kopf's peering object with PEERS (priority, lastseen), each alive for 60 s from then, under IDS
+    (peer-0, peer-1, ... where not given)."""
+    names = ids or tuple(f"peer-{n}" for n in range(len(peers)))
     status = {
-        f"peer-{n}": {"priority": priority, "lifetime": 60, "lastseen": seen.isoformat()}
-        for n, (priority, seen) in enumerate(peers)
+        name: {"priority": priority, "lifetime": 60, "lastseen": seen.isoformat()}
+        for name, (priority, seen) in zip(names, peers, strict=True)
     }
     return {"metadata": {"name": "modelplane"}, "status": status}
+
+
+def test_an_operator_in_several_peering_objects_does_not_pause_for_itself(
+    kube: MemoryKube,
+) -> None:
+    """Watching several namespaces, kopf keeps a peering object in each, every one naming this operator
+    under its one id: that is one peer (it paused the chart's operator for good before), and another
+    operator of the same priority in any of them still pauses it."""
+    settings = Config(render=SETTINGS, peering_priority=10)
+    reconciler = Reconciler(kube, settings, Cache(kube.snapshot), clock=lambda: NOW)
+    queue: WorkQueue[tuple[str, str]] = WorkQueue("namespaces", Backoff(1.0, 8.0, rand=lambda: 0.0))
+    ctl = Controller(reconciler, settings, lambda: [KEY], queue, peered=True, wall_clock=lambda: NOW)
+    later = NOW + timedelta(seconds=5)
+    ctl.peers_changed([peering((10, NOW), ids=("us",)), peering((10, later), ids=("us",))])
+    assert not ctl.paused
+    ctl.peers_changed([peering((10, NOW), ids=("us",)), peering((10, later), (10, NOW), ids=("us", "them"))])
+    assert ctl.paused
 
 
 def test_a_paused_operator_neither_reconciles_nor_resyncs(kube: MemoryKube) -> None:
