@@ -76,11 +76,13 @@ def unmarked_disruptive_tests(source: str) -> list[str]:
 
 
 def test_every_disruptive_e2e_test_is_marked_exclusive() -> None:
+    paths = [path for path in sorted(TESTS.rglob("test_*.py")) if "hygiene" not in path.parts]
+    sources = {path: path.read_text() for path in paths}
     problems = {
         str(path.relative_to(TESTS)): found
-        for path in sorted(TESTS.rglob("test_*.py"))
-        if "hygiene" not in path.parts and "pytest.mark.e2e" in path.read_text()
-        for found in [unmarked_disruptive_tests(path.read_text())]
+        for path, source in sources.items()
+        if "pytest.mark.e2e" in source
+        for found in [unmarked_disruptive_tests(source)]
         if found
     }
     assert not problems, f"mark these @pytest.mark.exclusive (see pyproject's markers): {problems}"
