@@ -64,22 +64,24 @@ def wait_routed(url: str, context: ssl.SSLContext | None = None) -> None:
     the route, and pushes it to Envoy a moment later; until then Envoy answers 404 (no route). The
     endpoints of a pod that just became ready follow the same way, and until they arrive Envoy answers
     503 "no healthy upstream". Only those two answers of Envoy's own are waited out: any other failure
-    (a 503 from a pod, a reset, a timeout) fails the test at once."""
+    (a 503 from a pod, a reset, a timeout) fails the test at once. It asks for liveness, not readiness:
+    Envoy only picks ready endpoints, and until Envoy Gateway has pushed the removal of a pod that is
+    draining (a canary's stable track shrinking as the ModelDeployment turns Ready), that pod still
+    gets requests, serves them, and says it is not ready."""
 
     def routed() -> bool:
         try:
             with urllib.request.urlopen(
-                f"{url}{contract.READY_PATH}", timeout=10, context=context
+                f"{url}{contract.LIVE_PATH}", timeout=10, context=context
             ) as response:
                 return bool(response.status == 200)
         except urllib.error.HTTPError as error:
-            if error.headers.get("server") != "envoy":
-                raise
-            if error.code == 404:
+            server, body = error.headers.get("server"), error.read()
+            no_route, no_endpoint = error.code == 404, error.code == 503 and body == b"no healthy upstream"
+            if server == "envoy" and (no_route or no_endpoint):
                 return False
-            if error.code == 503 and error.read() == b"no healthy upstream":
-                return False
-            raise
+            answer = f"{error.code} from {server!r}: {body[:500]!r}"
+            raise AssertionError(f"{url}{contract.LIVE_PATH}: {answer}") from error
 
     wait_until(f"Envoy to route {url}", routed, timeout=30, interval=0.5)
 
