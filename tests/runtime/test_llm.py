@@ -316,7 +316,7 @@ def test_any_bad_parameter_value_is_a_4xx_never_a_500(
 
 
 def _open_stream(
-    server: RunningServer, max_tokens: int
+    server: RunningServer, max_tokens: int, prompt: str | list[int] = "Stream on"
 ) -> tuple[httpx.Client, httpx.Response, Iterator[Any]]:
     http = httpx.Client(base_url=server.url, timeout=120)
     request = http.build_request(
@@ -324,7 +324,7 @@ def _open_stream(
         "/v1/completions",
         json={
             "model": NAME,
-            "prompt": "Stream on",
+            "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0,
             "stream": True,
@@ -415,6 +415,35 @@ def test_a_prompt_that_starts_like_an_earlier_one_decodes_only_the_rest(llm: Run
     assert answer(first) == (text, 20)  # the shared part came from the second prompt's cells
     assert answer(first) == (text, len(first) - 1)  # all but the last, decoded for its logits
     assert metric(llm, "vllm:prefix_cache_queries_total") - queried == 3 * len(first) + len(second)
+
+
+def test_a_prompt_that_starts_like_a_running_one_gets_its_cells_copied_into_another_slot(
+    llm: RunningServer,
+) -> None:
+    """Each slot has a KV stream of its own, so a prompt that matches a slot still generating is given
+    a copy of those cells in a free slot (llama.cpp copies streams whole; the tail is cut): its answer
+    is the one decoded from scratch."""
+    ours = list(range(350, 380))  # tokens no other test sends: nothing held matches them
+    theirs = ours[:20] + list(range(380, 395))
+
+    def answer(prompt: list[int]) -> tuple[str, float]:
+        hits = metric(llm, "vllm:prefix_cache_hits_total")
+        with httpx.Client(base_url=llm.url, timeout=60) as client:
+            text = complete(client, prompt=prompt, max_tokens=12)["choices"][0]["text"]
+        return text, metric(llm, "vllm:prefix_cache_hits_total") - hits
+
+    from_scratch, hits = answer(ours)
+    assert hits == 0
+    # The stream takes the free slot that holds `ours` (its best match) and keeps it while it runs.
+    http, response, events = _open_stream(llm, max_tokens=CONTEXT - 64, prompt=theirs)
+    try:
+        next(events)
+        wait_for(lambda: metric(llm, "vllm:num_requests_running") == 1, "the stream to run")
+        assert answer(ours) == (from_scratch, 20)
+    finally:
+        response.close()
+        http.close()
+    wait_for(lambda: metric(llm, "vllm:num_requests_running") == 0, "the closed stream to free its slot")
 
 
 def test_token_counters_add_up_to_the_usage_returned(llm: RunningServer) -> None:

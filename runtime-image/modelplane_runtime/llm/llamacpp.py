@@ -150,8 +150,10 @@ class LlamaEngine:
         context_params.n_seq_max = config.max_sequences
         context_params.n_threads = config.threads
         context_params.n_threads_batch = config.threads
-        # One KV buffer shared by every sequence: a short one leaves its cells to a long one.
-        context_params.kv_unified = True
+        # One KV stream per sequence: a step attends over each sequence's own cells only. In one
+        # buffer shared by all, every token of a step attends over every sequence's cells (masked),
+        # which at 16 sequences of a long prompt is most of the step's compute.
+        context_params.kv_unified = False
         context_params.embeddings = self.embedding
         context_params.no_perf = True
         self._ctx = lib.llama_init_from_model(self._model, context_params)
@@ -286,9 +288,11 @@ class LlamaEngine:
         self.lib.llama_memory_seq_rm(self.memory, sequence, start if start > 0 else -1, -1)
 
     def share(self, source: int, target: int, count: int) -> None:
-        """Give ``target`` the KV cells of ``source``'s first ``count`` positions. The cache is unified,
-        so llama.cpp only marks those cells as belonging to both: no copy, no decode."""
-        self.lib.llama_memory_seq_cp(self.memory, source, target, 0, count)
+        """Give ``target`` the KV cells of ``source``'s first ``count`` positions, without a decode.
+        Each sequence has its own stream, and llama.cpp copies between streams only whole (a buffer
+        copy at the next decode), so the copy's tail past ``count`` is removed after."""
+        self.lib.llama_memory_seq_cp(self.memory, source, target, -1, -1)
+        self.lib.llama_memory_seq_rm(self.memory, target, count, -1)
 
     # ------------------------------------------------------------ samplers
 

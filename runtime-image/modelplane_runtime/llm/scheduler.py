@@ -9,7 +9,8 @@ request's event loop. A request joins at the next step, never waiting for others
 The KV cells a prompt fills are kept for the requests after it (a prefix cache, as llama.cpp's
 server and vLLM keep one): a new prompt starts where it stops matching the tokens some slot holds
 (the chat template and system prompt every request repeats), so only the rest is decoded. A
-finished sequence's cells stay in its free slot, up to one context's worth in all free slots.
+finished sequence's cells stay in its free slot until the slot is taken again: each slot has its
+own KV stream, so kept cells cost a step nothing.
 
 Requests beyond ``max_queue`` waiting are refused (:class:`Overloaded`, a 503 with Retry-After).
 """
@@ -320,17 +321,9 @@ class Scheduler:
         return target, cached
 
     def _release(self, seq: _Sequence) -> None:
-        """Free the slot but keep its cells for a later prompt that starts the same way. Kept cells
-        widen the span of cells every step attends over, so free slots keep one context's worth at
-        most, the most recently used."""
+        """Free the slot but keep its cells for a later prompt that starts the same way."""
         self.engine.free_sampler(seq.sampler)
         self._free.append(seq.slot)
-        kept = sum(len(self._held[slot]) for slot in self._free)
-        for slot in self._free:
-            if kept <= self.context_length:
-                break
-            kept -= len(self._held[slot])
-            self._forget(slot)
 
     def _forget(self, slot: int) -> None:
         self.engine.forget(slot)
