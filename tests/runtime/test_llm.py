@@ -397,23 +397,25 @@ def test_a_client_that_disconnects_stops_its_generation_and_frees_its_slot(llm: 
     assert metric(llm, "vllm:kv_cache_usage_perc") == 0
 
 
+def _answer(llm: RunningServer, prompt: list[int]) -> tuple[str, float]:
+    """The completion of PROMPT at temperature 0, and how many of its tokens the prefix cache held."""
+    hits = metric(llm, "vllm:prefix_cache_hits_total")
+    with httpx.Client(base_url=llm.url, timeout=60) as client:
+        text = complete(client, prompt=prompt, max_tokens=12)["choices"][0]["text"]
+    return text, metric(llm, "vllm:prefix_cache_hits_total") - hits
+
+
 def test_a_prompt_that_starts_like_an_earlier_one_decodes_only_the_rest(llm: RunningServer) -> None:
     """The prefix cache: the KV cells of the tokens a prompt shares with an earlier one are reused
     (counted by vLLM's prefix-cache counters), and the answers are the ones decoded from scratch."""
     first = list(range(200, 240))
     second = first[:20] + list(range(300, 310))
 
-    def answer(prompt: list[int]) -> tuple[str, float]:
-        hits = metric(llm, "vllm:prefix_cache_hits_total")
-        with httpx.Client(base_url=llm.url, timeout=60) as client:
-            text = complete(client, prompt=prompt, max_tokens=12)["choices"][0]["text"]
-        return text, metric(llm, "vllm:prefix_cache_hits_total") - hits
-
     queried = metric(llm, "vllm:prefix_cache_queries_total")
-    text, _ = answer(first)
-    assert answer(second)[1] == 20
-    assert answer(first) == (text, 20)  # the shared part came from the second prompt's cells
-    assert answer(first) == (text, len(first) - 1)  # all but the last, decoded for its logits
+    text, _ = _answer(llm, first)
+    assert _answer(llm, second)[1] == 20
+    assert _answer(llm, first) == (text, 20)  # the shared part came from the second prompt's cells
+    assert _answer(llm, first) == (text, len(first) - 1)  # all but the last, decoded for its logits
     assert metric(llm, "vllm:prefix_cache_queries_total") - queried == 3 * len(first) + len(second)
 
 
@@ -426,20 +428,14 @@ def test_a_prompt_that_starts_like_a_running_one_gets_its_cells_copied_into_anot
     ours = list(range(350, 380))  # tokens no other test sends: nothing held matches them
     theirs = ours[:20] + list(range(380, 395))
 
-    def answer(prompt: list[int]) -> tuple[str, float]:
-        hits = metric(llm, "vllm:prefix_cache_hits_total")
-        with httpx.Client(base_url=llm.url, timeout=60) as client:
-            text = complete(client, prompt=prompt, max_tokens=12)["choices"][0]["text"]
-        return text, metric(llm, "vllm:prefix_cache_hits_total") - hits
-
-    from_scratch, hits = answer(ours)
+    from_scratch, hits = _answer(llm, ours)
     assert hits == 0
     # The stream takes the free slot that holds `ours` (its best match) and keeps it while it runs.
     http, response, events = _open_stream(llm, max_tokens=CONTEXT - 64, prompt=theirs)
     try:
         next(events)
         wait_for(lambda: metric(llm, "vllm:num_requests_running") == 1, "the stream to run")
-        assert answer(ours) == (from_scratch, 20)
+        assert _answer(llm, ours) == (from_scratch, 20)
     finally:
         response.close()
         http.close()
