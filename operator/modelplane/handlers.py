@@ -25,6 +25,7 @@ import kopf
 from modelplane import metrics
 from modelplane.cache import Cache
 from modelplane.config import Config
+from modelplane.events import EventRecorder
 from modelplane.informer import Store, Watches
 from modelplane.kube import Kube, load_client
 from modelplane.reconcile import Controller, Reconciler
@@ -39,6 +40,7 @@ class _State:
     controller: Controller | None = None
     cache: Cache | None = None
     watches: Watches | None = None
+    events: EventRecorder | None = None
 
 
 STATE = _State()
@@ -52,7 +54,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf keeps its own bookkeeping out of our status and objects (it handles only peering here).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="operator.modelplane.io")
     settings.persistence.finalizer = "operator.modelplane.io/finalizer"
-    settings.posting.enabled = False  # our Events are posted by reconcile, on transitions only
+    settings.posting.enabled = False  # our Events: reconcile's, on transitions only (events.py)
     settings.watching.server_timeout = 300
     # kopf retries a failed API call (its peering keep-alive) for 54 s by default and then stops the whole
     # operator; an API server upgrade or restart can be away longer (its graceful shutdown alone may take
@@ -73,7 +75,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
     store = Store()
     STATE.cache = Cache(store.snapshot)
-    reconciler = Reconciler(kube, config, STATE.cache)
+    STATE.events = EventRecorder(kube.post_event)
+    STATE.events.start()
+    reconciler = Reconciler(kube, config, STATE.cache, post_event=STATE.events)
     controller = Controller(reconciler, config, store.model_deployments, peered=bool(config.peering_name))
     STATE.controller = controller
     STATE.watches = Watches(
@@ -104,3 +108,5 @@ async def cleanup(**_: Any) -> None:
         STATE.watches.stop()  # first: a controller still waiting for the first LISTs then starts nothing
     if STATE.controller is not None:
         await asyncio.to_thread(STATE.controller.stop)
+    if STATE.events is not None:
+        await asyncio.to_thread(STATE.events.stop)  # after the workers: their last Events get posted

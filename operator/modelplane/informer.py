@@ -46,9 +46,9 @@ Raw = dict[str, Any]  # an object as the API sent it (the store trims it in plac
 class ListWatch(Protocol):
     """What an informer needs of the API (kube.Kube; the in-memory stand-in in unit tests)."""
 
-    def list_objects(
+    def list_pages(
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
-    ) -> tuple[list[Raw], str]: ...
+    ) -> Iterable[tuple[list[Raw], str]]: ...
 
     def watch_objects(
         self,
@@ -313,8 +313,13 @@ class Informer:
 
     def list(self) -> None:
         w = self.watched
-        items, version = self._source.list_objects(w.api_version, w.kind, self.namespace, w.label_selector)
-        kept = [obj for obj in (_kept(w, item) for item in items) if obj is not None]
+        kept: list[Obj] = []
+        version = ""
+        # Trimmed page by page: the untrimmed listing of every pod is never held at once.
+        pages = self._source.list_pages(w.api_version, w.kind, self.namespace, w.label_selector)
+        for items, page_version in pages:
+            kept.extend(obj for obj in (_kept(w, item) for item in items) if obj is not None)
+            version = page_version
         if self.stopped:
             return
         changes = self._store.replace(w.kind, self.namespace, kept)

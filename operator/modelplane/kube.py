@@ -1,7 +1,7 @@
 """The one place that calls the Kubernetes API.
 
 404 becomes None; other API failures become :class:`KubeError` (and are counted). Children are
-written with server-side apply under one field manager. ``list_objects`` and ``watch_objects`` are
+written with server-side apply under one field manager. ``list_pages`` and ``watch_objects`` are
 what the informers (informer.py) list and watch with. Secrets are only ever read one by one, by
 name (GET): never listed, never watched; except the consumer Secrets of the consumer namespace, whose
 metadata only (never a key) is listed (consumer_secrets).
@@ -35,6 +35,7 @@ METADATA_ONLY: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s
 # A LIST may take long on a large cluster; a watch ends on the server's side after its timeout, and a
 # read timeout a minute later tells a dead connection (no FIN, no RST) from a quiet one.
 LIST_TIMEOUT_SECONDS: Final = 120
+LIST_PAGE_SIZE: Final = 500  # client-go's reflector pages its LISTs by as many
 WATCH_READ_GRACE_SECONDS: Final = 60
 # Every informer holds a connection for its watch (informer.WATCHED, per namespace), and the workers
 # need theirs beside them: the client's default pool (5 per core) would drop and redial connections.
@@ -115,21 +116,32 @@ class Kube:
         )
         return str(latest.get("message") or "") or None if latest else None
 
-    def list_objects(
+    def list_pages(
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
-    ) -> tuple[list[Obj], str]:
-        """Every object of KIND (in NAMESPACE; None: in all), filtered by the server; and the list's
-        resourceVersion, to watch from. As the API sends them: a list's items have no apiVersion or kind."""
-        with self._errors("list", f"{kind} in {namespace or 'every namespace'}"):
-            response = self._resource(api_version, kind).get(
-                namespace=namespace,
-                label_selector=label_selector,
-                serialize=False,  # the raw JSON: a ResourceInstance per object would cost as much again
-                _request_timeout=LIST_TIMEOUT_SECONDS,
-            )
-        listing = json.loads(response.data)
-        items: list[Obj] = listing.get("items") or []
-        return items, str((listing.get("metadata") or {}).get("resourceVersion") or "")
+    ) -> Iterator[tuple[list[Obj], str]]:
+        """Every object of KIND (in NAMESPACE; None: in all), filtered by the server, LIST_PAGE_SIZE at a
+        time, as client-go's reflector lists: a caller that trims each page before asking for the next
+        never holds a whole listing of thousands of pods at once. Each page comes with the list's
+        resourceVersion (to watch from). As the API sends them: a list's items have no apiVersion or
+        kind. A continue token that expired midway is 410 Gone, as a watch's would be: list again."""
+        token: str | None = None
+        while True:
+            with self._errors("list", f"{kind} in {namespace or 'every namespace'}"):
+                response = self._resource(api_version, kind).get(
+                    namespace=namespace,
+                    label_selector=label_selector,
+                    limit=LIST_PAGE_SIZE,
+                    _continue=token,
+                    serialize=False,  # the raw JSON: a ResourceInstance per object would cost as much again
+                    _request_timeout=LIST_TIMEOUT_SECONDS,
+                )
+            listing = json.loads(response.data)
+            del response
+            meta = listing.get("metadata") or {}
+            yield listing.get("items") or [], str(meta.get("resourceVersion") or "")
+            token = meta.get("continue") or None
+            if token is None:
+                return
 
     def watch_objects(
         self,

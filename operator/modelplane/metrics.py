@@ -28,6 +28,10 @@ DRIFT_CORRECTIONS: Final = Counter(
 CHILD_WRITES: Final = Counter(
     "modelplane_operator_child_writes", "Children applied or deleted, by kind and verb.", ["kind", "verb"]
 )
+EVENTS_DROPPED: Final = Counter(
+    "modelplane_operator_events_dropped",
+    "Events not posted because too many were waiting for the API server (events.CAPACITY).",
+)
 API_ERRORS: Final = Counter(
     "modelplane_operator_api_errors",
     "Kubernetes API calls that failed, by verb and HTTP status.",

@@ -26,6 +26,7 @@ from modelplane import metrics, plan
 from modelplane.cache import Cache, Key, Snapshot
 from modelplane.config import Config
 from modelplane.consumers import Directory
+from modelplane.events import PostEvent
 from modelplane.kube import KubeError
 from modelplane.workqueue import Backoff, WorkQueue
 
@@ -90,8 +91,12 @@ class Reconciler:
         cache: Cache,
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        post_event: PostEvent | None = None,
     ) -> None:
         self._kube = kube
+        # The operator posts through events.EventRecorder, off the reconcile's path; by default here
+        # (unit tests), synchronously.
+        self._post_event: PostEvent = post_event or kube.post_event
         self._config = config
         self._cache = cache
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -310,7 +315,7 @@ class Reconciler:
             )
         for event in step.events:
             try:
-                self._kube.post_event(
+                self._post_event(
                     want.namespace, want.name, want.uid, event.warning, event.reason, event.message
                 )
             except KubeError as error:  # an Event is informative; losing one must not fail the reconcile

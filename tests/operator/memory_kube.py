@@ -2,7 +2,7 @@
 against the real cluster). It keeps objects by (kind, namespace, name), counts every call, applies a
 manifest as a server-side apply of all its fields would, and plays the watches: ``snapshot`` is what
 the informers' store would hold, either current or, with ``lag()``, frozen at an earlier moment; and
-``list_objects`` / ``watch_objects`` serve the informers themselves from a journal of every change
+``list_pages`` / ``watch_objects`` serve the informers themselves from a journal of every change
 (``compact`` forgets it, as etcd does: watching from before then is 410 Gone)."""
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class MemoryKube:
         self.objects: dict[tuple[str, str, str], Obj] = {}
         self.secrets: dict[tuple[str, str], frozenset[str]] = {}
         self.calls: list[tuple[str, str, str]] = []  # (verb, kind, name)
+        self.page_size = 500  # of a LIST, as kube.LIST_PAGE_SIZE
         self.events: list[tuple[str, str, bool, str]] = []  # (namespace/name, reason, warning, message)
         self.refuse: dict[tuple[str, str], int] = {}  # (kind, name) -> HTTP status an apply gets
         self.crds: set[str] = set()
@@ -132,10 +133,10 @@ class MemoryKube:
         crds = frozenset(self.crds & children.REQUIRED_CRDS)
         return Snapshot(body=copy.deepcopy(body) if body else None, objects=owned, crds=crds)
 
-    def list_objects(
+    def list_pages(
         self, api_version: str, kind: str, namespace: str | None, label_selector: str | None
-    ) -> tuple[list[Obj], str]:
-        self.calls.append(("list", kind, namespace or ""))
+    ) -> Iterator[tuple[list[Obj], str]]:
+        """PAGE_SIZE objects at a time, each page one call (a LIST with a continue token)."""
         items = [
             copy.deepcopy(obj)
             for (k, ns, _), obj in sorted(self.objects.items())
@@ -143,7 +144,10 @@ class MemoryKube:
         ]
         for item in items:  # a LIST's items carry no kind of their own
             del item["kind"], item["apiVersion"]
-        return items, str(self._version)
+        version = str(self._version)
+        for start in range(0, max(len(items), 1), self.page_size):
+            self.calls.append(("list", kind, namespace or ""))
+            yield items[start : start + self.page_size], version
 
     def watch_objects(
         self,

@@ -333,6 +333,7 @@ def many(kube: MemoryKube, count: int) -> None:
 def start_with(count: int) -> tuple[int, int]:
     """Start the watches over COUNT ModelDeployments: (gate signals, LISTs made) until the gate opened."""
     kube = MemoryKube()
+    kube.page_size = 10 * count  # every LIST one page here (paging: the test below)
     many(kube, count)
     found, heard = watches(kube)
     list_all(found)
@@ -348,3 +349,13 @@ def test_a_start_is_linear_in_the_objects() -> None:
     index gate woke every object's waiter at every object's toggle: quadratic); every object is held."""
     few, lots = start_with(10), start_with(300)
     assert few == lots == (len(ALWAYS_SERVED), len(ALWAYS_SERVED))
+
+
+def test_a_list_comes_in_pages_and_the_store_holds_every_page() -> None:
+    kube = MemoryKube()
+    kube.page_size = 2
+    many(kube, 3)  # 3 Deployments and 6 pods
+    found, _ = watches(kube)
+    list_all(found)
+    assert len([c for c in kube.calls if c == ("list", "Pod", "")]) == 3
+    assert all(len(found.store.snapshot(key).objects) == 3 for key in found.store.model_deployments())
