@@ -273,6 +273,7 @@ class Bench:
         self.results: list[LevelResult] = []
         self.failures: list[str] = []
         self.answers: dict[str, str] = {}
+        self.load_before = machine.load_average()
 
     def measure(self, spec: servers.ServerSpec, workload: Workload, concurrency: int) -> None:
         count = requests_at(concurrency, self.args.requests_per_client)
@@ -331,9 +332,8 @@ class Bench:
             ),
             "",
             (
-                "**The machine was shared** with other helpers' builds and tests while this ran: absolute "
-                "figures are pessimistic and noisy. Both servers were up together and measured in turn, "
-                "level by level, so the ratios compare runs seconds to minutes apart."
+                f"The machine was {machine.standing(self.load_before)}. Both servers were up together and "
+                "measured in turn, level by level, so the ratios compare runs seconds to minutes apart."
             ),
             "",
             (

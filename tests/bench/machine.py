@@ -38,6 +38,22 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+# The local cluster idling (API server, etcd, kubelet, controllers) keeps the 1-minute load near 0.3.
+QUIET_LOAD = 1.0
+
+
+def standing(load_before: str) -> str:
+    """How the machine stood as a benchmark began, from the load averages (load_average()) read
+    then: what a reader needs to trust durations, which other work stretches (counts it does not)."""
+    one_minute = float(load_before.split()[0])
+    if one_minute < QUIET_LOAD:
+        return f"quiet as this began (load average {load_before}: nothing but the idle cluster running)"
+    return (
+        f"**shared**: other work was running as this began (load average {load_before}); durations "
+        "are pessimistic and noisy"
+    )
+
+
 def pin_pod(pod_uid: str, cpu: int) -> int:
     """Pin every thread of every process of the pod POD_UID (found by its cgroup, as the kubelet names
     it with either driver) to CPU, as `taskset` pins a host server; threads started later inherit it.

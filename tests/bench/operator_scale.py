@@ -49,7 +49,7 @@ from typing import Any, cast
 from modelplane import children
 
 from tests.bench.harness import with_notes
-from tests.bench.machine import cpu_model, git_commit, load_average
+from tests.bench.machine import cpu_model, git_commit, load_average, standing
 from tests.bench.operator_requests import RESULTS, AuditLog, count_requests, operator_entry
 from tests.support.cluster import Cluster, make, make_print
 from tests.support.examples import example
@@ -302,9 +302,8 @@ def render_results(run: Mapping[str, Any]) -> str:
         ),
         "",
         (
-            f"- Machine: {run['machine']}; **shared** with other sessions while this ran (load average "
-            f"{run['load_before']} before, {run['load_after']} after): durations depend on that load, "
-            "counts do not."
+            f"- Machine: {run['machine']}; {standing(run['load_before'])}; load average "
+            f"{run['load_after']} after. Durations depend on the load, counts do not."
         ),
         f"- Versions: {run['versions']}.",
         f"- Settings: {run['settings']}.",

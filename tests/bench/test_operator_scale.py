@@ -9,6 +9,7 @@ from typing import Any
 from modelplane import spec as specs
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from tests.bench.machine import standing
 from tests.bench.operator_scale import (
     Progress,
     bench_documents,
@@ -185,3 +186,8 @@ def test_the_table_says_which_targets_were_met() -> None:
     table = render_results(run)
     assert "| 250 / 1500 ms |" in table
     assert "| writes of the restarted operator while settling (peering aside) | 0 | 0: met |" in table
+
+
+def test_the_results_say_whether_the_machine_was_quiet_from_the_load_before_the_run() -> None:
+    assert standing("0.31 0.40 0.52").startswith("quiet")
+    assert standing("3.59 3.32 4.07").startswith("**shared**")
