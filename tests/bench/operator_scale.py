@@ -22,7 +22,7 @@ What it does, in order:
   work queue empty (its own metrics), and counts the writes it made doing so;
 - deletes everything it made (the namespace, then the fake nodes and KWOK's controller) and puts the
   rate limits back (`make cluster-up` with the defaults), also when it fails.
-Results: tests/bench/results/operator.md (the machine is shared: its load is recorded beside them).
+Results: tests/bench/results/operator.md (with the load averages before and after: durations depend on them).
 """
 
 from __future__ import annotations
