@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from modelplane import children
+from modelplane.config import Config
 
 from tests.bench.harness import with_notes
 from tests.bench.machine import cpu_model, git_commit, load_average, standing
@@ -571,8 +572,8 @@ def main() -> int:
         settings = (
             f"kube-controller-manager {rate_limits(run_dir, 'kube-controller-manager')}, kube-scheduler "
             f"{rate_limits(run_dir, 'kube-scheduler')} (their defaults: 20/30 and 50/100); {args.nodes} KWOK "
-            "fake nodes with KWOK's fast stages; the operator as `make operator-up` runs it (4 workers, "
-            f"resync every {args.operator_resync_seconds:.0f} s)"
+            "fake nodes with KWOK's fast stages; the operator as `make operator-up` runs it "
+            f"({Config.from_env().workers} workers, resync every {args.operator_resync_seconds:.0f} s)"
         )
         print(f"set-up: {time.time() - phase_started:.0f} s")
         cluster.kubectl("create", "namespace", namespace)
