@@ -74,6 +74,17 @@ def refused_for_good(error: KubeError) -> bool:
 
 # A ModelDeployment naming a consumer the directory lacks reads the directory again, at most this often.
 CONSUMERS_REREAD_SECONDS = 5.0
+# The Events of a cache claim that stays unbound and says nothing yet: read again after 5 s, doubling to
+# 5 minutes, so a provisioner's refusal shows within seconds and a claim that waits costs little.
+CLAIM_EVENTS_REREAD = Backoff(5.0, 300.0, jitter=0.0)
+
+
+@dataclass(frozen=True)
+class _ClaimEvents:
+    version: tuple[str, str]  # the claim's (uid, resourceVersion) when they were read
+    message: str | None  # the provisioner's latest word; None: nothing yet
+    due: float  # (monotonic) when to read them again if the claim still says nothing
+    silent_reads: int  # reads in a row at this version that found nothing
 
 
 @dataclass
@@ -105,8 +116,9 @@ class Reconciler:
         self._seen: dict[Key, frozenset[tuple[str, str]]] = {}  # every child observed since the start
         self._doomed: dict[Key, str] = {}  # the uid of each ModelDeployment whose namespace is being deleted
         self._consumers: tuple[float, Directory] | None = None  # (read at, directory)
-        # Per cache claim: the (uid, resourceVersion) its provisioner's Events were read at, and their word.
-        self._claim_failures: dict[tuple[Key, str], tuple[tuple[str, str], str | None]] = {}
+        # Per cache claim: what its provisioner's Events said, at which version of it, and when to ask again.
+        self._claim_failures: dict[tuple[Key, str], _ClaimEvents] = {}
+        self._claim_recheck: dict[Key, float | None] = {}  # seconds until a claim's Events are due again
         self._lock = threading.Lock()
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
@@ -114,7 +126,10 @@ class Reconciler:
         outcome = self._reconcile(key)
         if outcome.result == "gone":
             return outcome
-        return replace(outcome, recheck_in=self._cache.confirm_due_in(key))
+        with self._lock:
+            claim_due = self._claim_recheck.get(key)
+        due = [d for d in (self._cache.confirm_due_in(key), claim_due) if d is not None]
+        return replace(outcome, recheck_in=min(due, default=None))
 
     def _reconcile(self, key: Key) -> Outcome:
         namespace, name = key
@@ -219,6 +234,7 @@ class Reconciler:
             self._doomed.pop(key, None)
             for claim in [c for c in self._claim_failures if c[0] == key]:
                 del self._claim_failures[claim]
+            self._claim_recheck.pop(key, None)
         self._cache.forget([key])
 
     def _read_secrets(self, key: Key, want: plan.Desired) -> dict[str, frozenset[str] | None]:
@@ -276,25 +292,34 @@ class Reconciler:
 
     def _read_claim_failures(self, key: Key, want: plan.Desired, view: Snapshot) -> dict[str, str]:
         """Why each model cache claim that stays unbound (its fill Job made) has no volume, as its
-        provisioner's Events say (a class that cannot provide the access mode): read again only when the
-        claim changes (a provisioner that retries moves it), never for a bound claim."""
+        provisioner's Events say (a class that cannot provide the access mode). Read again when the
+        claim changes (a provisioner that retries moves it) and, while they say nothing, after
+        CLAIM_EVENTS_REREAD (the provisioner's Event often comes after the claim's last change); never
+        for a bound claim. When the next read is due is kept for ``reconcile``'s recheck."""
         found: dict[str, str] = {}
+        now = self._monotonic()
+        due: list[float] = []
         for name in plan.unbound_cache_claims(want, view.children):
             claim = view.children[("PersistentVolumeClaim", name)]
             version = (str(claim["metadata"].get("uid")), str(claim["metadata"].get("resourceVersion")))
             with self._lock:
                 cached = self._claim_failures.get((key, name))
-            if cached is None or cached[0] != version:
+            if cached is None or cached.version != version or (cached.message is None and now >= cached.due):
                 try:
                     message = self._kube.provisioning_failure(want.namespace, name)
                 except KubeError as error:  # informative only: status then says "not bound yet"
                     log.warning("could not read the Events of claim %s/%s: %s", want.namespace, name, error)
                     message = None
-                cached = (version, message)
+                silent = 0 if cached is None or cached.version != version else cached.silent_reads
+                cached = _ClaimEvents(version, message, now + CLAIM_EVENTS_REREAD.delay(silent), silent + 1)
                 with self._lock:
                     self._claim_failures[(key, name)] = cached
-            if cached[1]:
-                found[name] = cached[1]
+            if cached.message:
+                found[name] = cached.message
+            else:
+                due.append(cached.due - now)
+        with self._lock:
+            self._claim_recheck[key] = min(due, default=None)
         return found
 
     def _carry_out(self, key: Key, want: plan.Desired, step: plan.Plan) -> bool:

@@ -18,7 +18,7 @@ from modelplane.render.common import LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY, c
 
 from tests.operator.memory_kube import MemoryKube
 from tests.operator.test_plan import LATER, NOW, body, kinds, observed, ready
-from tests.operator.test_reconcile import controller, run
+from tests.operator.test_reconcile import Clock, controller, run
 from tests.operator.test_reconcile_compare import as_served
 from tests.operator.test_render import AWS_KEYS, SETTINGS
 
@@ -617,29 +617,59 @@ def test_a_claim_its_provisioner_refuses_is_a_failed_cache_with_the_provisioners
         assert (found["status"], found["reason"]) == (value, "CacheClaimFailed"), kind
 
 
-def test_the_provisioners_events_are_read_only_while_a_claim_stays_unbound_and_changes() -> None:
+def test_a_claims_events_are_read_while_it_stays_unbound_when_it_changes_or_on_a_backoff() -> None:
+    """The provisioner's refusal often comes after the claim's last change (the cold run saw that): a
+    claim whose Events said nothing is asked again 5 s later, then 10 s, ...; one that changed at once."""
     kube = MemoryKube()
     kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
     obj = md_body(accessMode="ReadWriteMany")
     kube.create_md(obj)
     name = name_of(accessMode="ReadWriteMany")
-    ctl = controller(kube)
+    clock = Clock()
+    ctl = controller(kube, clock)
+
+    def reads() -> int:
+        return len([c for c in kube.calls if c == ("list", "Event", name)])
+
     run(ctl)  # the claim and Job are made
-    assert ("list", "Event", name) not in kube.calls
-    run(ctl)  # they are unbound: their Events are read (none yet)
-    assert len([c for c in kube.calls if c == ("list", "Event", name)]) == 1
+    assert reads() == 0
+    outcome = run(ctl)  # they are unbound: their Events are read (none yet)
+    assert reads() == 1
+    assert outcome.recheck_in == pytest.approx(5.0)  # asked again then, even if nothing changes
     kube.provisioning_failures[("ml", name)] = NODE_PATH_ONLY
+    clock.now += 4.9
     run(ctl)
-    assert len([c for c in kube.calls if c == ("list", "Event", name)]) == 1  # the claim did not change
-    kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(status={"phase": "Pending"}))
+    assert reads() == 1  # neither the claim changed nor is the next read due
+    clock.now += 0.1
     run(ctl)
-    assert len([c for c in kube.calls if c == ("list", "Event", name)]) == 2
+    assert reads() == 2  # due: the refusal is found without any change of the claim
     md_status = kube.objects[("ModelDeployment", "ml", "iris")]["status"]
     assert md_status["caches"][0]["state"] == status.CACHE_FAILED
+    clock.now += 600
+    run(ctl)
+    assert reads() == 2  # an answer is kept until the claim changes
+    kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(status={"phase": "Pending"}))
+    run(ctl)
+    assert reads() == 3
     kube.edit("PersistentVolumeClaim", "ml", name, lambda o: o.update(bound(o)))
     kube.calls.clear()
+    assert run(ctl).recheck_in is None
+    assert reads() == 0  # bound: nothing to ask
+
+
+def test_a_silent_claim_is_asked_again_less_and_less_often() -> None:
+    kube = MemoryKube()
+    kube.secrets[("ml", "s3-credentials")] = AWS_KEYS
+    kube.create_md(md_body(accessMode="ReadWriteMany"))
+    clock = Clock()
+    ctl = controller(kube, clock)
     run(ctl)
-    assert ("list", "Event", name) not in kube.calls  # bound: nothing to ask
+    delays = []
+    for _ in range(8):
+        outcome = run(ctl)
+        delays.append(outcome.recheck_in)
+        clock.now += outcome.recheck_in
+    assert delays == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0]
 
 
 def test_events_that_cannot_be_read_leave_the_cache_pending_and_the_reconcile_whole(
