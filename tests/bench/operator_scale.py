@@ -20,7 +20,11 @@ What it does, in order:
   (--steady-seconds), kopf's peering and all Leases apart;
 - restarts the operator with the COUNT in place and times until it has reconciled every one with its
   work queue empty (its own metrics), and counts the writes it made doing so;
-- deletes everything it made (the namespace, then the fake nodes and KWOK's controller) and puts the
+- then, with the operator stopped, applies the same children (rendered by the operator's renderer,
+  without owner) in a second namespace with a plain client of --floor-clients threads, and times
+  until every one is written and every Deployment available: the floor the operator is measured
+  against (what the API server, controller-manager, scheduler and KWOK take on this machine);
+- deletes everything it made (the namespaces, then the fake nodes and KWOK's controller) and puts the
   rate limits back (`make cluster-up` with the defaults), also when it fails.
 Results: tests/bench/results/operator.md (with the load averages before and after: durations depend on them).
 """
@@ -46,8 +50,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from modelplane import children
+from modelplane import children, render, spec
 from modelplane.config import Config
+from modelplane.render.common import LABEL_MANAGED_BY
 
 from tests.bench.harness import with_notes
 from tests.bench.machine import cpu_model, git_commit, load_average, standing
@@ -83,6 +88,23 @@ def bench_documents(count: int, replicas: int) -> tuple[dict[str, Any], list[dic
         runtime["tolerations"] = [dict(KWOK_TAINT)]
         mds.append(md)
     return secret, mds
+
+
+def floor_manifests(mds: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The children the operator would apply for MDS, as a plain client applies them for the floor:
+    rendered by the operator's own renderer, without the owner reference (no ModelDeployment owns
+    them: the garbage collector would delete them) nor our labels (the operator must not see them)."""
+    found = []
+    for md in mds:
+        body = json.loads(json.dumps(md))
+        body["metadata"] |= {"namespace": namespace, "uid": "00000000-0000-0000-0000-000000000000"}
+        for rendered in render.children(spec.parse(body), Config.from_env().render):
+            manifest = json.loads(json.dumps(rendered))
+            meta = manifest["metadata"]
+            meta.pop("ownerReferences", None)
+            meta["labels"] = {k: v for k, v in (meta.get("labels") or {}).items() if k != LABEL_MANAGED_BY}
+            found.append(manifest)
+    return found
 
 
 def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -266,6 +288,31 @@ def render_results(run: Mapping[str, Any]) -> str:
         ),
         ("operator CPU seconds (creation, until quiet)", f"{create['cpu_seconds']:.1f} s", ""),
     ]
+    floor = run.get("floor")
+    if floor is not None:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(floor["manifests"].items()))
+        available = floor["available_seconds"]
+        rows += [
+            (
+                (
+                    f"floor: the same children ({kinds}) applied by a plain client, {floor['clients']} "
+                    "threads, no operator: all written / every Deployment available"
+                ),
+                f"{floor['applied_seconds']:.1f} s / "
+                + (f"{available:.1f} s" if available is not None else "not within the limit"),
+                "",
+            ),
+            (
+                "operator side / the floor's writes; every one Ready / every floor Deployment available",
+                f"{handled / floor['applied_seconds']:.2f}x; "
+                + (
+                    f"{create['ready_seconds'] / available:.2f}x"
+                    if available and create["ready_seconds"] is not None
+                    else "-"
+                ),
+                "",
+            ),
+        ]
     if steady is None:
         rows.append(("the quiet time and the restart", "not measured: the creation did not finish", ""))
     else:
@@ -474,6 +521,68 @@ def create_all(cluster: Cluster, namespace: str, mds: list[dict[str, Any]], clie
         list(pool.map(create, mds))
 
 
+def apply_all(cluster: Cluster, manifests: list[dict[str, Any]], clients: int) -> None:
+    """Server-side apply of every manifest by CLIENTS threads (as the operator applies, without it)."""
+    from kubernetes import config, dynamic
+
+    api = dynamic.DynamicClient(config.new_client_from_config(str(cluster.kubeconfig)))  # type: ignore[no-untyped-call]
+
+    def apply(manifest: dict[str, Any]) -> None:
+        resource = api.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        meta = manifest["metadata"]
+        api.server_side_apply(  # type: ignore[no-untyped-call]
+            resource,
+            body=manifest,
+            name=meta["name"],
+            namespace=meta["namespace"],
+            field_manager="bench-floor",
+        )
+
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(apply, manifests))
+
+
+def floor(
+    cluster: Cluster, namespace: str, mds: list[dict[str, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The same children applied by a plain client (no operator, no status, no Events): how long the
+    API server takes to write them, and the controller-manager, the scheduler and KWOK to make every
+    Deployment available. The operator's figures are measured against it."""
+    manifests = floor_manifests(mds, namespace)
+    cluster.kubectl("create", "namespace", namespace)
+    started = time.time()
+    apply_all(cluster, manifests, args.floor_clients)
+    applied = time.time()
+    print(f"floor: {len(manifests)} applied in {applied - started:.1f} s")
+
+    def report() -> bool:
+        total, done = available_deployments(cluster, namespace)
+        print(f"  {time.time() - started:6.1f} s: {done} of {total} Deployments available")
+        return done >= len(mds)
+
+    complete = wait("the floor's Deployments available", report, args.create_timeout, interval=5)
+    return {
+        "clients": args.floor_clients,
+        "manifests": dict(Counter(m["kind"] for m in manifests)),
+        "applied_seconds": applied - started,
+        "available_seconds": time.time() - started if complete else None,
+    }
+
+
+def available_deployments(cluster: Cluster, namespace: str) -> tuple[int, int]:
+    """(Deployments, those with every replica available) in NAMESPACE."""
+    listing = json.loads(
+        cluster.kubectl("get", "deployments", "-n", namespace, "-o", "json", timeout=120).stdout
+    )
+    items = listing.get("items") or []
+    done = [
+        d
+        for d in items
+        if (d.get("status") or {}).get("availableReplicas", 0) >= d["spec"].get("replicas", 1)
+    ]
+    return len(items), len(done)
+
+
 def rate_limits(run_dir: Path, component: str) -> str:
     """The --kube-api-qps and --kube-api-burst the running COMPONENT was started with (its pid file)."""
     pid = (run_dir / f"{component}.pid").read_text().strip()
@@ -482,17 +591,22 @@ def rate_limits(run_dir: Path, component: str) -> str:
     return " ".join(f"{k} {v}" for k, v in sorted(found.items(), reverse=True)) or "(defaults)"
 
 
-def clean_up(cluster: Cluster, namespace: str, raised: Mapping[str, int], stop_operator: bool) -> None:
+def clean_up(
+    cluster: Cluster, namespaces: Iterable[str], raised: Mapping[str, int], stop_operator: bool
+) -> None:
     """Everything the bench made goes, in this order, each step tried even if one before failed: the
-    namespace (while KWOK still completes its pods' deletion), the fake nodes and KWOK's controller,
+    namespaces (while KWOK still completes its pods' deletion), the fake nodes and KWOK's controller,
     the raised rate limits (cluster-up with the defaults), the operator if it was not running before."""
     steps: list[tuple[str, Callable[[], object]]] = [
         (
             f"delete namespace {namespace}",
-            lambda: cluster.kubectl(
+            lambda namespace=namespace: cluster.kubectl(  # type: ignore[misc]
                 "delete", "namespace", namespace, "--ignore-not-found", "--timeout=600s", timeout=630
             ),
-        ),
+        )
+        for namespace in namespaces
+    ]
+    steps += [
         ("make kwok-down", lambda: make("kwok-down")),
         ("make cluster-up (default rate limits)", lambda: _defaults_again(raised)),
     ]
@@ -533,6 +647,7 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=2, help="replicas of each")
     parser.add_argument("--nodes", type=int, default=4, help="KWOK's fake nodes")
     parser.add_argument("--clients", type=int, default=8, help="parallel creates")
+    parser.add_argument("--floor-clients", type=int, default=16, help="parallel applies of the floor")
     parser.add_argument(
         "--qps", type=int, default=300, help="controller-manager's and scheduler's client QPS"
     )
@@ -556,6 +671,7 @@ def main() -> int:
     operator = Operator(args.operator_pid_file, args.operator_metrics_port)
     secret, mds = bench_documents(args.count, args.replicas)
     namespace = f"bench-operator-{int(time.time())}"
+    floor_namespace = f"{namespace}-floor"
     load_before = load_average()
     # In the environment of every make run from here (`make kwok` runs cluster-up too), until the end.
     raised = {"CONTROLLER_MANAGER_QPS": args.qps, "CONTROLLER_MANAGER_BURST": args.burst}
@@ -662,9 +778,13 @@ def main() -> int:
             }
             print(f"restart: {json.dumps(figures['restart'])}")
         watch.stop()
+        make("operator-down")  # the floor's pods carry our labels: the operator would watch them
+        figures["floor"] = floor(cluster, floor_namespace, mds, args)
+        print(f"floor: {json.dumps(figures['floor'])}")
+        make("operator-up")
     finally:
         cleanup = time.time()
-        clean_up(cluster, namespace, raised, stop_operator=not operator_was_running)
+        clean_up(cluster, (namespace, floor_namespace), raised, stop_operator=not operator_was_running)
         print(f"clean-up: {time.time() - cleanup:.0f} s")
 
     figures.update(

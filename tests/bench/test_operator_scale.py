@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelplane import spec as specs
+from modelplane.render.common import LABEL_MANAGED_BY
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from tests.bench.machine import standing
 from tests.bench.operator_scale import (
     Progress,
     bench_documents,
+    floor_manifests,
     operator_writes,
     proc_usage,
     queue_state,
@@ -186,8 +188,33 @@ def test_the_table_says_which_targets_were_met() -> None:
     table = render_results(run)
     assert "| 250 / 1500 ms |" in table
     assert "| writes of the restarted operator while settling (peering aside) | 0 | 0: met |" in table
+    assert "floor" not in table  # a run that did not reach the floor's phase
+    floored = {**run, "floor": {"clients": 16, "manifests": {"Deployment": 10}, "applied_seconds": 47.5}}
+    floored["floor"]["available_seconds"] = 80.0
+    table = render_results(floored)
+    assert "| 47.5 s / 80.0 s |" in table
+    assert "| 2.00x; 1.25x |" in table
 
 
 def test_the_results_say_whether_the_machine_was_quiet_from_the_load_before_the_run() -> None:
     assert standing("0.31 0.40 0.52").startswith("quiet")
     assert standing("3.59 3.32 4.07").startswith("**shared**")
+
+
+def test_the_floor_applies_what_the_operator_would_without_owner_or_our_label() -> None:
+    _, mds = bench_documents(2, 2)
+    manifests = floor_manifests(mds, "floor")
+    assert sorted(m["kind"] for m in manifests if m["metadata"]["name"] == "md-0001") == [
+        "Deployment",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "Service",
+    ]
+    for manifest in manifests:
+        meta = manifest["metadata"]
+        assert meta["namespace"] == "floor"
+        assert "ownerReferences" not in meta  # the garbage collector would delete them
+        assert LABEL_MANAGED_BY not in meta.get("labels", {})  # the operator must not see them
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["template"]["spec"]["tolerations"]  # onto the fake nodes, as the operator's
