@@ -6,8 +6,9 @@ What it does, in order:
   CONTROLLER_MANAGER_QPS=... SCHEDULER_QPS=...`, as large clusters do: they, not the operator, create
   the pods), starts KWOK's controller with fake nodes beside the real one (`make kwok`; tainted, so
   only the benchmark's pods, which tolerate and select them through spec.runtime.tolerations and
-  nodeSelector, go there; KWOK marks them Running and Ready), and restarts the host operator so that
-  its peak RSS and CPU time are this run's;
+  nodeSelector, go there; KWOK marks them Running and Ready), stops the node add-ons that would run
+  on worker nodes (STOPPED_ADD_ONS; make e2e-prerequisites starts them again), and restarts the host
+  operator so that its peak RSS and CPU time are this run's;
 - creates the COUNT ModelDeployments at once (examples/sklearn-s3.yaml's, with REPLICAS replicas)
   in a namespace of its own, and times, from the first create: the operator's side (every one has a
   status written for its generation, observedGeneration == generation, after its children were
@@ -68,6 +69,9 @@ REFUSALS = frozenset({"InvalidSpec", "ApplyFailed"})  # a status for the generat
 HEARTBEATS = frozenset({"leases", "kopfpeerings", "clusterkopfpeerings"})
 KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"}
 KWOK_NODE_SELECTOR = {"type": "kwok"}
+# Stopped for the bench (make e2e-prerequisites starts them again): kube-router's NetworkPolicy firewall,
+# KEDA and its Prometheus.
+STOPPED_ADD_ONS = ("network-policy-down", "keda-down")
 
 # Pure pieces (tests/bench/test_operator.py).
 
@@ -682,13 +686,19 @@ def main() -> int:
     try:
         os.environ.update({name: str(value) for name, value in raised.items()})
         make("cluster-up")
+        # Node add-ons that would run on worker nodes, not beside the API server: on this one node they
+        # took a third of its CPU (kube-router's firewall recomputes its ipsets at every pod and policy).
+        for add_on in STOPPED_ADD_ONS:
+            make(add_on)
         make("kwok", f"KWOK_NODES={args.nodes}")
         operator.restart()
         run_dir = cluster.kubeconfig.parent / "run"
         settings = (
             f"kube-controller-manager {rate_limits(run_dir, 'kube-controller-manager')}, kube-scheduler "
             f"{rate_limits(run_dir, 'kube-scheduler')} (their defaults: 20/30 and 50/100); {args.nodes} KWOK "
-            "fake nodes with KWOK's fast stages; the operator as `make operator-up` runs it "
+            "fake nodes with KWOK's fast stages; stopped meanwhile: kube-router's NetworkPolicy firewall, "
+            "KEDA and its Prometheus (node add-ons: a large cluster runs them on worker nodes, not beside "
+            "its API server); the operator as `make operator-up` runs it "
             f"({Config.from_env().workers} workers, resync every {args.operator_resync_seconds:.0f} s)"
         )
         print(f"set-up: {time.time() - phase_started:.0f} s")
