@@ -53,6 +53,7 @@ from typing import Any, cast
 
 from modelplane import children, render, spec
 from modelplane.config import Config
+from modelplane.kube import Kube
 from modelplane.render.common import LABEL_MANAGED_BY
 
 from tests.bench.harness import with_notes
@@ -98,11 +99,12 @@ def floor_manifests(mds: list[dict[str, Any]], namespace: str) -> list[dict[str,
     """The children the operator would apply for MDS, as a plain client applies them for the floor:
     rendered by the operator's own renderer, without the owner reference (no ModelDeployment owns
     them: the garbage collector would delete them) nor our labels (the operator must not see them)."""
+    settings = Config.from_env().render
     found = []
     for md in mds:
         body = json.loads(json.dumps(md))
         body["metadata"] |= {"namespace": namespace, "uid": "00000000-0000-0000-0000-000000000000"}
-        for rendered in render.children(spec.parse(body), Config.from_env().render):
+        for rendered in render.children(spec.parse(body), settings):
             manifest = json.loads(json.dumps(rendered))
             meta = manifest["metadata"]
             meta.pop("ownerReferences", None)
@@ -526,24 +528,13 @@ def create_all(cluster: Cluster, namespace: str, mds: list[dict[str, Any]], clie
 
 
 def apply_all(cluster: Cluster, manifests: list[dict[str, Any]], clients: int) -> None:
-    """Server-side apply of every manifest by CLIENTS threads (as the operator applies, without it)."""
-    from kubernetes import config, dynamic
+    """Server-side apply of every manifest by CLIENTS threads, through the operator's own Kube.apply
+    (the same request the operator makes), under a field manager of the bench's."""
+    from kubernetes import config
 
-    api = dynamic.DynamicClient(config.new_client_from_config(str(cluster.kubeconfig)))  # type: ignore[no-untyped-call]
-
-    def apply(manifest: dict[str, Any]) -> None:
-        resource = api.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
-        meta = manifest["metadata"]
-        api.server_side_apply(  # type: ignore[no-untyped-call]
-            resource,
-            body=manifest,
-            name=meta["name"],
-            namespace=meta["namespace"],
-            field_manager="bench-floor",
-        )
-
+    kube = Kube(config.new_client_from_config(str(cluster.kubeconfig)), "bench-floor")  # type: ignore[no-untyped-call]
     with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(apply, manifests))
+        list(pool.map(kube.apply, manifests))
 
 
 def floor(
