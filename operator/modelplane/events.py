@@ -48,16 +48,20 @@ class EventRecorder:
         self._queue: queue.Queue[_Event | None] = queue.Queue(maxsize=capacity)
         self._thread: threading.Thread | None = None
         self._dropping = False  # said once per run of drops, not once per Event
+        self._dropping_lock = threading.Lock()  # workers post from threads of their own
 
     def __call__(self, namespace: str, name: str, uid: str, warning: bool, reason: str, message: str) -> None:
         try:
             self._queue.put_nowait(_Event(namespace, name, uid, warning, reason, message))
-            self._dropping = False
         except queue.Full:
             metrics.EVENTS_DROPPED.inc()
-            if not self._dropping:
+            with self._dropping_lock:
+                first, self._dropping = not self._dropping, True
+            if first:
                 log.warning("%d Events are waiting to be posted: dropping new ones", self._queue.maxsize)
-            self._dropping = True
+        else:
+            with self._dropping_lock:
+                self._dropping = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="events", daemon=True)

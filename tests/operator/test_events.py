@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from kubernetes.client.exceptions import ApiException
 from modelplane.events import EventRecorder
 from modelplane.kube import KubeError
@@ -42,7 +43,9 @@ def test_events_are_posted_in_order_by_the_recorders_thread_and_a_failed_one_doe
     assert threads == {"events"}  # never the caller's thread
 
 
-def test_a_full_queue_drops_new_events_and_counts_them_without_blocking_the_caller() -> None:
+def test_a_full_queue_drops_new_events_and_counts_them_without_blocking_the_caller(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     release = threading.Event()
     first_taken = threading.Event()
     posted: list[str] = []
@@ -60,6 +63,8 @@ def test_a_full_queue_drops_new_events_and_counts_them_without_blocking_the_call
     for reason in ["second", "third", "fourth", "fifth"]:
         recorder("ns", "iris", "u", False, reason, "")
     assert _dropped() - before == 2
+    said = [r for r in caplog.records if "dropping new ones" in r.getMessage()]
+    assert len(said) == 1  # once per run of drops, not once per Event
     release.set()
     recorder.stop()
     assert posted == ["first", "second", "third"]
